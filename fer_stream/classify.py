@@ -1,0 +1,171 @@
+"""Facial-expression classification with any Hugging Face image-classification model.
+
+Split the way transformers pipelines are: :meth:`EmotionClassifier.preprocess` (images -> tensor),
+:meth:`~EmotionClassifier.forward` (tensor -> probabilities on the host) and
+:meth:`~EmotionClassifier.postprocess` (probabilities -> :class:`~fer_stream.frames.Prediction`).
+Labels always come from the loaded model's ``config.id2label``.
+
+>>> from fer_stream import EmotionClassifier
+>>> clf = EmotionClassifier("trpakov/vit-face-expression", device="auto")  # doctest: +SKIP
+>>> clf.predict(["face.jpg"])[0].probs[:2]                                # doctest: +SKIP
+(('happy', 0.93), ('neutral', 0.03))
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_MODEL
+from .devices import resolve_device
+from .errors import ModelError
+from .frames import Prediction
+from .images import ImageLike, as_rgb
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else, or anything on disk, is a path."""
+    return (
+        Path(model).expanduser().exists()
+        or model.startswith((".", "/", "~"))
+        or model.count("/") > 1
+        or "\\" in model
+    )
+
+
+def _check_local_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise ModelError(f"model folder '{folder}' does not exist; pass a hub id like {DEFAULT_MODEL} or a folder written by save_pretrained")
+    if not folder.is_dir():
+        raise ModelError(f"model '{folder}' is a file; pass the folder that holds config.json and model.safetensors")
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"'{folder}' is not a model folder (no config.json); pass a folder written by save_pretrained, or a hub id")
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"model folder '{folder}' has no .safetensors weights; fer-stream loads safetensors only "
+            "(re-save the model with save_pretrained(..., safe_serialization=True))"
+        )
+    if not (folder / "preprocessor_config.json").is_file():
+        raise ModelError(f"model folder '{folder}' has no preprocessor_config.json; save the image processor with save_pretrained too")
+
+
+def load_model(model: str) -> tuple[object, torch.nn.Module]:
+    """The image processor and classification model for a hub id or local folder."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    _quiet_transformers()
+    source = model
+    if _looks_like_path(model):
+        folder = Path(model).expanduser()
+        _check_local_folder(folder)
+        source = str(folder)
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+        net = AutoModelForImageClassification.from_pretrained(
+            source, use_safetensors=True, trust_remote_code=False
+        )
+    except ValueError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"'{model}' is not an image-classification model transformers can load ({first})") from None
+    except OSError as e:
+        if source != model:  # a local folder whose files are broken
+            raise ModelError(f"cannot load model folder '{model}': {str(e).strip().splitlines()[0]}") from None
+        raise ModelError(
+            f"cannot load '{model}' from the Hugging Face Hub (offline, or no such model, or no safetensors weights); "
+            f"run `fer-stream models pull --model {model}` while online, or pass a local model folder"
+        ) from None
+    return processor, net
+
+
+class EmotionClassifier:
+    """Classifies face images into the model's expression labels.
+
+    ``predict`` takes paths or RGB arrays and returns one :class:`Prediction` per image with all
+    labels ordered from most to least likely. Predictions whose confidence is under ``threshold``
+    are flagged. Batches never exceed ``max_batch``.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        *,
+        max_batch: int = 8,
+        threshold: float = 0.7,
+        warmup: bool = False,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.model_name = model
+        self.device = resolve_device(device)
+        self.max_batch = max_batch
+        self.threshold = threshold
+        self.processor, net = load_model(model)
+        self.net = net.to(self.device).eval()
+        id2label = {int(k): str(v) for k, v in self.net.config.id2label.items()}
+        n = int(self.net.config.num_labels)
+        if sorted(id2label) != list(range(n)):
+            raise ModelError(f"model '{model}' has an id2label that does not cover its {n} outputs")
+        self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(n))
+        # Ascend compiles kernels per input shape: keep one shape by padding partial batches.
+        self.static_batch = self.device.type == "npu"
+        self._dtype = next(self.net.parameters()).dtype
+        if warmup:
+            self.warmup()
+
+    def __repr__(self) -> str:
+        return f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', labels={self.labels})"
+
+    def warmup(self) -> None:
+        """Run one full batch so that kernels are compiled and memory is allocated up front."""
+        blank = [np.full((64, 64, 3), 128, np.uint8)] * self.max_batch
+        self.forward(self.preprocess(blank))
+
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """RGB arrays or paths -> the model's ``pixel_values`` batch."""
+        arrays = [as_rgb(im) for im in images]
+        return self.processor(images=arrays, return_tensors="pt")["pixel_values"]
+
+    @torch.inference_mode()
+    def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host."""
+        n = pixel_values.shape[0]
+        if self.static_batch and n < self.max_batch:
+            pad = pixel_values[-1:].expand(self.max_batch - n, *pixel_values.shape[1:])
+            pixel_values = torch.cat([pixel_values, pad])
+        x = pixel_values.to(self.device, self._dtype, non_blocking=True)
+        logits = self.net(pixel_values=x).logits
+        return logits.float().softmax(dim=-1)[:n].cpu().numpy()
+
+    def postprocess(self, probs: np.ndarray) -> list[Prediction]:
+        """Probabilities -> predictions, labels in descending probability."""
+        order = np.argsort(-probs, axis=1, kind="stable")
+        ranked = np.take_along_axis(probs, order, axis=1).tolist()
+        labels = self.labels
+        return [
+            Prediction(
+                probs=tuple((labels[i], p) for i, p in zip(idx, row)),
+                flagged=row[0] < self.threshold,
+            )
+            for idx, row in zip(order.tolist(), ranked)
+        ]
+
+    def predict(self, images: Iterable[ImageLike]) -> list[Prediction]:
+        """One prediction per image (paths or RGB arrays), run in batches of at most ``max_batch``."""
+        items = list(images)
+        out: list[Prediction] = []
+        for start in range(0, len(items), self.max_batch):
+            chunk = items[start : start + self.max_batch]
+            out += self.postprocess(self.forward(self.preprocess(chunk)))
+        return out

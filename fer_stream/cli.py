@@ -1,0 +1,182 @@
+"""The ``fer-stream`` command line.
+
+    fer-stream --source 0                                   # webcam, on screen
+    fer-stream --source talk.mp4 --output talk.annotated.mp4 --events talk.jsonl
+    fer-stream image face.jpg [more.jpg ...] [--dir FACES] [--json] [--no-detect]
+    fer-stream models pull                                  # fetch both models for offline use
+    fer-stream config                                       # print the effective settings as TOML
+
+A user's mistake ends in one line, ``fer-stream: error: ...``, and a non-zero exit; ``--debug``
+(or ``FER_STREAM_DEBUG=1``) shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .config import DEFAULT_MODEL, X264_PRESETS, load_config
+from .errors import FerStreamError
+
+COMMANDS = ("run", "image", "models", "config")
+
+# flag destination -> "table.key" in config.toml
+_OVERRIDES = {
+    "source": "source.input",
+    "max_frames": "source.max_frames",
+    "model": "classifier.model",
+    "device": "classifier.device",
+    "max_batch": "classifier.max_batch",
+    "batch_wait_ms": "classifier.batch_wait_ms",
+    "threshold": "classifier.threshold",
+    "warmup": "classifier.warmup",
+    "detector_model": "detector.model",
+    "min_detection_confidence": "detector.min_confidence",
+    "crop_margin": "detector.crop_margin",
+    "display": "display.enabled",
+    "output": "output.video",
+    "events": "output.events",
+    "summary": "output.summary",
+    "audio": "output.audio",
+    "crf": "output.crf",
+    "preset": "output.preset",
+    "progress": "output.progress",
+}
+
+
+def _common(p: argparse.ArgumentParser, *, detector: bool = True) -> None:
+    g = p.add_argument_group("models and settings")
+    g.add_argument("--config", metavar="PATH", help="settings file (TOML); flags override it")
+    g.add_argument("--model", help=f"classifier: Hugging Face hub id or local folder (default {DEFAULT_MODEL})")
+    g.add_argument("--device", help="auto | npu | cuda | mps | cpu (default auto: the first of those present)")
+    g.add_argument("--max-batch", type=int, metavar="N", help="most faces per classifier batch (default 8)")
+    g.add_argument("--threshold", type=float, metavar="P", help="flag predictions under this confidence (default 0.7)")
+    if detector:
+        g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
+        g.add_argument("--min-detection-confidence", type=float, metavar="P", help="minimum face-detection score (default 0.5)")
+        g.add_argument("--crop-margin", type=float, metavar="F", help="grow face boxes by this fraction before cropping (default 0.1)")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream",
+        description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
+        epilog="other commands: fer-stream image --help | fer-stream models pull --help | fer-stream config --help",
+    )
+    p.add_argument("--version", action="version", version=f"fer-stream {__version__}")
+    p.add_argument("--source", metavar="SRC", help="webcam index (0), video file, or URL (rtsp://...)")
+    p.add_argument("--output", metavar="OUT.mp4", help="write the annotated video (H.264, input's audio kept)")
+    p.add_argument("--events", metavar="OUT.jsonl", help="write one record per face per frame (.jsonl or .csv)")
+    p.add_argument("--summary", metavar="OUT.json", help="write the run's summary as JSON")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
+                   help="show an on-screen window (default: on for webcams when a screen exists); q or Esc quits")
+    p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument("--batch-wait-ms", type=int, metavar="MS", help="longest wait for a batch to fill (default 50)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch")
+    p.add_argument("--no-audio", dest="audio", action="store_false", default=None, help="do not copy the input's audio")
+    p.add_argument("--crf", type=int, metavar="Q", help="H.264 quality 0-51, lower is better (default 20)")
+    p.add_argument("--preset", choices=X264_PRESETS, help="x264 speed preset (default veryfast)")
+    _common(p)
+    return p
+
+
+def _image_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream image",
+        description="Find the faces in still images and print each face's box and its emotions, most likely first.",
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.jpg, .png, ...)")
+    p.add_argument("--dir", metavar="FOLDER", help="also every image in FOLDER")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--no-detect", dest="detect", action="store_false",
+                   help="classify each whole image as one face (for ready-cropped faces)")
+    _common(p)
+    return p
+
+
+def _models_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pull = sub.add_parser("pull", help="download the detector and classifier ahead of time (for air-gapped use)",
+                          description="Download MediaPipe's face detector into the cache and the classifier into the Hugging Face cache.")
+    pull.add_argument("--force", action="store_true", help="download the detector again even if cached")
+    pull.add_argument("--config", metavar="PATH", help="settings file naming the classifier")
+    pull.add_argument("--model", help=f"classifier hub id (default {DEFAULT_MODEL})")
+    pull.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _config_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fer-stream config",
+                                description="Print the effective settings (defaults, --config file, flags) as TOML.")
+    _common(p)
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, dest) for dest, key in _OVERRIDES.items() if getattr(args, dest, None) is not None}
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(format="fer-stream: %(levelname)s: %(message)s", stream=sys.stderr,
+                        level=logging.DEBUG if debug else logging.WARNING)
+    logging.addLevelName(logging.WARNING, "warning")
+    logging.addLevelName(logging.ERROR, "error")
+    logging.addLevelName(logging.INFO, "info")
+    logging.addLevelName(logging.DEBUG, "debug")
+    if not debug:
+        for noisy in ("libav", "transformers", "httpx", "huggingface_hub"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fer-stream`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else "run"
+    if argv and argv[0] in COMMANDS:
+        argv = argv[1:]
+    parser = {"run": _run_parser, "image": _image_parser, "models": _models_parser, "config": _config_parser}[command]()
+    args = parser.parse_args(argv)
+    debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
+    _setup_logging(debug)
+    try:
+        cfg = load_config(args.config, _overrides(args))
+        if command == "run":
+            from .jobs import run_stream
+
+            return run_stream(cfg)
+        if command == "image":
+            from .jobs import classify_images
+
+            return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
+        if command == "models":
+            from .jobs import pull_models
+
+            return pull_models(cfg, force=args.force)
+        from .config import render
+
+        sys.stdout.write(render(cfg))
+        return 0
+    except FerStreamError as e:
+        if debug:
+            logging.getLogger("fer_stream").exception("traceback")
+        print(f"fer-stream: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fer-stream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: still one line unless debugging
+        if debug:
+            raise
+        print(f"fer-stream: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Settings: defaults, TOML loading, validation and command-line overrides.
+
+Every setting lives in one table of ``config.toml`` and in one frozen dataclass below; the field's
+metadata carries its one-line help and its check. ``config.toml`` at the repository root is the
+same list, written out with every default (a test keeps the two equal).
+
+>>> cfg = load_config(None, {"classifier.max_batch": 4})
+>>> cfg.classifier.max_batch
+4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "trpakov/vit-face-expression"
+DEVICES = ("auto", "npu", "cuda", "mps", "cpu")
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+)
+
+Check = Callable[[Any], str | None]  # returns a description of what is expected, or None if fine
+
+
+def _setting(default: Any, help: str, check: Check | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def _int_range(lo: int, hi: int) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        return None if ok else f"an integer from {lo} to {hi}"
+    return check
+
+
+def _float_range(lo: float, hi: float) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+        return None if ok else f"a number from {lo} to {hi}"
+    return check
+
+
+def _choice(*choices: Any) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _str(v: Any) -> str | None:
+    return None if isinstance(v, str) else "a string"
+
+
+def _device(v: Any) -> str | None:
+    if isinstance(v, str):
+        kind, _, index = v.partition(":")
+        if kind in DEVICES and (not index or (kind in ("npu", "cuda") and index.isdigit())):
+            return None
+    return "one of 'auto', 'npu', 'cuda', 'mps', 'cpu' (or 'cuda:N' / 'npu:N')"
+
+
+def _display(v: Any) -> str | None:
+    return None if v == "auto" or isinstance(v, bool) else "'auto', true or false"
+
+
+def _suffix(*suffixes: str) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, str) and (not v or Path(v).suffix.lower() in suffixes):
+            return None
+        return "a path ending in " + " or ".join(suffixes) + " (or \"\" for none)"
+    return check
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    input: str = _setting("", "webcam index (\"0\"), video file, or URL; --source overrides", _str)
+    max_frames: int = _setting(0, "stop after this many frames (0 = the whole stream)", _int_range(0, 2**62))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    model: str = _setting(DEFAULT_MODEL, "Hugging Face hub id or local folder (safetensors weights)", _str)
+    device: str = _setting("auto", "auto | npu | cuda | mps | cpu (auto tries them in that order)", _device)
+    max_batch: int = _setting(8, "most faces per classifier batch (above 8 risks NPU out-of-memory)", _int_range(1, 256))
+    batch_wait_ms: int = _setting(50, "longest wait for more faces before a partial batch runs", _int_range(0, 10_000))
+    threshold: float = _setting(0.7, "predictions under this confidence are flagged", _float_range(0.0, 1.0))
+    warmup: bool = _setting(True, "run one full batch before the first frame (compiles NPU kernels)", _bool)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    model: str = _setting("", "blaze_face_short_range.tflite path (\"\" = $FER_STREAM_DETECTOR_MODEL or the cached download)", _str)
+    min_confidence: float = _setting(0.5, "minimum face-detection score", _float_range(0.0, 1.0))
+    crop_margin: float = _setting(0.1, "grow each face box by this fraction on every side before cropping", _float_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class QueuesConfig:
+    frames: int = _setting(8, "decoded frames waiting for detection", _int_range(1, 1024))
+    faces: int = _setting(16, "detected frames waiting for classification", _int_range(1, 1024))
+    results: int = _setting(8, "classified frames waiting for overlay and output", _int_range(1, 1024))
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    enabled: Any = _setting("auto", "on-screen window: \"auto\" (on for webcams with a screen), true or false", _display)
+    title: str = _setting("fer-stream", "window title", _str)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    video: str = _setting("", "annotated MP4 to write (\"\" = none)", _suffix(".mp4", ".m4v", ".mov", ".mkv"))
+    events: str = _setting("", "per-face event log, .jsonl or .csv (\"\" = none)", _suffix(".jsonl", ".csv"))
+    summary: str = _setting("", "summary JSON written at the end (\"\" = none)", _suffix(".json"))
+    audio: bool = _setting(True, "copy the input's audio stream into the annotated MP4", _bool)
+    crf: int = _setting(20, "H.264 quality: lower is better and larger (0-51)", _int_range(0, 51))
+    preset: str = _setting("veryfast", "x264 speed preset (ultrafast ... veryslow)", _choice(*X264_PRESETS))
+    progress: bool = _setting(True, "progress bar for files (--quiet turns it off)", _bool)
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings, one attribute per ``config.toml`` table."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    queues: QueuesConfig = field(default_factory=QueuesConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def settings() -> list[tuple[str, Any, str]]:
+    """Every setting as ``("table.key", default, help)``, in file order."""
+    out = []
+    for name, cls in _sections().items():
+        for f in dataclasses.fields(cls):
+            out.append((f"{name}.{f.name}", f.default, f.metadata["help"]))
+    return out
+
+
+def _validate(section: type, key: str, value: Any, origin: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    f = fields[key]
+    if isinstance(value, int) and not isinstance(value, bool) and isinstance(f.default, float):
+        value = float(value)
+    expected = f.metadata["check"](value) if f.metadata["check"] else None
+    if expected:
+        raise ConfigError(f"{origin}: '{key}' must be {expected}, not {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` ("table.key" -> value)."""
+    values: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file '{p}' does not exist; check the --config path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file '{p}': {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file '{p}' is not valid TOML: {e}") from None
+        _merge(values, data, str(p))
+    for dotted, value in (overrides or {}).items():
+        table, _, key = dotted.partition(".")
+        _merge(values, {table: {key: value}}, "command line")
+    sections = _sections()
+    return Config(**{name: sections[name](**kv) for name, kv in values.items()})
+
+
+def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str) -> None:
+    sections = _sections()
+    for table, content in data.items():
+        if table not in sections:
+            known = ", ".join(f"[{t}]" for t in sections)
+            raise ConfigError(f"{origin}: unknown table [{table}]; known tables: {known}")
+        if not isinstance(content, Mapping):
+            raise ConfigError(f"{origin}: '{table}' must be a table like [{table}]")
+        names = [f.name for f in dataclasses.fields(sections[table])]
+        for key, value in content.items():
+            if key not in names:
+                raise ConfigError(
+                    f"{origin}: unknown key '{table}.{key}'; [{table}] knows: {', '.join(names)}"
+                )
+            values[table][key] = _validate(sections[table], key, value, f"{origin} [{table}]")
+
+
+def render(cfg: Config | None = None) -> str:
+    """Settings as commented TOML; with no argument, the defaults (what ``config.toml`` holds)."""
+    cfg = cfg or Config()
+    lines = [
+        "# fer-stream settings: every key with its default. Load another file with",
+        "# `fer-stream --config PATH`; command-line flags override what a file says.",
+    ]
+    current = None
+    for dotted, _default, help in settings():
+        table, key = dotted.split(".")
+        if table != current:
+            lines += ["", f"[{table}]"]
+            current = table
+        lines.append(f"{key} = {_toml_value(getattr(getattr(cfg, table), key))}  # {help}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)

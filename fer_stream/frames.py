@@ -1,0 +1,124 @@
+"""Value objects that move between the pipeline's stages.
+
+A :class:`Frame` is one decoded picture with its timestamp; a :class:`Face` is one detected face
+with its :class:`Box`, crop and (once classified) :class:`Prediction`; a :class:`FrameResult` is a
+frame with all of its faces, which is what the pipeline yields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """An axis-aligned box in pixels: top-left corner ``(x, y)``, width ``w`` and height ``h``."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def clip(self, width: int, height: int) -> Box:
+        """The part of this box that lies inside a ``width`` x ``height`` image."""
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    def expand(self, margin: float) -> Box:
+        """This box grown by ``margin`` times its width and height on every side."""
+        dx, dy = round(self.w * margin), round(self.h * margin)
+        return Box(self.x - dx, self.y - dy, self.w + 2 * dx, self.h + 2 * dy)
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Frame:
+    """One decoded RGB picture of a stream.
+
+    ``image`` is ``H x W x 3`` uint8 RGB and C-contiguous. ``time`` is the presentation time in
+    seconds from the start of the stream; ``pts`` is the decoder's timestamp in the stream's time
+    base (``None`` for cameras); ``captured`` is the ``time.monotonic()`` when the frame was read.
+    """
+
+    index: int
+    time: float
+    image: np.ndarray
+    pts: int | None = None
+    captured: float = 0.0
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A classifier's answer for one face.
+
+    ``probs`` holds every label of the model with its probability, highest first, so
+    ``probs[0]`` is ``(label, confidence)``. ``flagged`` is true when the confidence is under the
+    classifier's threshold.
+    """
+
+    probs: tuple[tuple[str, float], ...]
+    flagged: bool
+
+    @property
+    def label(self) -> str:
+        return self.probs[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[0][1]
+
+    def as_dict(self) -> dict[str, float]:
+        """Label -> probability, highest first."""
+        return dict(self.probs)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Face:
+    """One detected face: its box in the frame, detector score, crop and prediction."""
+
+    box: Box
+    score: float
+    crop: np.ndarray | None = field(default=None, repr=False)
+    prediction: Prediction | None = None
+
+    def with_prediction(self, prediction: Prediction) -> Face:
+        return replace(self, prediction=prediction)
+
+    def record(self) -> dict[str, Any]:
+        """The face as a plain dict (the per-face event record without frame and time)."""
+        out: dict[str, Any] = {"box": self.box.as_list(), "score": round(self.score, 4)}
+        if self.prediction is not None:
+            out.update(
+                label=self.prediction.label,
+                confidence=round(self.prediction.confidence, 6),
+                flagged=self.prediction.flagged,
+                probs={k: round(v, 6) for k, v in self.prediction.probs},
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FrameResult:
+    """A frame with every face found in it and, when the pipeline draws, the annotated picture."""
+
+    frame: Frame
+    faces: tuple[Face, ...] = ()
+    annotated: np.ndarray | None = field(default=None, repr=False)

@@ -1,0 +1,288 @@
+"""Where results go: annotated MP4, per-face event log, on-screen window, and the run's tally.
+
+Every sink is a context manager with ``write(result)``; closing finalizes what it wrote.
+
+>>> with VideoSink("out.mp4", width=1280, height=720, fps=30) as video, EventSink("out.jsonl") as events:
+...     for result in results:                   # doctest: +SKIP
+...         video.write(result); events.write(result)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import SinkError
+from .frames import FrameResult
+
+
+def _writable(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        raise SinkError(f"output '{p}' is a folder; give a file name")
+    if not p.parent.exists():
+        raise SinkError(f"cannot write '{p}': folder '{p.parent}' does not exist")
+    return p
+
+
+class Sink:
+    def write(self, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoSink(Sink):
+    """H.264 MP4 of the annotated frames: same size, one output frame per input frame, same timestamps.
+
+    With ``audio_from`` (the input file), its first audio stream is copied packet for packet,
+    interleaved by time. If the run stops early, audio is cut where the video ends; after
+    :meth:`end_of_input` all of it is kept.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        fps: float,
+        time_base: Fraction | None = None,
+        audio_from: str | None = None,
+        crf: int = 20,
+        preset: str = "veryfast",
+    ) -> None:
+        import av
+
+        self.path = _writable(path)
+        try:
+            self._out = av.open(str(self.path), "w")
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"cannot write video '{self.path}': {e}") from None
+        rate = Fraction(fps).limit_denominator(1001 * 1000) if fps > 0 else Fraction(30)
+        self._stream = stream = self._out.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        # 4:2:0 needs even sizes; odd-sized inputs keep their size in 4:4:4.
+        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        stream.options = {"crf": str(crf), "preset": preset}
+        self._tb = time_base or Fraction(1, 90_000)
+        self._use_source_pts = time_base is not None
+        stream.codec_context.time_base = self._tb
+        stream.time_base = self._tb
+        self._frame_step = max(1, round(1 / (rate * self._tb)))
+        self._last_pts: int | None = None
+        self._in_audio = None
+        self._audio_stream = None
+        self._audio_packets: Iterator[Any] | None = None
+        self._pending_audio = None
+        self._copy_all_audio = False
+        self.frames = 0
+        if audio_from:
+            self._open_audio(audio_from)
+
+    def _open_audio(self, path: str) -> None:
+        import av
+
+        self._in_audio = av.open(path)
+        if not self._in_audio.streams.audio:
+            self._in_audio.close()
+            self._in_audio = None
+            return
+        src = self._in_audio.streams.audio[0]
+        self._audio_stream = self._out.add_stream_from_template(src)
+        self._audio_packets = self._in_audio.demux(src)
+
+    def end_of_input(self) -> None:
+        """The whole input was written: keep all of its audio, not just up to the last frame."""
+        self._copy_all_audio = True
+
+    def write(self, result: FrameResult) -> None:
+        import av
+
+        frame = result.frame
+        image = result.annotated if result.annotated is not None else frame.image
+        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if self._use_source_pts and frame.pts is not None:
+            pts = frame.pts
+        else:
+            pts = round(frame.time / self._tb)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # the encoder needs strictly increasing timestamps
+        self._last_pts = pts
+        vf.pts = pts
+        vf.time_base = self._tb
+        self._mux_audio_until(float(pts * self._tb))
+        try:
+            self._out.mux(self._stream.encode(vf))
+        except av.error.FFmpegError as e:
+            raise SinkError(f"writing video '{self.path}' failed: {e}") from None
+        self.frames += 1
+
+    def _mux_audio_until(self, t: float | None) -> None:
+        """Copy audio packets whose time is at most ``t`` seconds (all of them if ``t`` is None)."""
+        if self._audio_packets is None:
+            return
+        while True:
+            packet = self._pending_audio
+            if packet is None:
+                packet = next(self._audio_packets, None)
+                if packet is None:
+                    self._audio_packets = None
+                    return
+                if packet.dts is None:  # demuxer flush packet
+                    continue
+            if t is not None and packet.pts is not None and float(packet.pts * packet.time_base) > t:
+                self._pending_audio = packet
+                return
+            self._pending_audio = None
+            packet.stream = self._audio_stream
+            self._out.mux(packet)
+
+    def close(self) -> None:
+        if self._out is None:
+            return
+        try:
+            self._out.mux(self._stream.encode(None))
+            if self._copy_all_audio:
+                self._mux_audio_until(None)
+            elif self._last_pts is not None:
+                self._mux_audio_until(float((self._last_pts + self._frame_step) * self._tb))
+        finally:
+            self._out.close()
+            self._out = None
+            if self._in_audio is not None:
+                self._in_audio.close()
+
+
+class EventSink(Sink):
+    """One record per face per frame, as JSON Lines (``.jsonl``) or CSV (``.csv``).
+
+    Keys: ``frame``, ``time`` (s), ``face`` (index in the frame), ``box`` ([x, y, w, h] px),
+    ``score`` (detector), ``label``, ``confidence``, ``flagged``, ``probs`` (label -> probability).
+    In CSV, ``box`` and ``probs`` cells hold the same values JSON-encoded.
+    """
+
+    FIELDS = ("frame", "time", "face", "box", "score", "label", "confidence", "flagged", "probs")
+
+    def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0) -> None:
+        self.path = _writable(path)
+        self.format = self.path.suffix.lower().lstrip(".")
+        if self.format not in ("jsonl", "csv"):
+            raise SinkError(f"event log '{self.path}' must end in .jsonl or .csv")
+        try:
+            self._file: io.TextIOWrapper | None = open(self.path, "w", encoding="utf-8", newline="")
+        except OSError as e:
+            raise SinkError(f"cannot write event log '{self.path}': {e.strerror}") from None
+        self._csv = csv.DictWriter(self._file, fieldnames=self.FIELDS) if self.format == "csv" else None
+        if self._csv:
+            self._csv.writeheader()
+        self._flush_every = flush_every_s
+        self._last_flush = time.monotonic()
+        self.records = 0
+
+    def write(self, result: FrameResult) -> None:
+        assert self._file is not None
+        for i, face in enumerate(result.faces):
+            record = {"frame": result.frame.index, "time": round(result.frame.time, 6), "face": i, **face.record()}
+            if self._csv:
+                record = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
+                self._csv.writerow(record)
+            else:
+                self._file.write(json.dumps(record) + "\n")
+            self.records += 1
+        now = time.monotonic()
+        if now - self._last_flush >= self._flush_every:
+            self._file.flush()
+            self._last_flush = now
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def display_available() -> bool:
+    """Whether a window can be shown here (Linux needs an X11 or Wayland session)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class DisplaySink(Sink):
+    """An OpenCV window showing the annotated frames; ``q``, Esc or closing the window sets ``quit``."""
+
+    def __init__(self, title: str = "fer-stream") -> None:
+        import cv2
+
+        if not display_available():
+            raise SinkError("no screen to show a window on (DISPLAY is not set); use --no-display on headless machines")
+        self.title = title
+        self.quit = False
+        self._cv2 = cv2
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            raise SinkError(f"cannot open a window ({str(e).strip().splitlines()[-1]}); use --no-display") from None
+        self._shown = False
+
+    def write(self, result: FrameResult) -> None:
+        cv2 = self._cv2
+        image = result.annotated if result.annotated is not None else result.frame.image
+        cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), ord("Q"), 27):
+            self.quit = True
+        elif self._shown and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            self.quit = True  # the user closed the window
+        self._shown = True
+
+    def close(self) -> None:
+        try:
+            self._cv2.destroyWindow(self.title)
+            self._cv2.waitKey(1)
+        except self._cv2.error:
+            pass
+
+
+class Tally(Sink):
+    """Counts what came out: frames, faces, flagged faces, and faces per label."""
+
+    def __init__(self) -> None:
+        self.frames_out = 0
+        self.faces = 0
+        self.flagged = 0
+        self.labels: Counter[str] = Counter()
+
+    def write(self, result: FrameResult) -> None:
+        self.frames_out += 1
+        for face in result.faces:
+            self.faces += 1
+            if face.prediction is not None:
+                self.labels[face.prediction.label] += 1
+                self.flagged += face.prediction.flagged
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    p = _writable(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+__all__ = ["Sink", "VideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available"]
