@@ -28,10 +28,12 @@ from .images import ImageLike, as_rgb
 
 
 def _quiet_transformers() -> None:
+    import huggingface_hub.utils
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
 
 
 def _looks_like_path(model: str) -> bool:
@@ -60,32 +62,64 @@ def _check_local_folder(folder: Path) -> None:
         raise ModelError(f"model folder '{folder}' has no preprocessor_config.json; save the image processor with save_pretrained too")
 
 
-def load_model(model: str) -> tuple[object, torch.nn.Module]:
-    """The image processor and classification model for a hub id or local folder."""
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (proxies honoured), without the library's retries."""
+    import urllib.error
+    import urllib.request
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint + "/api/models?limit=1", method="HEAD"), timeout=timeout).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _from_pretrained(source: str, **kwargs: object) -> tuple[object, torch.nn.Module]:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kwargs)
+    net = AutoModelForImageClassification.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
+    return processor, net
+
+
+def load_model(model: str) -> tuple[object, torch.nn.Module]:
+    """The image processor and classification model for a hub id or local folder.
+
+    Hub ids load from the local Hugging Face cache when they are there, so a model fetched once
+    (or with ``fer-stream models pull``) works offline.
+    """
     _quiet_transformers()
-    source = model
-    if _looks_like_path(model):
-        folder = Path(model).expanduser()
-        _check_local_folder(folder)
-        source = str(folder)
+    local = _looks_like_path(model)
+    source = str(Path(model).expanduser()) if local else model
+    if local:
+        _check_local_folder(Path(source))
     try:
-        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
-        net = AutoModelForImageClassification.from_pretrained(
-            source, use_safetensors=True, trust_remote_code=False
-        )
+        try:
+            return _from_pretrained(source, local_files_only=True)
+        except OSError:
+            if local:
+                raise
+        if not _hub_reachable():
+            raise ModelError(
+                f"classifier '{model}' is not in the local Hugging Face cache and the Hub cannot be reached; "
+                f"run `fer-stream models pull --model {model}` while online, or pass a local model folder"
+            )
+        return _from_pretrained(source)
     except ValueError as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"'{model}' is not an image-classification model transformers can load ({first})") from None
     except OSError as e:
-        if source != model:  # a local folder whose files are broken
+        if local:  # a local folder whose files are broken
             raise ModelError(f"cannot load model folder '{model}': {str(e).strip().splitlines()[0]}") from None
         raise ModelError(
-            f"cannot load '{model}' from the Hugging Face Hub (offline, or no such model, or no safetensors weights); "
-            f"run `fer-stream models pull --model {model}` while online, or pass a local model folder"
+            f"cannot load '{model}' from the Hugging Face Hub: no such model, no access, or no safetensors weights "
+            f"({str(e).strip().splitlines()[0][:160]})"
         ) from None
-    return processor, net
 
 
 class EmotionClassifier:

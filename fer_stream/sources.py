@@ -137,7 +137,16 @@ class WebcamSource(Source):
         import cv2
 
         self.name = f"webcam {index}"
-        self._cap = cv2.VideoCapture(index)
+        # OpenCV logs every backend it tries for a missing camera; our error says it once.
+        log_utils = getattr(getattr(cv2, "utils", None), "logging", None)
+        previous = log_utils.getLogLevel() if log_utils else None
+        if log_utils:
+            log_utils.setLogLevel(log_utils.LOG_LEVEL_SILENT)
+        try:
+            self._cap = cv2.VideoCapture(index)
+        finally:
+            if log_utils and previous is not None:
+                log_utils.setLogLevel(previous)
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(
