@@ -1,0 +1,132 @@
+"""Shared fixtures: real data from ../shared, tiny ViT classifiers built with save_pretrained."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FER_STREAM_SHARED", ROOT.parent / "shared")).resolve()
+DETECTOR = SHARED / "models" / "blaze_face_short_range.tflite"
+MEDIA = sorted((SHARED / "media").glob("*.mp4"))
+FACES = SHARED / "faces"
+EXPRESSIONS = SHARED / "expressions"
+LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+# The order the Ascend copy of trpakov/vit-face-expression lists the same labels in.
+ASCEND_ORDER = ["sad", "disgust", "angry", "neutral", "fear", "surprise", "happy"]
+
+if not DETECTOR.is_file():
+    raise pytest.UsageError(f"test data not found at {SHARED}; set FER_STREAM_SHARED to the shared/ folder")
+
+
+def save_tiny_vit(folder: Path, labels: list[str], seed: int = 0, base: Path | None = None,
+                  rows: list[int] | None = None) -> Path:
+    """A 2-layer ViT on 32x32 inputs with its image processor, saved as safetensors.
+
+    With ``base``, the network is that saved model's, its output rows reordered by ``rows`` (if
+    given) and its config relabelled with ``labels``.
+    """
+    import torch
+    import transformers
+    from transformers import ViTConfig, ViTForImageClassification
+
+    processor_cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
+    if base is None:
+        torch.manual_seed(seed)
+        cfg = ViTConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, num_labels=len(labels),
+        )
+        model = ViTForImageClassification(cfg)
+        _fit(model, labels)
+    else:
+        model = ViTForImageClassification.from_pretrained(base)
+    if rows is not None:
+        with torch.no_grad():
+            model.classifier.weight.copy_(model.classifier.weight[rows].clone())
+            model.classifier.bias.copy_(model.classifier.bias[rows].clone())
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {l: i for i, l in enumerate(labels)}
+    model.save_pretrained(folder, safe_serialization=True)
+    processor_cls(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def _fit(model, labels: list[str], steps: int = 60) -> None:
+    """A few seconds of training on ../shared/expressions so predictions depend on the face."""
+    import cv2
+    import numpy as np
+    import torch
+
+    xs, ys = [], []
+    for i, label in enumerate(labels):
+        for p in sorted((EXPRESSIONS / label).glob("*.jpg")):
+            xs.append(cv2.resize(cv2.imread(str(p)), (32, 32)))
+            ys.append(i)
+    x = torch.from_numpy((np.stack(xs)[..., ::-1].astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2).copy())
+    y = torch.tensor(ys)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (64,), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(pixel_values=x[idx]).logits, y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny_vit"), LABELS)
+
+
+@pytest.fixture(scope="session")
+def ascend_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same network as ``tiny_model`` with its labels listed in the Ascend order (rows moved to match)."""
+    rows = [LABELS.index(l) for l in ASCEND_ORDER]
+    return save_tiny_vit(tmp_path_factory.mktemp("ascend_vit"), ASCEND_ORDER, base=tiny_model, rows=rows)
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        FER_STREAM_DETECTOR_MODEL=str(DETECTOR),
+        FER_STREAM_CACHE=str(tmp_path_factory.mktemp("cache")),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fer_stream", *args], env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def decode_video(path: Path) -> dict:
+    """Size, frame times, audio packet count and frames of a video, read back with PyAV."""
+    import av
+    import numpy as np
+
+    out: dict = {}
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        out["size"] = (v.codec_context.width, v.codec_context.height)
+        frames = [(f.time, np.ascontiguousarray(f.to_ndarray(format="rgb24"))) for f in c.decode(video=0)]
+    out["times"] = [t for t, _ in frames]
+    out["images"] = [im for _, im in frames]
+    with av.open(str(path)) as c:
+        a = c.streams.audio
+        out["audio"] = (a[0].codec_context.name, a[0].codec_context.sample_rate) if a else None
+        out["audio_packets"] = sum(1 for p in c.demux(a[0]) if p.dts is not None) if a else 0
+    return out

@@ -1,0 +1,65 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+from fer_stream.config import Config, load_config, render, settings
+from fer_stream.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_root_config_lists_every_setting_with_its_default_and_a_comment():
+    text = (ROOT / "config.toml").read_text()
+    data = tomllib.loads(text)
+    for dotted, default, _help in settings():
+        table, key = dotted.split(".")
+        assert data[table][key] == default, dotted
+        line = next(l for l in text.splitlines() if l.startswith(f"{key} = "))
+        assert "#" in line.split("=", 1)[1], f"{dotted} has no comment"
+    assert load_config(ROOT / "config.toml") == Config()
+    assert text == render()
+
+
+def test_required_defaults():
+    c = Config()
+    assert c.classifier.max_batch == 8
+    assert c.classifier.threshold == 0.7
+    assert c.classifier.model == "trpakov/vit-face-expression"
+
+
+def test_file_then_overrides(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[classifier]\nmax_batch = 4\nthreshold = 0.5\n[output]\nevents = "x.csv"\n')
+    cfg = load_config(p, {"classifier.max_batch": 2})
+    assert cfg.classifier.max_batch == 2
+    assert cfg.classifier.threshold == 0.5
+    assert cfg.output.events == "x.csv"
+    assert cfg.detector.min_confidence == 0.5
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("[classifier]\nbatch = 4\n", "unknown key 'classifier.batch'"),
+        ("[clasifier]\nmax_batch = 4\n", "unknown table [clasifier]"),
+        ("[classifier]\nmax_batch = 0\n", "'max_batch' must be an integer from 1"),
+        ("[classifier]\nthreshold = 'high'\n", "'threshold' must be a number"),
+        ("[classifier]\ndevice = 'tpu'\n", "'device' must be one of"),
+        ("[display]\nenabled = 'yes'\n", "'enabled' must be"),
+        ("[output]\nevents = 'log.txt'\n", "'events' must be a path ending in .jsonl or .csv"),
+        ("[classifier\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path, body, needle):
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
