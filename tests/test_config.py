@@ -63,3 +63,9 @@ def test_bad_config_is_one_clear_error(tmp_path, body, needle):
         load_config(p)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("sample", sorted((ROOT / "samples").glob("*.toml")), ids=lambda p: p.name)
+def test_sample_configs_load(sample):
+    cfg = load_config(sample)
+    assert cfg.source.input

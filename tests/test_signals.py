@@ -1,0 +1,44 @@
+"""Stopping a run part-way leaves a finalized, playable MP4 and a flushed log."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MEDIA, decode_video
+
+VIDEO = next(p for p in MEDIA if "720p60" in p.name)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, tmp_path):
+    out, events, summary = tmp_path / "out.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model),
+         "--output", str(out), "--events", str(events), "--summary", str(summary), "--quiet",
+         "--batch-wait-ms", "50"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not events.exists() or events.stat().st_size < 2000):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    start = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 10, "did not stop within a few seconds"
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+
+    written = decode_video(out)
+    total = len(decode_video(VIDEO)["times"])
+    assert 0 < len(written["times"]) < total
+    assert written["audio"] is not None
+    s = json.loads(summary.read_text())
+    assert s["stopped_by"] == signal.Signals(sig).name
+    assert s["frames_out"] == len(written["times"])
+    lines = events.read_text().splitlines()
+    assert lines and all(json.loads(l)["frame"] < s["frames_out"] for l in lines)
