@@ -24,6 +24,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import torch
+
 from .classify import EmotionClassifier
 from .detect import FaceDetector
 from .errors import FerStreamError, PipelineError
@@ -86,6 +88,7 @@ class _Pending:
 
     frame: Frame
     faces: list[Face]
+    pixels: Any  # the classifier's preprocessed input for each face, one row per face
     missing: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -251,7 +254,9 @@ class Pipeline:
         while (frame := self._get(self._frames)) is not _END:
             faces = self.detector.detect(frame.image)
             self._faces += len(faces)
-            if not self._put(self._detected, (frame, faces)):
+            # Preprocess here, overlapping the classifier's forward pass on the previous batch.
+            pixels = self.classifier.preprocess([f.crop for f in faces]) if faces else None
+            if not self._put(self._detected, (frame, faces, pixels)):
                 return
         self._put(self._detected, _END)
 
@@ -266,8 +271,8 @@ class Pipeline:
             if item is _END:
                 ended = True
                 return
-            frame, faces = item
-            p = _Pending(frame, list(faces))
+            frame, faces, pixels = item
+            p = _Pending(frame, list(faces), pixels)
             pending.append(p)
             now = time.monotonic()
             waiting.extend((p, i, now) for i in range(len(faces)))
@@ -289,8 +294,8 @@ class Pipeline:
             overdue = bool(waiting) and (ended or time.monotonic() >= waiting[0][2] + self.batch_wait)
             if full or overdue:
                 batch = [waiting.popleft() for _ in range(min(clf.max_batch, len(waiting)))]
-                crops = [p.faces[i].crop for p, i, _ in batch]
-                predictions = clf.postprocess(clf.forward(clf.preprocess(crops)))
+                pixels = torch.cat([p.pixels[i : i + 1] for p, i, _ in batch])
+                predictions = clf.postprocess(clf.forward(pixels))
                 self._batch_sizes[len(batch)] += 1
                 for (p, i, _), pred in zip(batch, predictions):
                     p.faces[i] = p.faces[i].with_prediction(pred)
