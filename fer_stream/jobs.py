@@ -13,7 +13,7 @@ from types import FrameType
 from typing import Any, Sequence
 
 from .config import Config
-from .errors import SinkError, SourceError
+from .errors import SourceError
 from .sources import Source, WebcamSource, open_source
 
 log = logging.getLogger("fer_stream")
@@ -36,13 +36,11 @@ def _load_models(cfg: Config, *, detector: bool = True) -> tuple[Any, Any]:
 
 def _check_output_paths(cfg: Config) -> None:
     """Fail before the models load if an output cannot be created."""
+    from .sinks import writable_path
+
     for path in (cfg.output.video, cfg.output.events, cfg.output.summary):
         if path:
-            p = Path(path)
-            if p.is_dir():
-                raise SinkError(f"output '{p}' is a folder; give a file name")
-            if not p.parent.exists():
-                raise SinkError(f"cannot write '{p}': folder '{p.parent}' does not exist")
+            writable_path(path)
 
 
 def _want_display(cfg: Config, source: Source) -> bool:

@@ -24,7 +24,8 @@ from .errors import SinkError
 from .frames import FrameResult
 
 
-def _writable(path: str | os.PathLike[str]) -> Path:
+def writable_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or a SinkError if a file cannot be created there."""
     p = Path(path)
     if p.is_dir():
         raise SinkError(f"output '{p}' is a folder; give a file name")
@@ -69,7 +70,7 @@ class VideoSink(Sink):
     ) -> None:
         import av
 
-        self.path = _writable(path)
+        self.path = writable_path(path)
         try:
             self._out = av.open(str(self.path), "w")
         except (av.error.FFmpegError, OSError) as e:
@@ -180,7 +181,7 @@ class EventSink(Sink):
     FIELDS = ("frame", "time", "face", "box", "score", "label", "confidence", "flagged", "probs")
 
     def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0) -> None:
-        self.path = _writable(path)
+        self.path = writable_path(path)
         self.format = self.path.suffix.lower().lstrip(".")
         if self.format not in ("jsonl", "csv"):
             raise SinkError(f"event log '{self.path}' must end in .jsonl or .csv")
@@ -279,10 +280,10 @@ class Tally(Sink):
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    p = _writable(path)
+    p = writable_path(path)
     tmp = p.with_name(f".{p.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, p)
 
 
-__all__ = ["Sink", "VideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available"]
+__all__ = ["Sink", "VideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path"]
