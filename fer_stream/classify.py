@@ -13,6 +13,7 @@ Labels always come from the loaded model's ``config.id2label``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,6 +26,8 @@ from .devices import resolve_device
 from .errors import ModelError
 from .frames import Prediction
 from .images import ImageLike, as_rgb
+
+log = logging.getLogger(__name__)
 
 
 def _quiet_transformers() -> None:
@@ -154,6 +157,8 @@ class EmotionClassifier:
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(n))
         # Ascend compiles kernels per input shape: keep one shape by padding partial batches.
         self.static_batch = self.device.type == "npu"
+        if self.static_batch and max_batch > 8:
+            log.warning("max_batch %d on an Ascend NPU risks running out of device memory; 8 is the tested size", max_batch)
         self._dtype = next(self.net.parameters()).dtype
         if warmup:
             self.warmup()

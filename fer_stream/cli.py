@@ -48,17 +48,16 @@ _OVERRIDES = {
 }
 
 
-def _common(p: argparse.ArgumentParser, *, detector: bool = True) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and settings")
     g.add_argument("--config", metavar="PATH", help="settings file (TOML); flags override it")
     g.add_argument("--model", help=f"classifier: Hugging Face hub id or local folder (default {DEFAULT_MODEL})")
     g.add_argument("--device", help="auto | npu | cuda | mps | cpu (default auto: the first of those present)")
     g.add_argument("--max-batch", type=int, metavar="N", help="most faces per classifier batch (default 8)")
     g.add_argument("--threshold", type=float, metavar="P", help="flag predictions under this confidence (default 0.7)")
-    if detector:
-        g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
-        g.add_argument("--min-detection-confidence", type=float, metavar="P", help="minimum face-detection score (default 0.5)")
-        g.add_argument("--crop-margin", type=float, metavar="F", help="grow face boxes by this fraction before cropping (default 0.1)")
+    g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
+    g.add_argument("--min-detection-confidence", type=float, metavar="P", help="minimum face-detection score (default 0.5)")
+    g.add_argument("--crop-margin", type=float, metavar="F", help="grow face boxes by this fraction before cropping (default 0.1)")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 

@@ -14,13 +14,19 @@ ImageLike = Union[str, Path, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as ``H x W x 3`` uint8 RGB (EXIF orientation applied, grey made RGB)."""
+def check_image_file(path: str | Path) -> Path:
+    """``path`` as a Path, or a SourceError saying why it is not an image file."""
     p = Path(path)
     if not p.exists():
         raise SourceError(f"image '{p}' does not exist; check the path")
     if p.is_dir():
         raise SourceError(f"'{p}' is a folder; pass image files, or the folder with --dir")
+    return p
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as ``H x W x 3`` uint8 RGB (EXIF orientation applied, grey made RGB)."""
+    p = check_image_file(path)
     # cv2.imread cannot take non-ASCII paths on every platform; decoding the bytes always works.
     data = np.fromfile(str(p), dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)

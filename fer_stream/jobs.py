@@ -24,8 +24,6 @@ def _load_models(cfg: Config, *, detector: bool = True) -> tuple[Any, Any]:
     from .detect import FaceDetector
 
     c = cfg.classifier
-    if c.device.startswith("npu") and c.max_batch > 8:
-        log.warning("max_batch %d on an Ascend NPU risks running out of device memory; 8 is the tested size", c.max_batch)
     clf = EmotionClassifier(c.model, c.device, max_batch=c.max_batch, threshold=c.threshold)
     det = None
     if detector:
@@ -192,19 +190,18 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
     import numpy as np
 
     from .frames import Box, Face
-    from .images import list_images, read_image
+    from .images import IMAGE_SUFFIXES, check_image_file, list_images, read_image
 
     files = [Path(p) for p in paths]
     if folder:
         found = list_images(folder)
         if not found:
-            raise SourceError(f"folder '{folder}' holds no images ({', '.join(('.jpg', '.png', '...'))})")
+            raise SourceError(f"folder '{folder}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         files += found
     if not files:
         raise SourceError("no images given; pass image files or --dir FOLDER")
     for f in files:
-        if not f.is_file():
-            raise SourceError(f"image '{f}' does not exist; check the path")
+        check_image_file(f)  # before the models load
     clf, det = _load_models(cfg, detector=detect)
     try:
         per_image: list[tuple[Path, list[Face]]] = []

@@ -13,7 +13,6 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
 
 from .errors import ModelError
 
@@ -55,7 +54,7 @@ def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, do
     return download_detector(cached)
 
 
-def download_detector(dest: Path | None = None, url: str | None = None, *, validate: Callable[[Path], None] | None = None) -> Path:
+def download_detector(dest: Path | None = None, url: str | None = None) -> Path:
     """Download the BlazeFace model to ``dest`` atomically, checking that MediaPipe loads it."""
     dest = dest or cached_detector_path()
     url = url or os.environ.get(ENV_DETECTOR_URL) or DETECTOR_URL
@@ -73,7 +72,7 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, valid
                 f"no face-detector model: cannot download {DETECTOR_FILE} ({reason}); run "
                 f"`fer-stream models pull` while online, or set {ENV_DETECTOR} to a local copy"
             ) from None
-        (validate or _check_detector_loads)(tmp)
+        _check_detector_loads(tmp)
         os.replace(tmp, dest)  # atomic: a reader never sees half a file
     finally:
         tmp.unlink(missing_ok=True)

@@ -60,9 +60,6 @@ class LatestSlot:
             item, self._item, self._full = self._item, None, False
             return item
 
-    def qsize(self) -> int:
-        return int(self._full)
-
 
 @dataclass(frozen=True)
 class PipelineStats:
@@ -188,10 +185,6 @@ class Pipeline:
             elapsed_s=time.monotonic() - self._started if self._started else 0.0,
             source_ended=self._source_ended,
         )
-
-    def queue_depths(self) -> dict[str, int]:
-        return {"frames": self._frames.qsize(), "detected": self._detected.qsize(),
-                "classified": self._classified.qsize(), "out": self._out.qsize()}
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -65,11 +65,18 @@ class AVSource(Source):
             if p.is_dir():
                 raise SourceError(f"'{url}' is a folder, not a video; for images use `fer-stream image --dir {url}`")
         options = {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
+        started = time.monotonic()
         try:
             self._container = av.open(url, options=options, timeout=(open_timeout, read_timeout))
         except av.error.FFmpegError as e:
-            kind = "stream" if is_network else "video file"
-            raise SourceError(f"cannot open {kind} '{url}': {_ffmpeg_reason(e)}") from None
+            if not is_network:
+                raise SourceError(f"cannot open video file '{url}': {_ffmpeg_reason(e)}") from None
+            if time.monotonic() - started >= open_timeout:
+                raise SourceError(
+                    f"cannot open stream '{url}': no answer within {open_timeout:g} s "
+                    "(camera down, wrong address or port, or a firewall in between)"
+                ) from None
+            raise SourceError(f"cannot open stream '{url}': {_ffmpeg_reason(e)}") from None
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"'{url}' has no video stream")

@@ -1,6 +1,9 @@
 """Mistakes a user can make end in one clear line and a non-zero exit, never a traceback."""
 
 import os
+import socket
+import threading
+import time
 
 import pytest
 
@@ -11,6 +14,7 @@ from conftest import MEDIA, run_cli
 def bad_inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     (d / "random.mp4").write_bytes(os.urandom(200_000))
+    (d / "truncated.mp4").write_bytes(MEDIA[0].read_bytes()[:150_000])  # no moov atom
     (d / "notamodel").mkdir()
     (d / "notamodel" / "notes.txt").write_text("not a model")
     return d
@@ -19,6 +23,8 @@ def bad_inputs(tmp_path_factory):
 CASES = {
     "missing file": (["--source", "/no/such/video.mp4"], "does not exist"),
     "random bytes": (["--source", "{bad}/random.mp4"], "cannot open video file"),
+    "truncated video": (["--source", "{bad}/truncated.mp4"], "cannot open video file"),
+    "dead RTSP camera": (["--source", "rtsp://127.0.0.1:9/stream"], "cannot open stream 'rtsp://127.0.0.1:9/stream'"),
     "unknown device": (["--source", "{video}", "--device", "tpu"], "'device' must be one of"),
     "folder that is no model": (["--source", "{video}", "--model", "{bad}/notamodel"], "not a model folder"),
     "npu without torch_npu": (["--source", "{video}", "--model", "{tiny}", "--device", "npu"], "pip install 'fer-stream[npu]'"),
@@ -44,3 +50,36 @@ def test_one_line_error(case, bad_inputs, tiny_model, cli_env):
     assert lines[0].startswith("fer-stream: error: ")
     assert needle in lines[0]
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_silent_camera_times_out_with_a_clear_line(cli_env):
+    """A server that accepts the connection and never answers must not block forever."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        start = time.monotonic()
+        r = run_cli(["--source", f"rtsp://127.0.0.1:{port}/cam", "--quiet"], cli_env, timeout=60)
+        took = time.monotonic() - start
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        server.close()
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "no answer within 10 s" in lines[0]
+    assert took < 40
