@@ -18,7 +18,9 @@ _EXPORTS = {
     "EmotionClassifier": "classify",
     "FaceDetector": "detect",
     "Pipeline": "pipeline",
-    "PipelineStats": "pipeline",
+    "PipelineStats": "stats",
+    "IoUTracker": "track",
+    "Smoother": "smooth",
     "Overlay": "overlay",
     "open_source": "sources",
     "Box": "frames",
@@ -40,7 +42,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import FerStreamError
     from .frames import Box, Face, Frame, FrameResult, Prediction
     from .overlay import Overlay
-    from .pipeline import Pipeline, PipelineStats
+    from .pipeline import Pipeline
+    from .smooth import Smoother
+    from .stats import PipelineStats
+    from .track import IoUTracker
     from .sources import open_source
 
 

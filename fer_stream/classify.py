@@ -21,9 +21,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, PRECISIONS
 from .devices import resolve_device
-from .errors import ModelError
+from .errors import DeviceError, ModelError
 from .frames import Prediction
 from .images import ImageLike, as_rgb
 
@@ -125,12 +125,78 @@ def load_model(model: str) -> tuple[object, torch.nn.Module]:
         ) from None
 
 
+class TensorPreprocessor:
+    """A batch of RGB crops -> ``pixel_values``, as tensor operations.
+
+    Does what a ViT-style image processor does (resize to a fixed size, rescale, normalize) with
+    ``torch.nn.functional.interpolate(antialias=True)``, which follows PIL's resampling, and one
+    vectorized normalization for the whole batch. transformers' own fast processors do the same
+    but need a torchvision built for the installed torch, which the CPU wheel does not have;
+    models whose processor crops or resizes by shortest edge keep the transformers processor.
+    """
+
+    _MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL resample codes
+
+    def __init__(self, height: int, width: int, mode: str, scale: float, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.size = (height, width)
+        self.mode = mode
+        # x * scale, then (x - mean) / std, folded into one multiply and one subtract.
+        self._mul = (scale / std).reshape(1, -1, 1, 1)
+        self._sub = (mean / std).reshape(1, -1, 1, 1)
+
+    @classmethod
+    def from_processor(cls, processor: object) -> TensorPreprocessor | None:
+        """The equivalent of ``processor``, or ``None`` if it does more than resize and normalize."""
+        get = lambda name, default=None: getattr(processor, name, default)  # noqa: E731
+        size = get("size") or {}
+        dim = lambda key: size.get(key) if isinstance(size, dict) else getattr(size, key, None)  # noqa: E731
+        resample = int(getattr(get("resample", 2), "value", get("resample", 2)))
+        if get("do_center_crop") or get("do_pad") or not get("do_resize", False) or resample not in cls._MODES:
+            return None
+        if not (dim("height") and dim("width")) or dim("shortest_edge") or dim("longest_edge"):
+            return None
+        scale = float(get("rescale_factor", 1 / 255)) if get("do_rescale", True) else 1.0
+        if get("do_normalize", True):
+            mean = torch.tensor(get("image_mean"), dtype=torch.float32)
+            std = torch.tensor(get("image_std"), dtype=torch.float32)
+        else:
+            mean, std = torch.zeros(3), torch.ones(3)
+        return cls(int(dim("height")), int(dim("width")), cls._MODES[resample], scale, mean, std)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        h, w = self.size
+        out = torch.empty((len(images), 3, h, w), dtype=torch.float32)
+        for i, image in enumerate(images):
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+            if x.shape[-2:] != (h, w):
+                x = torch.nn.functional.interpolate(
+                    x.float(), size=(h, w), mode=self.mode, antialias=self.mode != "nearest",
+                    **({} if self.mode == "nearest" else {"align_corners": False}),
+                )
+                x = x.round_().clamp_(0, 255)  # PIL resizes to uint8
+            out[i] = x[0]
+        return out.mul_(self._mul).sub_(self._sub)
+
+
+def _quantize_int8(net: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of the linear layers (weights int8, activations quantized per batch)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        return torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class EmotionClassifier:
     """Classifies face images into the model's expression labels.
 
     ``predict`` takes paths or RGB arrays and returns one :class:`Prediction` per image with all
     labels ordered from most to least likely. Predictions whose confidence is under ``threshold``
     are flagged. Batches never exceed ``max_batch``.
+
+    ``precision`` is ``fp32``, ``fp16``, ``bf16`` (weights and activations in that type) or
+    ``int8`` (CPU only: dynamic quantization of the linear layers, which hold nearly all of a
+    ViT's work). ``threads`` sets torch's CPU threads (``None`` leaves torch's default).
     """
 
     def __init__(
@@ -140,16 +206,37 @@ class EmotionClassifier:
         *,
         max_batch: int = 8,
         threshold: float = 0.7,
+        precision: str = "fp32",
+        threads: int | None = None,
+        fast_preprocess: bool = True,
         warmup: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.model_name = model
         self.device = resolve_device(device)
+        if precision == "int8" and self.device.type != "cpu":
+            raise DeviceError(
+                f"precision int8 (dynamic quantization) runs on the CPU only, not {self.device.type}; "
+                "use --precision fp16 or bf16 there, or --device cpu"
+            )
+        if precision == "fp16" and self.device.type == "cpu":
+            log.warning("fp16 on the CPU is usually slower than fp32; bf16 or int8 are the fast CPU precisions")
+        if threads:
+            torch.set_num_threads(threads)
         self.max_batch = max_batch
         self.threshold = threshold
+        self.precision = precision
         self.processor, net = load_model(model)
-        self.net = net.to(self.device).eval()
+        self._fast = TensorPreprocessor.from_processor(self.processor) if fast_preprocess else None
+        net = net.eval()
+        if precision == "int8":
+            net = _quantize_int8(net)
+        elif precision in ("fp16", "bf16"):
+            net = net.to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+        self.net = net.to(self.device)
         id2label = {int(k): str(v) for k, v in self.net.config.id2label.items()}
         n = int(self.net.config.num_labels)
         if sorted(id2label) != list(range(n)):
@@ -164,7 +251,8 @@ class EmotionClassifier:
             self.warmup()
 
     def __repr__(self) -> str:
-        return f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', labels={self.labels})"
+        return (f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', "
+                f"precision={self.precision!r}, labels={self.labels})")
 
     def warmup(self) -> None:
         """Run one full batch so that kernels are compiled and memory is allocated up front."""
@@ -172,8 +260,10 @@ class EmotionClassifier:
         self.forward(self.preprocess(blank))
 
     def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
-        """RGB arrays or paths -> the model's ``pixel_values`` batch."""
+        """RGB arrays or paths -> the model's ``pixel_values`` batch (float32, on the host)."""
         arrays = [as_rgb(im) for im in images]
+        if self._fast is not None:
+            return self._fast(arrays)
         return self.processor(images=arrays, return_tensors="pt")["pixel_values"]
 
     @torch.inference_mode()

@@ -19,7 +19,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .config import DEFAULT_MODEL, X264_PRESETS, load_config
+from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import FerStreamError
 
 COMMANDS = ("run", "image", "models", "config")
@@ -28,6 +28,12 @@ COMMANDS = ("run", "image", "models", "config")
 _OVERRIDES = {
     "source": "source.input",
     "max_frames": "source.max_frames",
+    "live": "source.live",
+    "precision": "classifier.precision",
+    "threads": "classifier.threads",
+    "classify_every": "classifier.classify_every",
+    "live_max_hz": "classifier.live_max_hz",
+    "smoothing": "tracking.smoothing",
     "model": "classifier.model",
     "device": "classifier.device",
     "max_batch": "classifier.max_batch",
@@ -54,6 +60,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help=f"classifier: Hugging Face hub id or local folder (default {DEFAULT_MODEL})")
     g.add_argument("--device", help="auto | npu | cuda | mps | cpu (default auto: the first of those present)")
     g.add_argument("--max-batch", type=int, metavar="N", help="most faces per classifier batch (default 8)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="classifier precision (default fp32); int8 = dynamic quantization on the CPU, fp16/bf16 for accelerators")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads for the classifier (default: all cores; live, all but one)")
     g.add_argument("--threshold", type=float, metavar="P", help="flag predictions under this confidence (default 0.7)")
     g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
     g.add_argument("--min-detection-confidence", type=float, metavar="P", help="minimum face-detection score (default 0.5)")
@@ -73,6 +82,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", metavar="OUT.jsonl", help="write one record per face per frame (.jsonl or .csv)")
     p.add_argument("--summary", metavar="OUT.json", help="write the run's summary as JSON")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--live", action="store_true", default=None,
+                   help="play a file at its own frame rate as a camera would (newest frame wins, drops counted)")
+    p.add_argument("--classify-every", type=int, metavar="N",
+                   help="files: classify each face track every Nth frame and reuse the result between (default 1: every frame)")
+    p.add_argument("--live-max-hz", type=float, metavar="HZ",
+                   help="live: most classifications per face track per second (default 5; 0 = as fast as possible)")
+    p.add_argument("--smoothing", choices=SMOOTHING, help="per-track smoothing of probabilities (default ema; off = raw)")
     p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
                    help="show an on-screen window (default: on for webcams when a screen exists); q or Esc quits")
     p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")

@@ -26,6 +26,8 @@ from .errors import ConfigError
 
 DEFAULT_MODEL = "trpakov/vit-face-expression"
 DEVICES = ("auto", "npu", "cuda", "mps", "cpu")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+SMOOTHING = ("ema", "window", "off")
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
@@ -89,6 +91,7 @@ def _suffix(*suffixes: str) -> Check:
 class SourceConfig:
     input: str = _setting("", "webcam index (\"0\"), video file, or URL; --source overrides", _str)
     max_frames: int = _setting(0, "stop after this many frames (0 = the whole stream)", _int_range(0, 2**62))
+    live: bool = _setting(False, "play a file at its own frame rate, as a camera (newest frame wins; cameras are always live)", _bool)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,20 @@ class ClassifierConfig:
     batch_wait_ms: int = _setting(50, "longest wait for more faces before a partial batch runs", _int_range(0, 10_000))
     threshold: float = _setting(0.7, "predictions under this confidence are flagged", _float_range(0.0, 1.0))
     warmup: bool = _setting(True, "run one full batch before the first frame (compiles NPU kernels)", _bool)
+    precision: str = _setting("fp32", "fp32 | fp16 | bf16 | int8 (int8: dynamic quantization, CPU only)", _choice(*PRECISIONS))
+    threads: int = _setting(0, "CPU threads for the classifier (0 = auto: all cores; live, all but one)", _int_range(0, 1024))
+    tensor_preprocess: bool = _setting(True, "resize and normalize crops as torch tensors (false = the model's own processor)", _bool)
+    classify_every: int = _setting(1, "files: classify each track on every Nth frame, reusing the result between (1 = every frame)", _int_range(1, 10_000))
+    live_max_hz: float = _setting(5.0, "live: most classifications per track per second (0 = as fast as the device goes)", _float_range(0.0, 1000.0))
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    iou_threshold: float = _setting(0.3, "least box overlap (IoU) that continues a track", _float_range(0.01, 1.0))
+    max_missed: int = _setting(15, "frames a track survives without its face being detected", _int_range(0, 100_000))
+    smoothing: str = _setting("ema", "per-track smoothing of probabilities: ema | window | off (raw results)", _choice(*SMOOTHING))
+    ema_alpha: float = _setting(0.5, "ema: weight of the newest classification (1 = no smoothing)", _float_range(0.01, 1.0))
+    window: int = _setting(5, "window: number of recent classifications averaged", _int_range(1, 1000))
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

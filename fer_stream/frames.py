@@ -92,21 +92,34 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Face:
-    """One detected face: its box in the frame, detector score, crop and prediction."""
+    """One detected face: its box in the frame, detector score, crop and prediction.
+
+    ``track`` is the face's track id (stable across frames; ``None`` before tracking).
+    ``prediction`` is what the overlay shows: the track's smoothed result when smoothing is on.
+    ``fresh`` is true when that prediction includes a classification of this frame's crop (live:
+    the first frame to show a new classification); false when it was carried over from earlier
+    frames of the track.
+    """
 
     box: Box
     score: float
     crop: np.ndarray | None = field(default=None, repr=False)
     prediction: Prediction | None = None
+    track: int | None = None
+    fresh: bool = False
 
-    def with_prediction(self, prediction: Prediction) -> Face:
-        return replace(self, prediction=prediction)
+    def with_prediction(self, prediction: Prediction | None, fresh: bool = True) -> Face:
+        return replace(self, prediction=prediction, fresh=fresh and prediction is not None)
+
+    def with_track(self, track: int) -> Face:
+        return replace(self, track=track)
 
     def record(self) -> dict[str, Any]:
         """The face as a plain dict (the per-face event record without frame and time)."""
-        out: dict[str, Any] = {"box": self.box.as_list(), "score": round(self.score, 4)}
+        out: dict[str, Any] = {"track": self.track, "box": self.box.as_list(), "score": round(self.score, 4)}
         if self.prediction is not None:
             out.update(
+                fresh=self.fresh,
                 label=self.prediction.label,
                 confidence=round(self.prediction.confidence, 6),
                 flagged=self.prediction.flagged,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,17 +20,44 @@ from .sources import Source, WebcamSource, open_source
 log = logging.getLogger("fer_stream")
 
 
-def _load_models(cfg: Config, *, detector: bool = True) -> tuple[Any, Any]:
+def auto_threads(live: bool) -> int | None:
+    """CPU threads for the classifier: live runs leave one core to decoding, detection and output."""
+    if not live:
+        return None  # torch's default: every core
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def _load_models(cfg: Config, *, detector: bool = True, live: bool = False) -> tuple[Any, Any]:
     from .classify import EmotionClassifier
     from .detect import FaceDetector
 
     c = cfg.classifier
-    clf = EmotionClassifier(c.model, c.device, max_batch=c.max_batch, threshold=c.threshold)
+    clf = EmotionClassifier(
+        c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=c.precision,
+        threads=c.threads or auto_threads(live), fast_preprocess=c.tensor_preprocess,
+    )
     det = None
     if detector:
         d = cfg.detector
         det = FaceDetector(d.model or None, min_confidence=d.min_confidence, margin=d.crop_margin)
     return clf, det
+
+
+def make_tracker(cfg: Config) -> Any:
+    from .track import IoUTracker
+
+    return IoUTracker(cfg.tracking.iou_threshold, cfg.tracking.max_missed)
+
+
+def make_smoother(cfg: Config) -> Any:
+    from .smooth import Smoother
+
+    t = cfg.tracking
+    return Smoother(t.smoothing, alpha=t.ema_alpha, window=t.window)
 
 
 def _check_output_paths(cfg: Config) -> None:
@@ -86,9 +114,9 @@ def run_stream(cfg: Config) -> int:
     _check_output_paths(cfg)
     out = cfg.output
     with ExitStack() as stack:
-        source = stack.enter_context(open_source(cfg.source.input))
+        source = stack.enter_context(open_source(cfg.source.input, live=True if cfg.source.live else None))
         display = _want_display(cfg, source)
-        clf, det = _load_models(cfg)
+        clf, det = _load_models(cfg, live=source.live)
         stack.callback(det.close)
         log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
 
@@ -114,6 +142,8 @@ def run_stream(cfg: Config) -> int:
             max_frames=cfg.source.max_frames or None,
             batch_wait=cfg.classifier.batch_wait_ms / 1000.0,
             warmup=cfg.classifier.warmup,
+            tracker=make_tracker(cfg), smoother=make_smoother(cfg),
+            classify_every=cfg.classifier.classify_every, live_max_hz=cfg.classifier.live_max_hz,
             frame_queue=cfg.queues.frames, face_queue=cfg.queues.faces, result_queue=cfg.queues.results,
         )
         total = None if source.live else source.frame_count
@@ -151,8 +181,10 @@ def _summary(cfg: Config, source: Source, clf: Any, tally: Any, stats: Any, sign
     elapsed = max(stats.elapsed_s, 1e-9)
     return {
         "source": source.name,
+        "live": source.live,
         "model": cfg.classifier.model,
         "device": str(clf.device),
+        "precision": clf.precision,
         "frames_in": stats.frames_in,
         "frames_out": tally.frames_out,
         "faces": tally.faces,
@@ -162,8 +194,11 @@ def _summary(cfg: Config, source: Source, clf: Any, tally: Any, stats: Any, sign
         "faces_per_s": round(tally.faces / elapsed, 3),
         "dropped": stats.dropped,
         "elapsed_s": round(stats.elapsed_s, 3),
+        "classified": stats.classified,
         "batches": stats.batches,
         "mean_batch": round(stats.mean_batch, 3),
+        "latency_s": stats.latency_s,
+        "tracks": [t.as_dict() for t in sorted(stats.tracks, key=lambda t: t.id)],
         "threshold": cfg.classifier.threshold,
         "stopped_by": signal.Signals(signum).name if signum else None,
         "outputs": {k: v for k, v in (("video", cfg.output.video), ("events", cfg.output.events),
@@ -174,9 +209,14 @@ def _summary(cfg: Config, source: Source, clf: Any, tally: Any, stats: Any, sign
 def _print_summary(s: dict[str, Any]) -> None:
     lines = [
         f"{s['frames_out']} frames out of {s['frames_in']} read in {s['elapsed_s']:.1f} s "
-        f"({s['fps']:.1f} fps); {s['faces']} faces, {s['flagged']} flagged; {s['dropped']} dropped"
+        f"({s['fps']:.1f} fps); {s['faces']} faces in {len(s['tracks'])} tracks, {s['classified']} classified, "
+        f"{s['flagged']} flagged; {s['dropped']} dropped"
         + (f"; stopped by {s['stopped_by']}" if s["stopped_by"] else ""),
     ]
+    lat = s["latency_s"]
+    if lat.get("p50") is not None:
+        lines.append(f"latency (capture to output): p50 {lat['p50'] * 1e3:.0f} ms, p95 {lat['p95'] * 1e3:.0f} ms, "
+                     f"p99 {lat['p99'] * 1e3:.0f} ms")
     counts = [f"{k} {v}" for k, v in sorted(s["labels"].items(), key=lambda kv: -kv[1]) if v]
     if counts:
         lines.append("labels: " + ", ".join(counts))

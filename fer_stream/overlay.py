@@ -1,7 +1,8 @@
 """Drawing predictions onto frames: box, label and confidence per face.
 
-Confident predictions get a solid green box; flagged ones (under the threshold) a dashed amber box
-and a ``?`` after the label, so they stay distinct without colour too. Line width and text size
+Each label starts with the face's track id (``#3 happy 87%``). Confident predictions get a solid
+green box; flagged ones (under the threshold) a dashed amber box and a ``?`` after the label, so
+they stay distinct without colour too; a new track not yet classified shows a grey ``face``. Line width and text size
 scale with the frame, from 360p to 4K.
 
 >>> annotated = Overlay().draw(frame.image, faces)   # doctest: +SKIP
@@ -40,12 +41,13 @@ class Overlay:
         font_scale = max(0.4, 0.7 * scale)
         for face in faces:
             p = face.prediction
+            tag = f"#{face.track} " if face.track is not None else ""
             if p is None:
-                color, text, dashed = UNCLASSIFIED, "face", False
+                color, text, dashed = UNCLASSIFIED, f"{tag}face", False
             elif p.flagged:
-                color, text, dashed = self.flagged, f"{p.label}? {p.confidence:.0%}", True
+                color, text, dashed = self.flagged, f"{tag}{p.label}? {p.confidence:.0%}", True
             else:
-                color, text, dashed = self.confident, f"{p.label} {p.confidence:.0%}", False
+                color, text, dashed = self.confident, f"{tag}{p.label} {p.confidence:.0%}", False
             if dashed:
                 _dashed_rect(out, face.box, color, thickness)
             else:

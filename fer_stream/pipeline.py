@@ -1,12 +1,18 @@
 """The streaming pipeline: threads joined by bounded queues.
 
-    read/decode -> detect -> batch + classify -> overlay -> (caller: sinks)
+    read/decode -> detect + track -> schedule, batch + classify, smooth -> overlay -> (caller: sinks)
 
-Files are processed whole: every queue blocks when full, so decoding waits for classification and
-no frame is dropped. Live sources (cameras, network streams) feed a one-frame slot instead, where
-the newest frame replaces an unread one, so latency stays low; replaced frames count as dropped.
-The classifier stage pools crops from consecutive frames into batches of up to ``max_batch``
-(waiting at most ``batch_wait`` seconds for a batch to fill) and releases frames in order.
+Files (exact mode) are processed whole: every queue blocks when full, so decoding waits for
+classification and no frame is dropped. Each track is classified on its first frame and every
+``classify_every``-th frame after (1 = every face of every frame); the classifier stage pools the
+crops of consecutive frames into batches of up to ``max_batch`` (waiting at most ``batch_wait``
+seconds for a batch to fill) and releases frames in order, filling frames in between with their
+track's latest result.
+
+Live sources (cameras, network streams, files played with ``live=True``) feed a one-frame slot
+instead, where the newest frame replaces an unread one (replaced frames count as dropped). Frames
+go from detection straight to the overlay with each track's latest result, never waiting for the
+classifier, which runs beside them on each track's newest crop (see :mod:`fer_stream.schedule`).
 
 >>> from fer_stream import EmotionClassifier, FaceDetector, Pipeline
 >>> clf = EmotionClassifier(device="auto")                                  # doctest: +SKIP
@@ -24,6 +30,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from .classify import EmotionClassifier
@@ -31,7 +38,11 @@ from .detect import FaceDetector
 from .errors import FerStreamError, PipelineError
 from .frames import Face, Frame, FrameResult
 from .overlay import Overlay
+from .schedule import EveryN, LiveScheduler
+from .smooth import Smoother
 from .sources import Source, open_source
+from .stats import LatencyStats, PipelineStats, TrackLog
+from .track import IoUTracker
 
 _END = object()  # end-of-stream marker that flows down the queues
 _POLL = 0.1  # seconds between checks of the stop flag while blocked on a queue
@@ -61,43 +72,33 @@ class LatestSlot:
             return item
 
 
-@dataclass(frozen=True)
-class PipelineStats:
-    """Counters of a run so far."""
-
-    frames_in: int
-    dropped: int
-    faces: int
-    batches: int
-    batch_sizes: dict[int, int]
-    elapsed_s: float
-    source_ended: bool
-
-    @property
-    def mean_batch(self) -> float:
-        n = sum(self.batch_sizes.values())
-        return sum(k * v for k, v in self.batch_sizes.items()) / n if n else 0.0
-
-
 @dataclass(eq=False)
 class _Pending:
-    """A frame inside the classifier stage, waiting for its faces' predictions."""
+    """A frame inside the classifier stage (exact mode), waiting for its due faces' probabilities."""
 
     frame: Frame
     faces: list[Face]
-    pixels: Any  # the classifier's preprocessed input for each face, one row per face
+    due: list[int]  # indices of the faces to classify in this frame
+    pixels: Any  # the classifier's preprocessed input, one row per due face
+    ended: list[int]  # tracks that ended at this frame
+    probs: dict[int, np.ndarray] = field(default_factory=dict)
     missing: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.missing = len(self.faces)
+        self.missing = len(self.due)
 
 
 class Pipeline:
-    """Runs a source through detection, classification and overlay on background threads.
+    """Runs a source through detection, tracking, classification and overlay on background threads.
 
     Use as a context manager: entering warms the classifier up (one full batch) and starts the
     threads, and gives an iterator of :class:`FrameResult` in frame order; leaving stops and joins
     every thread. An error in any stage stops the whole pipeline and is raised from the iterator.
+
+    ``tracker`` and ``smoother`` default to :class:`~fer_stream.track.IoUTracker` and an EMA
+    :class:`~fer_stream.smooth.Smoother`; pass ``Smoother("off")`` for raw per-frame results.
+    ``classify_every`` applies to exact mode, ``live_max_hz`` to live mode; ``live`` defaults to
+    the source's own ``live``.
     """
 
     def __init__(
@@ -111,6 +112,10 @@ class Pipeline:
         overlay: Overlay | None = None,
         annotate: bool = True,
         warmup: bool = True,
+        tracker: IoUTracker | None = None,
+        smoother: Smoother | None = None,
+        classify_every: int = 1,
+        live_max_hz: float = 5.0,
         frame_queue: int = 8,
         face_queue: int = 16,
         result_queue: int = 8,
@@ -123,18 +128,30 @@ class Pipeline:
         self.batch_wait = batch_wait
         self.overlay = (overlay or Overlay()) if annotate else None
         self.warmup = warmup
-        self._frames: queue.Queue[Any] | LatestSlot = LatestSlot() if self.source.live else queue.Queue(frame_queue)
+        self.live = bool(self.source.live)
+        self.tracker = tracker or IoUTracker()
+        self.smoother = smoother or Smoother("ema")
+        self.every = EveryN(classify_every)
+        self.scheduler = LiveScheduler(live_max_hz)
+        self._frames: queue.Queue[Any] | LatestSlot = LatestSlot() if self.live else queue.Queue(frame_queue)
         self._detected: queue.Queue[Any] = queue.Queue(face_queue)
         self._classified: queue.Queue[Any] = queue.Queue(result_queue)
         self._out: queue.Queue[Any] = queue.Queue(result_queue)
         self._stop = threading.Event()
+        self._detect_done = threading.Event()
         self._error: tuple[str, BaseException] | None = None
         self._threads: list[threading.Thread] = []
         self._frames_in = 0
         self._faces = 0
+        self._classified_faces = 0
         self._batch_sizes: Counter[int] = Counter()
         self._source_ended = False
         self._started = 0.0
+        self.latency = LatencyStats()
+        self.track_log = TrackLog()
+        # Live mode: each track's latest smoothed prediction and a version that counts its updates.
+        self._live_lock = threading.Lock()
+        self._live_preds: dict[int, tuple[Any, int]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -143,12 +160,13 @@ class Pipeline:
             if self.warmup:
                 self.classifier.warmup()
             self._started = time.monotonic()
-            for name, target in (
+            stages = (
                 ("read", self._read),
                 ("detect", self._detect),
-                ("classify", self._classify),
+                ("classify", self._classify_live if self.live else self._classify),
                 ("overlay", self._annotate),
-            ):
+            )
+            for name, target in stages:
                 t = threading.Thread(target=self._guard, args=(name, target), name=f"fer-{name}", daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -163,10 +181,11 @@ class Pipeline:
     def stop(self) -> None:
         """Ask every stage to finish; the results iterator ends soon after."""
         self._stop.set()
+        self.scheduler.wake()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop and join the threads, then close the source if the pipeline opened it."""
-        self._stop.set()
+        self.stop()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -180,10 +199,13 @@ class Pipeline:
             frames_in=self._frames_in,
             dropped=getattr(self._frames, "dropped", 0),
             faces=self._faces,
+            classified=self._classified_faces,
             batches=sum(self._batch_sizes.values()),
             batch_sizes=dict(sorted(self._batch_sizes.items())),
             elapsed_s=time.monotonic() - self._started if self._started else 0.0,
             source_ended=self._source_ended,
+            latency_s=self.latency.percentiles(),
+            tracks=self.track_log.snapshot(),
         )
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -194,7 +216,7 @@ class Pipeline:
         except BaseException as e:  # any stage failing stops them all
             if self._error is None:
                 self._error = (name, e)
-            self._stop.set()
+            self.stop()
 
     def _put(self, q: queue.Queue[Any] | LatestSlot, item: Any) -> bool:
         while not self._stop.is_set():
@@ -224,11 +246,22 @@ class Pipeline:
             if item is _END:
                 break
             yield item
+            # Measured when the caller asks for the next result, so its output work counts too.
+            self.latency.add(time.monotonic() - item.frame.captured)
         if self._error is not None:
             stage, e = self._error
             if isinstance(e, FerStreamError):
                 raise e
             raise PipelineError(f"{stage} stage failed: {type(e).__name__}: {e}") from e
+
+    def _run_batch(self, pixels: torch.Tensor) -> np.ndarray:
+        probs = self.classifier.forward(pixels)
+        self._batch_sizes[len(probs)] += 1
+        self._classified_faces += len(probs)
+        return probs
+
+    def _predictions(self, rows: list[np.ndarray]) -> list[Any]:
+        return self.classifier.postprocess(np.stack(rows)) if rows else []
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -244,19 +277,72 @@ class Pipeline:
         self._put(self._frames, _END)
 
     def _detect(self) -> None:
-        while (frame := self._get(self._frames)) is not _END:
-            faces = self.detector.detect(frame.image)
-            self._faces += len(faces)
-            # Preprocess here, overlapping the classifier's forward pass on the previous batch.
-            pixels = self.classifier.preprocess([f.crop for f in faces]) if faces else None
-            if not self._put(self._detected, (frame, faces, pixels)):
-                return
-        self._put(self._detected, _END)
+        shown: dict[int, int] = {}  # live: the prediction version each track last showed
+        try:
+            while (frame := self._get(self._frames)) is not _END:
+                found = self.detector.detect(frame.image)
+                ids = self.tracker.update([f.box for f in found])
+                faces = [f.with_track(t) for f, t in zip(found, ids)]
+                ended = self.tracker.ended
+                self._faces += len(faces)
+                for t in ids:
+                    self.track_log.seen(t, frame.time)
+                if self.live:
+                    if not self._put(self._classified, FrameResult(frame, self._live_faces(frame, faces, ended, shown))):
+                        return
+                    continue
+                due = [i for i, t in enumerate(ids) if self.every.due(t)]
+                self.every.forget(ended)
+                # Preprocess here, overlapping the classifier's forward pass on the previous batch.
+                pixels = self.classifier.preprocess([faces[i].crop for i in due]) if due else None
+                if not self._put(self._detected, _Pending(frame, faces, due, pixels, ended)):
+                    return
+        finally:
+            self._detect_done.set()
+            self.scheduler.wake()
+        self._put(self._classified if self.live else self._detected, _END)
+
+    def _live_faces(self, frame: Frame, faces: list[Face], ended: list[int], shown: dict[int, int]) -> tuple[Face, ...]:
+        """Offer each face's crop to the scheduler; label it with its track's latest result."""
+        for face in faces:
+            self.scheduler.offer(face.track, face.crop, frame.captured)
+        out = []
+        with self._live_lock:
+            self.scheduler.retire(ended)
+            self.smoother.forget(ended)
+            for t in ended:
+                self._live_preds.pop(t, None)
+                shown.pop(t, None)
+            for face in faces:
+                pred, version = self._live_preds.get(face.track, (None, 0))
+                out.append(face.with_prediction(pred, fresh=shown.get(face.track) != version))
+                shown[face.track] = version
+        return tuple(out)
+
+    def _classify_live(self) -> None:
+        clf = self.classifier
+        while not self._stop.is_set() and not self._detect_done.is_set():
+            batch = self.scheduler.take(clf.max_batch, timeout=_POLL)
+            if not batch:
+                continue
+            probs = self._run_batch(clf.preprocess([crop for _, crop, _ in batch]))
+            with self._live_lock:
+                rows = []
+                tracks = [t for t, _, _ in batch]
+                live = [t in self.scheduler for t in tracks]  # a track may end during the forward pass
+                for t, row, alive in zip(tracks, probs, live):
+                    if alive:
+                        rows.append(self.smoother.update(t, row))
+                preds = iter(self._predictions(rows))
+                for t, alive in zip(tracks, live):
+                    if alive:
+                        self._live_preds[t] = (next(preds), self._live_preds.get(t, (None, 0))[1] + 1)
+                        self.track_log.classified(t)
 
     def _classify(self) -> None:
         clf = self.classifier
         pending: deque[_Pending] = deque()  # frames in arrival order
-        waiting: deque[tuple[_Pending, int, float]] = deque()  # crops not yet classified, with arrival time
+        waiting: deque[tuple[_Pending, int, float]] = deque()  # due crops not yet classified, with arrival time
         ended = False
 
         def take(item: Any) -> None:
@@ -264,11 +350,9 @@ class Pipeline:
             if item is _END:
                 ended = True
                 return
-            frame, faces, pixels = item
-            p = _Pending(frame, list(faces), pixels)
-            pending.append(p)
+            pending.append(item)
             now = time.monotonic()
-            waiting.extend((p, i, now) for i in range(len(faces)))
+            waiting.extend((item, row, now) for row in range(len(item.due)))
 
         while not self._stop.is_set():
             if not ended:
@@ -287,19 +371,37 @@ class Pipeline:
             overdue = bool(waiting) and (ended or time.monotonic() >= waiting[0][2] + self.batch_wait)
             if full or overdue:
                 batch = [waiting.popleft() for _ in range(min(clf.max_batch, len(waiting)))]
-                pixels = torch.cat([p.pixels[i : i + 1] for p, i, _ in batch])
-                predictions = clf.postprocess(clf.forward(pixels))
-                self._batch_sizes[len(batch)] += 1
-                for (p, i, _), pred in zip(batch, predictions):
-                    p.faces[i] = p.faces[i].with_prediction(pred)
+                probs = self._run_batch(torch.cat([p.pixels[row : row + 1] for p, row, _ in batch]))
+                for (p, row, _), prob in zip(batch, probs):
+                    p.probs[p.due[row]] = prob
                     p.missing -= 1
             while pending and pending[0].missing == 0:
-                p = pending.popleft()
-                if not self._put(self._classified, FrameResult(p.frame, tuple(p.faces))):
+                if not self._put(self._classified, self._release(pending.popleft())):
                     return
             if ended and not pending:
                 self._put(self._classified, _END)
                 return
+
+    def _release(self, p: _Pending) -> FrameResult:
+        """Smooth the frame's new classifications in frame order; other faces reuse their track's."""
+        rows, fresh = [], []
+        for i, face in enumerate(p.faces):
+            if i in p.probs:
+                rows.append(self.smoother.update(face.track, p.probs[i]))
+                fresh.append(True)
+                self.track_log.classified(face.track)
+            else:
+                state = self.smoother.get(face.track)
+                rows.append(state)
+                fresh.append(False)
+        known = [r for r in rows if r is not None]
+        preds = iter(self._predictions(known))
+        faces = tuple(
+            face.with_prediction(next(preds) if row is not None else None, fresh=is_fresh)
+            for face, row, is_fresh in zip(p.faces, rows, fresh)
+        )
+        self.smoother.forget(p.ended)
+        return FrameResult(p.frame, faces)
 
     def _annotate(self) -> None:
         while (result := self._get(self._classified)) is not _END:

@@ -173,12 +173,14 @@ class VideoSink(Sink):
 class EventSink(Sink):
     """One record per face per frame, as JSON Lines (``.jsonl``) or CSV (``.csv``).
 
-    Keys: ``frame``, ``time`` (s), ``face`` (index in the frame), ``box`` ([x, y, w, h] px),
-    ``score`` (detector), ``label``, ``confidence``, ``flagged``, ``probs`` (label -> probability).
+    Keys: ``frame``, ``time`` (s), ``face`` (index in the frame), ``track`` (track id), ``box``
+    ([x, y, w, h] px), ``score`` (detector), ``fresh`` (classified on this frame, not carried over),
+    ``label``, ``confidence``, ``flagged``, ``probs`` (label -> probability); the prediction is the
+    track's smoothed one when smoothing is on.
     In CSV, ``box`` and ``probs`` cells hold the same values JSON-encoded.
     """
 
-    FIELDS = ("frame", "time", "face", "box", "score", "label", "confidence", "flagged", "probs")
+    FIELDS = ("frame", "time", "face", "track", "box", "score", "fresh", "label", "confidence", "flagged", "probs")
 
     def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0) -> None:
         self.path = writable_path(path)

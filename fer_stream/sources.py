@@ -50,7 +50,12 @@ class Source:
 
 
 class AVSource(Source):
-    """A video file or network stream decoded by PyAV (FFmpeg)."""
+    """A video file or network stream decoded by PyAV (FFmpeg).
+
+    ``live=True`` on a file plays it at its own frame rate, as a camera would deliver it: each
+    frame is released at its presentation time (a decoder that falls behind releases late frames
+    at once), and the pipeline treats it as a live source.
+    """
 
     def __init__(self, url: str, *, live: bool | None = None, open_timeout: float = 10.0, read_timeout: float = 10.0) -> None:
         import av
@@ -58,6 +63,7 @@ class AVSource(Source):
         self.name = url
         is_network = url.lower().startswith(NETWORK_SCHEMES)
         self.live = is_network if live is None else live
+        self._paced = self.live and not is_network
         if not is_network:
             p = Path(url)
             if not p.exists():
@@ -101,6 +107,7 @@ class AVSource(Source):
         index = 0
         last_pts: int | None = None
         errors = 0
+        clock = time.monotonic()
         packets = self._container.demux(self._stream)
         while True:
             try:
@@ -128,6 +135,8 @@ class AVSource(Source):
                 t = float((pts - self._start) * self.time_base) if self.time_base else index / self.fps
                 # to_ndarray returns row-padded views for many widths; downstream needs contiguous RGB.
                 image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+                if self._paced and (ahead := clock + t - time.monotonic()) > 0:
+                    time.sleep(ahead)
                 yield Frame(index=index, time=t, image=image, pts=pts, captured=time.monotonic())
                 index += 1
 

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from conftest import DETECTOR, MEDIA
-from fer_stream import EmotionClassifier, FaceDetector, Pipeline
+from fer_stream import EmotionClassifier, FaceDetector, Pipeline, Smoother
 from fer_stream.errors import PipelineError
 from fer_stream.frames import Frame
 from fer_stream.pipeline import LatestSlot
@@ -44,7 +44,7 @@ def test_batches_mix_frames_and_never_exceed_max(clf, detector):
 
 
 def test_results_match_direct_calls(clf, detector):
-    with Pipeline(str(PORTRAIT), clf, detector, max_frames=12, annotate=False) as results:
+    with Pipeline(str(PORTRAIT), clf, detector, max_frames=12, annotate=False, smoother=Smoother("off")) as results:
         out = list(results)
     for r in out:
         direct = detector.detect(r.frame.image)
@@ -110,13 +110,43 @@ class _FastCamera(Source):
         self._inner.close()
 
 
-def test_live_sources_keep_the_newest_frame_and_count_drops(clf, detector):
+def _slow_classifier(clf, delay):
     slow = _Broken(clf)
     slow.calls = -10**9  # never fails
     forward = slow.forward
-    slow.forward = lambda x: (time.sleep(0.05), forward(x))[1]
+    slow.forward = lambda x: (time.sleep(delay), forward(x))[1]
+    return slow
+
+
+def test_live_frames_never_wait_for_the_classifier(clf, detector):
     cam = _FastCamera(150)
-    p = Pipeline(cam, slow, detector, batch_wait=0.01)
+    p = Pipeline(cam, _slow_classifier(clf, 0.05), detector, live_max_hz=0)
+    with p as results:
+        out = list(results)
+    cam.close()
+    s = p.stats
+    assert len(out) + s.dropped == 150
+    assert 0 < s.classified < len(out) / 2  # a few classifications serve many frames
+    first = next(i for i, r in enumerate(out) if r.faces and r.faces[0].prediction is not None)
+    assert all(r.faces[0].prediction is not None for r in out[first:] if r.faces)
+    fresh = sum(f.fresh for r in out for f in r.faces)
+    assert 1 <= fresh <= s.classified  # each new result is marked once, on the first frame showing it
+    assert [t.classified for t in s.tracks] and sum(t.classified for t in s.tracks) == s.classified
+    assert s.latency_s["p50"] is not None and s.latency_s["p50"] <= s.latency_s["p95"] <= s.latency_s["p99"]
+
+
+class _SlowDetector:
+    def __init__(self, detector, delay):
+        self._d, self.delay = detector, delay
+
+    def detect(self, image):
+        time.sleep(self.delay)
+        return self._d.detect(image)
+
+
+def test_live_sources_keep_the_newest_frame_and_count_drops(clf, detector):
+    cam = _FastCamera(150)
+    p = Pipeline(cam, clf, _SlowDetector(detector, 0.02))
     with p as results:
         out = list(results)
     cam.close()
