@@ -3,6 +3,7 @@
     fer-stream --source 0                                   # webcam, on screen
     fer-stream --source talk.mp4 --output talk.annotated.mp4 --events talk.jsonl
     fer-stream image face.jpg [more.jpg ...] [--dir FACES] [--json] [--no-detect]
+    fer-stream bench --video talk.mp4 [--images FACES] [--json]   # speed on this machine
     fer-stream models pull                                  # fetch both models for offline use
     fer-stream config                                       # print the effective settings as TOML
 
@@ -22,7 +23,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import FerStreamError
 
-COMMANDS = ("run", "image", "models", "config")
+COMMANDS = ("run", "image", "bench", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -74,7 +75,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
-        epilog="other commands: fer-stream image --help | fer-stream models pull --help | fer-stream config --help",
+        epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream models pull --help | "
+               "fer-stream config --help",
     )
     p.add_argument("--version", action="version", version=f"fer-stream {__version__}")
     p.add_argument("--source", metavar="SRC", help="webcam index (0), video file, or URL (rtsp://...)")
@@ -115,6 +117,42 @@ def _image_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _csv(kind: type, choices: Sequence[Any] | None = None) -> Any:
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, like 1,8 (got {text!r})") from None
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices or []))} (got {text!r})")
+        return values
+    return parse
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream bench",
+        description="Measure decoder, detector, classifier (per precision and batch size) and the whole pipeline "
+                    "(exact and live) on a video, against the naive single-thread loop.",
+    )
+    p.add_argument("--video", required=True, metavar="FILE", help="a video with faces (its own frame rate is the live camera's)")
+    p.add_argument("--images", metavar="DIR", help="face images (subfolders searched) for each precision's agreement with fp32 "
+                   "(default: the video's face crops)")
+    p.add_argument("--precisions", type=_csv(str, PRECISIONS), metavar="LIST",
+                   help="classifier precisions to measure (default fp32,int8 on the CPU; fp32,fp16,bf16 elsewhere)")
+    p.add_argument("--batches", type=_csv(int), default=[1, 8], metavar="LIST", help="classifier batch sizes (default 1,8)")
+    p.add_argument("--frames", type=int, default=96, metavar="N", help="frames for decoder, detector and exact pipeline (default 96)")
+    p.add_argument("--naive-frames", type=int, default=24, metavar="N", help="frames for the naive loop (default 24)")
+    p.add_argument("--live-seconds", type=float, default=20.0, metavar="S", help="longest live run (default 20)")
+    p.add_argument("--min-time", type=float, default=3.0, metavar="S", help="least time per classifier measurement (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--live-max-hz", type=float, metavar="HZ", help="live: most classifications per track per second (default 5)")
+    p.add_argument("--classify-every", type=int, metavar="N", help="exact pipeline: classify each track every Nth frame (default 1)")
+    _common(p)
+    return p
+
+
 def _models_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -132,6 +170,12 @@ def _config_parser() -> argparse.ArgumentParser:
                                 description="Print the effective settings (defaults, --config file, flags) as TOML.")
     _common(p)
     return p
+
+
+def _cpu_only(cfg: Any) -> bool:
+    from .devices import resolve_device
+
+    return resolve_device(cfg.classifier.device).type == "cpu"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
-    parser = {"run": _run_parser, "image": _image_parser, "models": _models_parser, "config": _config_parser}[command]()
+    parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "models": _models_parser,
+              "config": _config_parser}[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
@@ -170,6 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .jobs import classify_images
 
             return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
+        if command == "bench":
+            from .bench import run_bench
+
+            precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
+            return run_bench(
+                cfg, args.video, as_json=args.json, precisions=precisions, batches=args.batches, frames=args.frames,
+                naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
+            )
         if command == "models":
             from .jobs import pull_models
 
