@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
 
-    from bench_pipeline import build_vit_b
+    from make_vit_b import build_vit_b
     from fer_stream import EmotionClassifier
 
     model = args.model or str(build_vit_b(Path(tempfile.mkdtemp(prefix="fer-bench-")) / "vit-b"))

@@ -24,19 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def build_vit_b(folder: Path) -> Path:
-    import transformers
-    from transformers import ViTConfig, ViTForImageClassification
-
-    labels = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-    cfg = ViTConfig(num_labels=7, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
-    torch.manual_seed(0)
-    ViTForImageClassification(cfg).save_pretrained(folder, safe_serialization=True)
-    processor = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
-    processor(size={"height": 224, "width": 224}).save_pretrained(folder)
-    return folder
+from make_vit_b import build_vit_b
 
 
 def bare_faces_per_s(clf, crops: list[np.ndarray], batches: int) -> float:

@@ -25,15 +25,15 @@ def build_vit_b(folder: Path, probe_on: Path | None = None, steps: int = 500) ->
     import transformers
     from transformers import ViTConfig, ViTForImageClassification
 
-    from fer_stream.classify import TensorPreprocessor
-    from fer_stream.images import list_images, read_image
-
     cfg = ViTConfig(num_labels=7, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
     torch.manual_seed(0)
     model = ViTForImageClassification(cfg).eval()
     processor = (getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor)(
         size={"height": 224, "width": 224})
     if probe_on is not None:
+        from fer_stream.classify import TensorPreprocessor
+        from fer_stream.images import list_images, read_image
+
         pre = TensorPreprocessor.from_processor(processor)
         xs, ys = [], []
         for i, label in enumerate(LABELS):

@@ -179,12 +179,15 @@ class TensorPreprocessor:
 
 
 def _quantize_int8(net: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantization of the linear layers (weights int8, activations quantized per batch)."""
+    """Dynamic int8 quantization of the linear layers (weights int8 per output channel, activations
+    quantized per batch). Per-channel weights agree with fp32 better than per-tensor ones at the same speed."""
     import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        return torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(net, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 class EmotionClassifier:

@@ -87,6 +87,23 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clf(tiny_model: Path):
+    """The tiny model on the CPU, batches of up to 8."""
+    from fer_stream import EmotionClassifier
+
+    return EmotionClassifier(str(tiny_model), device="cpu", max_batch=8)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """MediaPipe's BlazeFace from ../shared, crops with the default 0.1 margin."""
+    from fer_stream import FaceDetector
+
+    with FaceDetector(DETECTOR) as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
 def ascend_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same network as ``tiny_model`` with its labels listed in the Ascend order (rows moved to match)."""
     rows = [LABELS.index(l) for l in ASCEND_ORDER]

@@ -9,11 +9,6 @@ from fer_stream.errors import DeviceError, ModelError
 CROPS = sorted(EXPRESSIONS.glob("*/*.jpg"))[::12]
 
 
-@pytest.fixture(scope="module")
-def clf(tiny_model):
-    return EmotionClassifier(str(tiny_model), device="cpu")
-
-
 def test_labels_come_from_config(clf, ascend_model):
     assert clf.labels == tuple(LABELS)
     assert EmotionClassifier(str(ascend_model), device="cpu").labels == tuple(ASCEND_ORDER)

@@ -13,12 +13,6 @@ from fer_stream.frames import Box
 SUMMARY_KEYS = {"frames_in", "frames_out", "faces", "flagged", "labels", "fps", "dropped"}
 
 
-@pytest.fixture(scope="module")
-def detector():
-    with FaceDetector(DETECTOR) as d:
-        yield d
-
-
 @pytest.mark.parametrize("video", MEDIA, ids=[p.name for p in MEDIA])
 def test_annotated_video_matches_input(video, tiny_model, cli_env, tmp_path, detector):
     out, events, summary = tmp_path / "out.mp4", tmp_path / "events.jsonl", tmp_path / "summary.json"

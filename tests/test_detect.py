@@ -7,12 +7,6 @@ from fer_stream.frames import Box
 from fer_stream.images import read_image
 
 
-@pytest.fixture(scope="module")
-def detector():
-    with FaceDetector(DETECTOR, margin=0.1) as d:
-        yield d
-
-
 def _iou(a: Box, b: Box) -> float:
     x0, y0 = max(a.x, b.x), max(a.y, b.y)
     x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)

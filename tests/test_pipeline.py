@@ -13,17 +13,6 @@ from fer_stream.sources import Source, open_source
 PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
 
 
-@pytest.fixture(scope="module")
-def clf(tiny_model):
-    return EmotionClassifier(str(tiny_model), device="cpu", max_batch=8)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    with FaceDetector(DETECTOR) as d:
-        yield d
-
-
 def test_every_frame_in_order_with_full_cross_frame_batches(clf, detector):
     with Pipeline(str(PORTRAIT), clf, detector) as results:
         out = list(results)

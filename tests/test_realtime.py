@@ -17,17 +17,6 @@ TWO_PEOPLE = next(p for p in MEDIA if "two_people" in p.name)
 WEBCAM = next(p for p in MEDIA if "webcam" in p.name)
 
 
-@pytest.fixture(scope="module")
-def clf(tiny_model):
-    return EmotionClassifier(str(tiny_model), device="cpu", max_batch=8)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    with FaceDetector(DETECTOR) as d:
-        yield d
-
-
 def _run(clf, detector, video, **kw):
     p = Pipeline(str(video), clf, detector, annotate=False, **kw)
     with p as results:
