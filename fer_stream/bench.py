@@ -65,6 +65,7 @@ class Bench:
         video: str,
         *,
         precisions: Sequence[str] = ("fp32", "int8"),
+        devices: Sequence[str] | None = None,
         batches: Sequence[int] = (1, 8),
         frames: int = 96,
         naive_frames: int = 24,
@@ -76,6 +77,7 @@ class Bench:
         self.cfg = cfg
         self.video = video
         self.precisions = list(dict.fromkeys(precisions))
+        self.devices = list(dict.fromkeys(devices or [cfg.classifier.device]))
         self.batches = sorted(set(batches))
         self.frames = frames
         self.naive_frames = naive_frames
@@ -88,13 +90,13 @@ class Bench:
 
     # -- building blocks ---------------------------------------------------------------------
 
-    def _classifier(self, precision: str, threads: int | None) -> Any:
+    def _classifier(self, precision: str, threads: int | None, device: str | None = None) -> Any:
         from .classify import EmotionClassifier
 
         c = self.cfg.classifier
         torch.set_num_threads(threads or self._all_threads)
         return EmotionClassifier(
-            c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=precision,
+            c.model, device or c.device, max_batch=c.max_batch, threshold=c.threshold, precision=precision,
             threads=threads or self._all_threads, fast_preprocess=c.tensor_preprocess,
         )
 
@@ -160,12 +162,16 @@ class Bench:
         return frames, crops
 
     def _classifier_table(self, crops: list[np.ndarray]) -> None:
+        from .devices import resolve_device
+
         rows = []
-        for precision in self.precisions:
-            clf = self._classifier(precision, None)
+        combos = [(d, p) for d in self.devices for p in self.precisions
+                  if not (p == "int8" and resolve_device(d).type != "cpu")]  # int8 is a CPU precision
+        for device, precision in combos:
+            clf = self._classifier(precision, None, device)
             clf.warmup()
             for batch in self.batches:
-                self.log(f"classifier {precision} batch {batch}")
+                self.log(f"classifier {precision} on {clf.device}, batch {batch}")
                 chunk = [crops[i % len(crops)] for i in range(batch)]
                 clf.max_batch = max(clf.max_batch, batch)
 
@@ -180,7 +186,10 @@ class Bench:
         self.report["classifier"] = rows
 
     def _agreement(self, crops: list[np.ndarray]) -> None:
-        others = [p for p in self.precisions if p != "fp32"]
+        from .devices import resolve_device
+
+        on_cpu = resolve_device(self.cfg.classifier.device).type == "cpu"
+        others = [p for p in self.precisions if p != "fp32" and (on_cpu or p != "int8")]
         if not others:
             return
         if self.images:
@@ -232,7 +241,7 @@ class Bench:
             s = pipeline.stats
         elapsed = max(s.elapsed_s, 1e-9)
         out = {
-            "precision": c.precision, "threads": threads, "frames_in": s.frames_in, "frames_out": n,
+            "precision": c.precision, "threads": threads or self._all_threads, "frames_in": s.frames_in, "frames_out": n,
             "dropped": s.dropped, "fps": round(n / elapsed, 3), "faces_per_s": round(s.faces / elapsed, 3),
             "classified_per_s": round(s.classified / elapsed, 3), "mean_batch": round(s.mean_batch, 3),
             "latency_s": s.latency_s,
@@ -288,12 +297,15 @@ class Bench:
             "pipeline_vs_naive_fps": round(r["pipeline"]["fps"] / naive, 3),
             "live_vs_naive_fps": round(r["live"]["fps"] / naive, 3),
         }
-        best = {}
+        best: dict[tuple[str, str], float] = {}
         for row in r["classifier"]:
-            best[row["precision"]] = max(best.get(row["precision"], 0.0), row["faces_per_s"])
-        for p, v in best.items():
-            if p != "fp32" and best.get("fp32"):
-                ratios[f"{p}_vs_fp32_classifier"] = round(v / best["fp32"], 3)
+            key = (row["device"], row["precision"])
+            best[key] = max(best.get(key, 0.0), row["faces_per_s"])
+        devices = list(dict.fromkeys(d for d, _ in best))
+        for (device, p), v in best.items():
+            if p != "fp32" and best.get((device, "fp32")):
+                suffix = "" if device == devices[0] else f"_{device}"
+                ratios[f"{p}_vs_fp32_classifier{suffix}"] = round(v / best[(device, "fp32")], 3)
         r["ratios"] = ratios
 
 

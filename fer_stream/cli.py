@@ -141,6 +141,8 @@ def _bench_parser() -> argparse.ArgumentParser:
                    "(default: the video's face crops)")
     p.add_argument("--precisions", type=_csv(str, PRECISIONS), metavar="LIST",
                    help="classifier precisions to measure (default fp32,int8 on the CPU; fp32,fp16,bf16 elsewhere)")
+    p.add_argument("--devices", type=_csv(str), metavar="LIST",
+                   help="devices for the classifier table, e.g. cpu,cuda (default: --device); int8 runs on the CPU only")
     p.add_argument("--batches", type=_csv(int), default=[1, 8], metavar="LIST", help="classifier batch sizes (default 1,8)")
     p.add_argument("--frames", type=int, default=96, metavar="N", help="frames for decoder, detector and exact pipeline (default 96)")
     p.add_argument("--naive-frames", type=int, default=24, metavar="N", help="frames for the naive loop (default 24)")
@@ -220,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
             return run_bench(
-                cfg, args.video, as_json=args.json, precisions=precisions, batches=args.batches, frames=args.frames,
+                cfg, args.video, as_json=args.json, precisions=precisions, devices=args.devices, batches=args.batches, frames=args.frames,
                 naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
             )
         if command == "models":

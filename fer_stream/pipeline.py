@@ -335,9 +335,9 @@ class Pipeline:
                         rows.append(self.smoother.update(t, row))
                 preds = iter(self._predictions(rows))
                 for t, alive in zip(tracks, live):
+                    self.track_log.classified(t)  # counted even if the track ended meanwhile: the work was done
                     if alive:
                         self._live_preds[t] = (next(preds), self._live_preds.get(t, (None, 0))[1] + 1)
-                        self.track_log.classified(t)
 
     def _classify(self) -> None:
         clf = self.classifier

@@ -152,7 +152,7 @@ def test_cli_classify_every_live_and_summary_tracks(tiny_model, cli_env, tmp_pat
 def test_bench_reports_every_part_as_json(tiny_model, cli_env):
     r = run_cli(["bench", "--video", str(PORTRAIT), "--model", str(tiny_model), "--device", "cpu", "--json",
                  "--frames", "16", "--naive-frames", "4", "--live-seconds", "2", "--min-time", "0.2", "--batches", "1,4",
-                 "--images", str(EXPRESSIONS)], cli_env, timeout=600)
+                 "--devices", "cpu", "--images", str(EXPRESSIONS)], cli_env, timeout=600)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["decoder"]["fps"] > 0 and rep["detector"]["fps"] > 0 and rep["detector"]["faces_per_frame"] == 1
@@ -174,5 +174,7 @@ def test_bench_and_precision_mistakes_are_one_line_errors(tiny_model, cli_env, t
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("fer-stream: error: video file")
     r = run_cli(["bench", "--video", str(PORTRAIT), "--precisions", "fp32,int4"], cli_env)
     assert r.returncode == 2 and "int4" in r.stderr
+    r = run_cli(["bench", "--video", str(PORTRAIT), "--model", str(tiny_model), "--devices", "cpu,gpu"], cli_env)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("fer-stream: error:") and "gpu" in r.stderr
     r = run_cli(["bench", "--video", str(PORTRAIT), "--model", str(tiny_model), "--images", str(tmp_path)], cli_env)
     assert r.returncode != 0 and "holds no images" in r.stderr and "Traceback" not in r.stderr
