@@ -38,7 +38,8 @@ from .detect import FaceDetector
 from .errors import FerStreamError, PipelineError
 from .frames import Face, Frame, FrameResult
 from .overlay import Overlay
-from .schedule import EveryN, LiveScheduler
+from .live import LiveClassifier
+from .schedule import EveryN
 from .smooth import Smoother
 from .sources import Source, open_source
 from .stats import LatencyStats, PipelineStats, TrackLog
@@ -116,6 +117,9 @@ class Pipeline:
         smoother: Smoother | None = None,
         classify_every: int = 1,
         live_max_hz: float = 5.0,
+        live_classifier: LiveClassifier | None = None,
+        source_id: str = "cam",
+        metrics: Any = None,
         frame_queue: int = 8,
         face_queue: int = 16,
         result_queue: int = 8,
@@ -132,7 +136,11 @@ class Pipeline:
         self.tracker = tracker or IoUTracker()
         self.smoother = smoother or Smoother("ema")
         self.every = EveryN(classify_every)
-        self.scheduler = LiveScheduler(live_max_hz)
+        self.source_id = source_id
+        self.metrics = metrics
+        # Live mode: a classifier thread beside the frames, this pipeline's own or shared by several.
+        self._owns_live = live_classifier is None
+        self.live_classifier = live_classifier or LiveClassifier(classifier, self.smoother, max_hz=live_max_hz)
         self._frames: queue.Queue[Any] | LatestSlot = LatestSlot() if self.live else queue.Queue(frame_queue)
         self._detected: queue.Queue[Any] = queue.Queue(face_queue)
         self._classified: queue.Queue[Any] = queue.Queue(result_queue)
@@ -149,9 +157,8 @@ class Pipeline:
         self._started = 0.0
         self.latency = LatencyStats()
         self.track_log = TrackLog()
-        # Live mode: each track's latest smoothed prediction and a version that counts its updates.
-        self._live_lock = threading.Lock()
-        self._live_preds: dict[int, tuple[Any, int]] = {}
+        if self.live:
+            self.live_classifier.listen(source_id, lambda track: self.track_log.classified(track))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -181,7 +188,7 @@ class Pipeline:
     def stop(self) -> None:
         """Ask every stage to finish; the results iterator ends soon after."""
         self._stop.set()
-        self.scheduler.wake()
+        self.live_classifier.wake()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop and join the threads, then close the source if the pipeline opened it."""
@@ -195,17 +202,20 @@ class Pipeline:
 
     @property
     def stats(self) -> PipelineStats:
+        tracks = self.track_log.snapshot()
+        # Live, batches come from the (possibly shared) live classifier; classified counts this source's.
+        sizes = self.live_classifier.batch_sizes if self.live else self._batch_sizes
         return PipelineStats(
             frames_in=self._frames_in,
             dropped=getattr(self._frames, "dropped", 0),
             faces=self._faces,
-            classified=self._classified_faces,
-            batches=sum(self._batch_sizes.values()),
-            batch_sizes=dict(sorted(self._batch_sizes.items())),
+            classified=sum(t.classified for t in tracks) if self.live else self._classified_faces,
+            batches=sum(sizes.values()),
+            batch_sizes=dict(sorted(sizes.items())),
             elapsed_s=time.monotonic() - self._started if self._started else 0.0,
             source_ended=self._source_ended,
             latency_s=self.latency.percentiles(),
-            tracks=self.track_log.snapshot(),
+            tracks=tracks,
         )
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -299,45 +309,30 @@ class Pipeline:
                     return
         finally:
             self._detect_done.set()
-            self.scheduler.wake()
+            self.live_classifier.wake()
         self._put(self._classified if self.live else self._detected, _END)
 
     def _live_faces(self, frame: Frame, faces: list[Face], ended: list[int], shown: dict[int, int]) -> tuple[Face, ...]:
-        """Offer each face's crop to the scheduler; label it with its track's latest result."""
+        """Offer each face's crop to the live classifier; label it with its track's latest result."""
+        live, sid = self.live_classifier, self.source_id
         for face in faces:
-            self.scheduler.offer(face.track, face.crop, frame.captured)
-        out = []
-        with self._live_lock:
-            self.scheduler.retire(ended)
-            self.smoother.forget(ended)
+            live.offer((sid, face.track), face.crop, frame.captured)
+        if ended:
+            live.retire([(sid, t) for t in ended])
             for t in ended:
-                self._live_preds.pop(t, None)
                 shown.pop(t, None)
-            for face in faces:
-                pred, version = self._live_preds.get(face.track, (None, 0))
-                out.append(face.with_prediction(pred, fresh=shown.get(face.track) != version))
-                shown[face.track] = version
+        out = []
+        for face in faces:
+            pred, version = live.current((sid, face.track))
+            out.append(face.with_prediction(pred, fresh=shown.get(face.track) != version))
+            shown[face.track] = version
         return tuple(out)
 
     def _classify_live(self) -> None:
-        clf = self.classifier
-        while not self._stop.is_set() and not self._detect_done.is_set():
-            batch = self.scheduler.take(clf.max_batch, timeout=_POLL)
-            if not batch:
-                continue
-            probs = self._run_batch(clf.preprocess([crop for _, crop, _ in batch]))
-            with self._live_lock:
-                rows = []
-                tracks = [t for t, _, _ in batch]
-                live = [t in self.scheduler for t in tracks]  # a track may end during the forward pass
-                for t, row, alive in zip(tracks, probs, live):
-                    if alive:
-                        rows.append(self.smoother.update(t, row))
-                preds = iter(self._predictions(rows))
-                for t, alive in zip(tracks, live):
-                    self.track_log.classified(t)  # counted even if the track ended meanwhile: the work was done
-                    if alive:
-                        self._live_preds[t] = (next(preds), self._live_preds.get(t, (None, 0))[1] + 1)
+        if self._owns_live:
+            self.live_classifier.run(self._stop, self._detect_done)
+        else:  # a shared classifier runs on its own thread; wait here so this stage ends with the others
+            self._detect_done.wait()
 
     def _classify(self) -> None:
         clf = self.classifier

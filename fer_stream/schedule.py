@@ -46,7 +46,8 @@ class EveryN:
 
 @dataclass
 class _Candidate:
-    track: int
+    track: Any  # a track id, or any hashable key such as (source, track)
+    seq: int  # order of the track's first offer: higher is newer
     crop: Any = None  # the newest crop not yet classified, or None
     captured: float = 0.0
     classified_at: float | None = None  # when its last classification started (monotonic)
@@ -64,14 +65,16 @@ class LiveScheduler:
     def __init__(self, max_hz: float = 0.0) -> None:
         self.min_interval = 1.0 / max_hz if max_hz > 0 else 0.0
         self._cond = threading.Condition()
-        self._tracks: dict[int, _Candidate] = {}
+        self._tracks: dict[Any, _Candidate] = {}
+        self._seq = 0
 
-    def offer(self, track: int, crop: Any, captured: float) -> None:
+    def offer(self, track: Any, crop: Any, captured: float) -> None:
         """The newest crop of ``track`` (replaces an older one not yet taken)."""
         with self._cond:
             c = self._tracks.get(track)
             if c is None:
-                c = self._tracks[track] = _Candidate(track)
+                self._seq += 1
+                c = self._tracks[track] = _Candidate(track, self._seq)
             c.crop, c.captured = crop, captured
             self._cond.notify()
 
@@ -79,7 +82,7 @@ class LiveScheduler:
         with self._cond:
             return track in self._tracks
 
-    def retire(self, tracks: list[int]) -> None:
+    def retire(self, tracks: list[Any]) -> None:
         """Forget tracks that ended."""
         with self._cond:
             for t in tracks:
@@ -98,7 +101,7 @@ class LiveScheduler:
                 wait = left if wait is None else min(wait, left)
         return ready, wait
 
-    def take(self, max_batch: int, timeout: float | None = None) -> list[tuple[int, Any, float]]:
+    def take(self, max_batch: int, timeout: float | None = None) -> list[tuple[Any, Any, float]]:
         """Up to ``max_batch`` ``(track, crop, captured)`` by priority; empty if ``timeout`` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -113,7 +116,7 @@ class LiveScheduler:
                 waits = [w for w in (wait, left) if w is not None]
                 self._cond.wait(min(waits) if waits else None)
             # Never classified first, newest track first; then the least recently classified.
-            ready.sort(key=lambda c: (c.classified_at is not None, c.classified_at or 0.0, -c.track))
+            ready.sort(key=lambda c: (c.classified_at is not None, c.classified_at or 0.0, -c.seq))
             out = []
             for c in ready[:max_batch]:
                 out.append((c.track, c.crop, c.captured))

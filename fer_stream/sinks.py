@@ -68,33 +68,43 @@ class VideoSink(Sink):
         crf: int = 20,
         preset: str = "veryfast",
     ) -> None:
-        import av
-
         self.path = writable_path(path)
-        try:
-            self._out = av.open(str(self.path), "w")
-        except (av.error.FFmpegError, OSError) as e:
-            raise SinkError(f"cannot write video '{self.path}': {e}") from None
-        rate = Fraction(fps).limit_denominator(1001 * 1000) if fps > 0 else Fraction(30)
-        self._stream = stream = self._out.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        # 4:2:0 needs even sizes; odd-sized inputs keep their size in 4:4:4.
-        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        self._fps, self._time_base, self._audio_from = fps, time_base, audio_from
+        self._crf, self._preset = crf, preset
         self._tb = time_base or Fraction(1, 90_000)
         self._use_source_pts = time_base is not None
-        stream.codec_context.time_base = self._tb
-        stream.time_base = self._tb
-        self._frame_step = max(1, round(1 / (rate * self._tb)))
+        self._out: Any = None
+        self._stream: Any = None
         self._last_pts: int | None = None
         self._in_audio = None
         self._audio_stream = None
         self._audio_packets: Iterator[Any] | None = None
         self._pending_audio = None
         self._copy_all_audio = False
+        self._time_offset: float | None = None
         self.frames = 0
-        if audio_from:
-            self._open_audio(audio_from)
+        if width > 0 and height > 0:  # otherwise the first frame gives the size (a camera not yet connected)
+            self._open(width, height)
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        try:
+            self._out = av.open(str(self.path), "w")
+        except (av.error.FFmpegError, OSError) as e:
+            raise SinkError(f"cannot write video '{self.path}': {e}") from None
+        fps = self._fps
+        rate = Fraction(fps).limit_denominator(1001 * 1000) if fps > 0 else Fraction(30)
+        self._stream = stream = self._out.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        # 4:2:0 needs even sizes; odd-sized inputs keep their size in 4:4:4.
+        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        stream.options = {"crf": str(self._crf), "preset": self._preset}
+        stream.codec_context.time_base = self._tb
+        stream.time_base = self._tb
+        self._frame_step = max(1, round(1 / (rate * self._tb)))
+        if self._audio_from:
+            self._open_audio(self._audio_from)
 
     def _open_audio(self, path: str) -> None:
         import av
@@ -117,11 +127,19 @@ class VideoSink(Sink):
 
         frame = result.frame
         image = result.annotated if result.annotated is not None else frame.image
+        if self._out is None:
+            self._open(image.shape[1], image.shape[0])
+        if (image.shape[1], image.shape[0]) != (self._stream.width, self._stream.height):
+            import cv2  # a camera that came back at another resolution
+
+            image = cv2.resize(image, (self._stream.width, self._stream.height), interpolation=cv2.INTER_AREA)
         vf = av.VideoFrame.from_ndarray(image, format="rgb24")
         if self._use_source_pts and frame.pts is not None:
             pts = frame.pts
         else:
-            pts = round(frame.time / self._tb)
+            if self._time_offset is None:  # live: the file starts at its first frame
+                self._time_offset = frame.time
+            pts = round((frame.time - self._time_offset) / self._tb)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # the encoder needs strictly increasing timestamps
         self._last_pts = pts
@@ -170,20 +188,80 @@ class VideoSink(Sink):
                 self._in_audio.close()
 
 
+class SegmentedVideoSink(Sink):
+    """An annotated MP4 cut into segments of ``seconds`` each, for recordings that run for weeks.
+
+    ``path`` names the series: ``out/door.mp4`` gives ``out/door-20261122-130501.mp4``, ... (the
+    wall-clock start of each segment; ``{source}`` in ``path`` is replaced by ``source_id``, which
+    is otherwise added to the name). A segment is finalized as soon as the next one starts, so a
+    crash loses at most the open one, and every closed segment plays on its own.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, source_id: str, seconds: float, fps: float,
+                 crf: int = 20, preset: str = "veryfast") -> None:
+        template = str(path)
+        tagged = "{source}" in template
+        self._base = Path(template.replace("{source}", source_id))
+        self._tag = "" if tagged else f"-{source_id}"
+        writable_path(self._base)
+        self.seconds = seconds
+        self._fps, self._crf, self._preset = fps, crf, preset
+        self._current: VideoSink | None = None
+        self._started_at = 0.0
+        self.closed_segments: list[Path] = []
+
+    @property
+    def current_path(self) -> Path | None:
+        return self._current.path if self._current is not None else None
+
+    def _next_path(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+        p = self._base.with_name(f"{self._base.stem}{self._tag}-{stamp}{self._base.suffix}")
+        n = 1
+        while p.exists() or (self._current is not None and p == self._current.path):
+            n += 1
+            p = self._base.with_name(f"{self._base.stem}{self._tag}-{stamp}-{n}{self._base.suffix}")
+        return p
+
+    def write(self, result: FrameResult) -> None:
+        t = result.frame.time
+        if self._current is None or t - self._started_at >= self.seconds:
+            self._rotate()
+            self._started_at = t
+        assert self._current is not None
+        self._current.write(result)
+
+    def _rotate(self) -> None:
+        old, self._current = self._current, None
+        if old is not None:
+            old.close()
+            self.closed_segments.append(old.path)
+        self._current = VideoSink(self._next_path(), width=0, height=0, fps=self._fps, crf=self._crf, preset=self._preset)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            if self._current.frames:
+                self.closed_segments.append(self._current.path)
+            self._current = None
+
+
 class EventSink(Sink):
     """One record per face per frame, as JSON Lines (``.jsonl``) or CSV (``.csv``).
 
     Keys: ``frame``, ``time`` (s), ``face`` (index in the frame), ``track`` (track id), ``box``
     ([x, y, w, h] px), ``score`` (detector), ``fresh`` (classified on this frame, not carried over),
     ``label``, ``confidence``, ``flagged``, ``probs`` (label -> probability); the prediction is the
-    track's smoothed one when smoothing is on.
+    track's smoothed one when smoothing is on. With ``source_id`` (several cameras), records start
+    with ``source``.
     In CSV, ``box`` and ``probs`` cells hold the same values JSON-encoded.
     """
 
     FIELDS = ("frame", "time", "face", "track", "box", "score", "fresh", "label", "confidence", "flagged", "probs")
 
-    def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0, source_id: str | None = None) -> None:
         self.path = writable_path(path)
+        self.source_id = source_id
         self.format = self.path.suffix.lower().lstrip(".")
         if self.format not in ("jsonl", "csv"):
             raise SinkError(f"event log '{self.path}' must end in .jsonl or .csv")
@@ -191,7 +269,8 @@ class EventSink(Sink):
             self._file: io.TextIOWrapper | None = open(self.path, "w", encoding="utf-8", newline="")
         except OSError as e:
             raise SinkError(f"cannot write event log '{self.path}': {e.strerror}") from None
-        self._csv = csv.DictWriter(self._file, fieldnames=self.FIELDS) if self.format == "csv" else None
+        fields = (("source",) if source_id is not None else ()) + self.FIELDS
+        self._csv = csv.DictWriter(self._file, fieldnames=fields) if self.format == "csv" else None
         if self._csv:
             self._csv.writeheader()
         self._flush_every = flush_every_s
@@ -202,6 +281,8 @@ class EventSink(Sink):
         assert self._file is not None
         for i, face in enumerate(result.faces):
             record = {"frame": result.frame.index, "time": round(result.frame.time, 6), "face": i, **face.record()}
+            if self.source_id is not None:
+                record = {"source": self.source_id, **record}
             if self._csv:
                 record = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
                 self._csv.writerow(record)
@@ -288,4 +369,4 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     os.replace(tmp, p)
 
 
-__all__ = ["Sink", "VideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path"]
+__all__ = ["Sink", "VideoSink", "SegmentedVideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path"]

@@ -57,7 +57,15 @@ class AVSource(Source):
     at once), and the pipeline treats it as a live source.
     """
 
-    def __init__(self, url: str, *, live: bool | None = None, open_timeout: float = 10.0, read_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        live: bool | None = None,
+        open_timeout: float = 10.0,
+        read_timeout: float = 10.0,
+        options: dict[str, str] | None = None,
+    ) -> None:
         import av
 
         self.name = url
@@ -70,7 +78,8 @@ class AVSource(Source):
                 raise SourceError(f"video file '{url}' does not exist; check the path (webcams are given by index, e.g. --source 0)")
             if p.is_dir():
                 raise SourceError(f"'{url}' is a folder, not a video; for images use `fer-stream image --dir {url}`")
-        options = {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
+        defaults = {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
+        options = {**defaults, **(options or {})}
         started = time.monotonic()
         try:
             self._container = av.open(url, options=options, timeout=(open_timeout, read_timeout))
