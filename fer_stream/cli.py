@@ -17,17 +17,22 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
-from .errors import FerStreamError
+from .errors import ConfigError, FerStreamError
 
 COMMANDS = ("run", "image", "bench", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
-    "source": "source.input",
+    "serve": "serve.address",
+    "segment_seconds": "output.segment_seconds",
+    "max_reconnects": "source.max_reconnects",
+    "stall_timeout": "source.stall_timeout_s",
+    "transport": "source.transport",
     "max_frames": "source.max_frames",
     "live": "source.live",
     "precision": "classifier.precision",
@@ -79,7 +84,14 @@ def _run_parser() -> argparse.ArgumentParser:
                "fer-stream config --help",
     )
     p.add_argument("--version", action="version", version=f"fer-stream {__version__}")
-    p.add_argument("--source", metavar="SRC", help="webcam index (0), video file, or URL (rtsp://...)")
+    p.add_argument("--source", metavar="[ID=]SRC", action="append",
+                   help="webcam index (0), video file, or URL (rtsp://...); repeat for several cameras, "
+                        "optionally named: --source door=rtsp://...")
+    p.add_argument("--serve", metavar="[HOST:]PORT", help="serve /healthz, /metrics and /sources/<id>/mjpeg (host 127.0.0.1 unless given)")
+    p.add_argument("--segment-seconds", type=float, metavar="S", help="cut the MP4 into S-second segments named by source and start time")
+    p.add_argument("--max-reconnects", type=int, metavar="N", help="network cameras: give up after N failed attempts in a row (default: never)")
+    p.add_argument("--stall-timeout", type=float, metavar="S", help="network cameras: no frame for S seconds is an outage (default 10)")
+    p.add_argument("--transport", choices=("tcp", "udp", "http"), help="RTSP transport (default tcp)")
     p.add_argument("--output", metavar="OUT.mp4", help="write the annotated video (H.264, input's audio kept)")
     p.add_argument("--events", metavar="OUT.jsonl", help="write one record per face per frame (.jsonl or .csv)")
     p.add_argument("--summary", metavar="OUT.json", help="write the run's summary as JSON")
@@ -181,7 +193,30 @@ def _cpu_only(cfg: Any) -> bool:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: getattr(args, dest) for dest, key in _OVERRIDES.items() if getattr(args, dest, None) is not None}
+    out = {key: getattr(args, dest) for dest, key in _OVERRIDES.items() if getattr(args, dest, None) is not None}
+    sources = getattr(args, "source", None)
+    if sources:
+        named = [_named_source(text, n) for n, text in enumerate(sources, 1)]
+        if len(named) == 1 and named[0][0] is None:
+            out["source.input"] = named[0][1]
+        elif len(named) == 1:
+            out["source.id"], out["source.input"] = named[0]
+        else:
+            ids = [sid or f"cam{n}" for n, (sid, _) in enumerate(named, 1)]
+            if len(set(ids)) != len(ids):
+                raise ConfigError(f"--source ids must differ; got {', '.join(ids)}")
+            out["sources"] = [(sid, spec) for sid, (_, spec) in zip(ids, named)]
+    return out
+
+
+def _named_source(text: str, n: int) -> tuple[str | None, str]:
+    """``door=rtsp://...`` -> ("door", "rtsp://..."); a plain source has no name."""
+    from .config import valid_id
+
+    name, sep, rest = text.partition("=")
+    if sep and valid_id(name) and not Path(text).exists():
+        return name, rest
+    return None, text
 
 
 def _setup_logging(debug: bool) -> None:

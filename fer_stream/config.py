@@ -92,6 +92,13 @@ class SourceConfig:
     input: str = _setting("", "webcam index (\"0\"), video file, or URL; --source overrides", _str)
     max_frames: int = _setting(0, "stop after this many frames (0 = the whole stream)", _int_range(0, 2**62))
     live: bool = _setting(False, "play a file at its own frame rate, as a camera (newest frame wins; cameras are always live)", _bool)
+    id: str = _setting("", "source id in events, metrics and file names (\"\" = cam1, cam2, ... in order)", _str)
+    transport: str = _setting("tcp", "RTSP transport: tcp | udp | http", _choice("tcp", "udp", "http"))
+    open_timeout_s: float = _setting(10.0, "network sources: longest wait for a camera to answer", _float_range(0.5, 3600.0))
+    stall_timeout_s: float = _setting(10.0, "network sources: no frame for this long is an outage", _float_range(0.5, 3600.0))
+    reconnect_initial_s: float = _setting(1.0, "first pause before reconnecting; doubles after each failure", _float_range(0.0, 3600.0))
+    reconnect_max_s: float = _setting(30.0, "longest pause between reconnection attempts", _float_range(0.0, 86400.0))
+    max_reconnects: int = _setting(-1, "failed attempts in a row before giving up (-1 = never give up)", _int_range(-1, 2**31))
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,12 @@ class OutputConfig:
     crf: int = _setting(20, "H.264 quality: lower is better and larger (0-51)", _int_range(0, 51))
     preset: str = _setting("veryfast", "x264 speed preset (ultrafast ... veryslow)", _choice(*X264_PRESETS))
     progress: bool = _setting(True, "progress bar for files (--quiet turns it off)", _bool)
+    segment_seconds: float = _setting(0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    address: str = _setting("", "serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT (\"\" = off)", _str)
 
 
 @dataclass(frozen=True)
@@ -160,10 +173,12 @@ class Config:
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    sources: tuple[tuple[str, str], ...] = ()  # [[sources]] tables: (id, input) for each camera
 
 
 def _sections() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+    return {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "sources"}  # type: ignore[misc]
 
 
 def settings() -> list[tuple[str, Any, str]]:
@@ -189,6 +204,7 @@ def _validate(section: type, key: str, value: Any, origin: str) -> Any:
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` ("table.key" -> value)."""
     values: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
+    streams: list[tuple[str, str]] = []
     if path is not None:
         p = Path(path)
         try:
@@ -199,12 +215,43 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             raise ConfigError(f"cannot read config file '{p}': {e}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file '{p}' is not valid TOML: {e}") from None
+        streams = _streams(data.pop("sources", None), str(p))
         _merge(values, data, str(p))
     for dotted, value in (overrides or {}).items():
+        if dotted == "sources":  # several --source flags replace the file's [[sources]]
+            streams = list(value)
+            continue
         table, _, key = dotted.partition(".")
         _merge(values, {table: {key: value}}, "command line")
     sections = _sections()
-    return Config(**{name: sections[name](**kv) for name, kv in values.items()})
+    return Config(**{name: sections[name](**kv) for name, kv in values.items()}, sources=tuple(streams))
+
+
+def _streams(tables: Any, origin: str) -> list[tuple[str, str]]:
+    """``[[sources]]`` tables -> ``(id, input)`` pairs; ids default to cam1, cam2, ..."""
+    if tables is None:
+        return []
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigError(f"{origin}: 'sources' must be an array of tables: [[sources]] with id = \"...\" and input = \"...\"")
+    out = []
+    for n, t in enumerate(tables, 1):
+        unknown = set(t) - {"id", "input"}
+        if unknown:
+            raise ConfigError(f"{origin}: [[sources]] number {n} has unknown key '{sorted(unknown)[0]}'; it knows id and input")
+        sid, spec = t.get("id", f"cam{n}"), t.get("input")
+        if not isinstance(spec, str) or not spec or not isinstance(sid, str) or not valid_id(sid):
+            raise ConfigError(f"{origin}: [[sources]] number {n} needs input = \"URL, file or webcam index\" and an id of "
+                              "letters, digits, - and _")
+        out.append((sid, spec))
+    ids = [sid for sid, _ in out]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{origin}: [[sources]] ids must differ; got {', '.join(ids)}")
+    return out
+
+
+def valid_id(text: str) -> bool:
+    """Source ids go into file names, metric labels and URLs: letters, digits, ``-`` and ``_``."""
+    return bool(text) and len(text) <= 64 and all(c.isalnum() or c in "-_" for c in text)
 
 
 def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str) -> None:
@@ -230,6 +277,11 @@ def render(cfg: Config | None = None) -> str:
     lines = [
         "# fer-stream settings: every key with its default. Load another file with",
         "# `fer-stream --config PATH`; command-line flags override what a file says.",
+        "# Several cameras in one process: add one table per camera (ids name their outputs),",
+        "#   [[sources]]",
+        "#   id = \"door\"",
+        "#   input = \"rtsp://10.0.0.7/stream1\"",
+        "# and put {source} in output.video and output.events.",
     ]
     current = None
     for dotted, _default, help in settings():

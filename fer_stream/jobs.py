@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,7 +15,7 @@ from types import FrameType
 from typing import Any, Sequence
 
 from .config import Config
-from .errors import SourceError
+from .errors import ConfigError, SourceError
 from .sources import Source, WebcamSource, open_source
 
 log = logging.getLogger("fer_stream")
@@ -33,18 +34,20 @@ def auto_threads(live: bool) -> int | None:
 
 def _load_models(cfg: Config, *, detector: bool = True, live: bool = False) -> tuple[Any, Any]:
     from .classify import EmotionClassifier
-    from .detect import FaceDetector
 
     c = cfg.classifier
     clf = EmotionClassifier(
         c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=c.precision,
         threads=c.threads or auto_threads(live), fast_preprocess=c.tensor_preprocess,
     )
-    det = None
-    if detector:
-        d = cfg.detector
-        det = FaceDetector(d.model or None, min_confidence=d.min_confidence, margin=d.crop_margin)
-    return clf, det
+    return clf, make_detector(cfg) if detector else None
+
+
+def make_detector(cfg: Config) -> Any:
+    from .detect import FaceDetector
+
+    d = cfg.detector
+    return FaceDetector(d.model or None, min_confidence=d.min_confidence, margin=d.crop_margin)
 
 
 def make_tracker(cfg: Config) -> Any:
@@ -79,10 +82,10 @@ def _want_display(cfg: Config, source: Source) -> bool:
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM ask the pipeline to stop (outputs are finalized); a second one aborts."""
+    """SIGINT/SIGTERM ask the pipelines to stop (outputs are finalized); a second one aborts."""
 
-    def __init__(self, pipeline: Any) -> None:
-        self.pipeline = pipeline
+    def __init__(self, pipelines: list[Any]) -> None:
+        self.pipelines = pipelines
         self.signum: int | None = None
         self._saved: dict[int, Any] = {}
 
@@ -99,88 +102,277 @@ class _StopOnSignal:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        self.pipeline.stop()
+        for p in self.pipelines:
+            p.stop()
+
+
+def _source_ids(cfg: Config) -> list[tuple[str, str]]:
+    """``(id, input)`` for every source: ``[[sources]]`` / repeated ``--source``, else ``[source].input``."""
+    from .config import valid_id
+
+    if cfg.sources:
+        return list(cfg.sources)
+    if not cfg.source.input:
+        raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
+    sid = cfg.source.id or "cam1"
+    if not valid_id(sid):
+        raise ConfigError(f"source id '{sid}' must be letters, digits, - and _ (it names files and metrics)")
+    return [(sid, cfg.source.input)]
+
+
+def _open(cfg: Config, sid: str, spec: str) -> Source:
+    """A source for ``spec``; network URLs reconnect after outages."""
+    from .reconnect import ReconnectingSource
+    from .sources import NETWORK_SCHEMES
+
+    s = cfg.source
+    if spec.strip().lower().startswith(NETWORK_SCHEMES):
+        src = ReconnectingSource(
+            spec.strip(), source_id=sid, transport=s.transport, open_timeout=s.open_timeout_s,
+            stall_timeout=s.stall_timeout_s, backoff_initial=s.reconnect_initial_s, backoff_max=s.reconnect_max_s,
+            max_reconnects=None if s.max_reconnects < 0 else s.max_reconnects,
+        )
+        return src  # connects on its reading thread, once the models are loaded (no stale burst of frames)
+    return open_source(spec, live=True if s.live else None)
+
+
+def _output_path(template: str, sid: str, several: bool, what: str) -> str:
+    if not template:
+        return ""
+    if several and "{source}" not in template:
+        raise ConfigError(f"with several sources, put {{source}} in the {what} path (e.g. out/{{source}}.mp4) so each camera has its own")
+    return template.replace("{source}", sid)
+
+
+class _Stream:
+    """One source with its pipeline, sinks and counters."""
+
+    def __init__(self, sid: str, source: Source) -> None:
+        self.sid = sid
+        self.source = source
+        self.sinks: list[Any] = []
+        self.tally: Any = None
+        self.video: Any = None
+        self.window: Any = None
+        self.pipeline: Any = None
+        self.error: BaseException | None = None
+
+    def health(self) -> dict[str, Any]:
+        if hasattr(self.source, "health"):
+            h = self.source.health()
+        else:
+            h = {"url": self.source.name, "state": "streaming", "frames": self.pipeline.stats.frames_in if self.pipeline else 0}
+        if self.error is not None:
+            h["state"], h["last_error"] = "failed", str(self.error)
+        elif self.pipeline is not None and self.pipeline.stats.source_ended:
+            h["state"] = "ended"
+        return h
+
+    def state(self) -> dict[str, Any]:
+        stats = self.pipeline.stats if self.pipeline is not None else None
+        return {
+            "dropped": stats.dropped if stats else 0,
+            "reconnects": getattr(self.source, "reconnects", 0),
+            "failures": getattr(self.source, "attempts", 0),
+            "up": self.health().get("state") == "streaming",
+            "queues": self.pipeline.queue_depths() if self.pipeline is not None else {},
+        }
 
 
 def run_stream(cfg: Config) -> int:
-    """Analyse ``cfg.source.input`` end to end; returns the process exit code."""
+    """Analyse every configured source end to end; returns the process exit code."""
     from tqdm import tqdm
 
+    from .live import LiveClassifier
     from .pipeline import Pipeline
-    from .sinks import DisplaySink, EventSink, Tally, VideoSink, write_json
+    from .sinks import DisplaySink, EventSink, SegmentedVideoSink, Tally, VideoSink, write_json
 
-    if not cfg.source.input:
-        raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
-    _check_output_paths(cfg)
+    specs = _source_ids(cfg)
+    several = len(specs) > 1
     out = cfg.output
+    paths = {sid: (_output_path(out.video, sid, several, "--output"), _output_path(out.events, sid, several, "--events"))
+             for sid, _ in specs}
+    for video_path, events_path in paths.values():
+        for path in (video_path, events_path):
+            if path:
+                from .sinks import writable_path
+
+                writable_path(path)
+    if out.summary:
+        from .sinks import writable_path
+
+        writable_path(out.summary)
+    if several and cfg.display.enabled is True:
+        raise ConfigError("--display shows one source; run one fer-stream per window, or use --serve for live previews")
+    monitor = metrics = None
     with ExitStack() as stack:
-        source = stack.enter_context(open_source(cfg.source.input, live=True if cfg.source.live else None))
-        display = _want_display(cfg, source)
-        clf, det = _load_models(cfg, live=source.live)
+        streams = [_Stream(sid, stack.enter_context(_open(cfg, sid, spec))) for sid, spec in specs]
+        any_live = any(st.source.live for st in streams)
+        clf, det = _load_models(cfg, live=any_live)
         stack.callback(det.close)
         log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
+        if cfg.serve.address:
+            from .metrics import Metrics
+            from .monitor import Monitor, parse_address
 
-        sinks: list[Any] = []
-        tally = Tally()
-        sinks.append(tally)
-        video = None
-        if out.video:
-            video = stack.enter_context(VideoSink(
-                out.video, width=source.width, height=source.height, fps=source.fps,
-                time_base=None if source.live else source.time_base,
-                audio_from=source.audio_path if out.audio else None, crf=out.crf, preset=out.preset,
-            ))
-            sinks.append(video)
-        if out.events:
-            sinks.append(stack.enter_context(EventSink(out.events)))
-        window = stack.enter_context(DisplaySink(cfg.display.title)) if display else None
-        if window is not None:
-            sinks.append(window)
-
-        pipeline = Pipeline(
-            source, clf, det,
-            max_frames=cfg.source.max_frames or None,
-            batch_wait=cfg.classifier.batch_wait_ms / 1000.0,
-            warmup=cfg.classifier.warmup,
-            tracker=make_tracker(cfg), smoother=make_smoother(cfg),
-            classify_every=cfg.classifier.classify_every, live_max_hz=cfg.classifier.live_max_hz,
-            frame_queue=cfg.queues.frames, face_queue=cfg.queues.faces, result_queue=cfg.queues.results,
-        )
-        total = None if source.live else source.frame_count
-        if cfg.source.max_frames and total:
-            total = min(total, cfg.source.max_frames)
-        bar = tqdm(
-            total=total, unit="frame", disable=not out.progress, dynamic_ncols=True, file=sys.stderr,
-            mininterval=0.5 if sys.stderr.isatty() else 5.0, desc=Path(source.name).name if not source.live else source.name,
-        )
-        stack.callback(bar.close)
-        with _StopOnSignal(pipeline) as stopper, pipeline as results:
-            for result in results:
-                for sink in sinks:
-                    sink.write(result)
-                bar.update(1)
-                if tally.frames_out % 10 == 0:
-                    bar.set_postfix(faces=tally.faces, flagged=tally.flagged, refresh=False)
-                if window is not None and window.quit:
-                    pipeline.stop()
-        stats = pipeline.stats
-        if video is not None and stats.source_ended and tally.frames_out == stats.frames_in:
-            video.end_of_input()
-        bar.close()
-        summary = _summary(cfg, source, clf, tally, stats, stopper.signum)
+            metrics = Metrics()
+            monitor = stack.enter_context(Monitor(*parse_address(cfg.serve.address), metrics))
+            log.warning("serving %s/healthz, /metrics and /sources/<id>/mjpeg", monitor.url)
+        shared = None
+        if several:
+            shared = LiveClassifier(clf, make_smoother(cfg), max_hz=cfg.classifier.live_max_hz)
+            if metrics is not None:
+                shared.on_batch = metrics.batch
+        detectors = [det] + [make_detector(cfg) for _ in streams[1:]]  # one per detect thread
+        for d in detectors[1:]:
+            stack.callback(d.close)
+        for st, detector in zip(streams, detectors):
+            src = st.source
+            st.tally = Tally()
+            st.sinks.append(st.tally)
+            video_path, events_path = paths[st.sid]
+            if video_path and out.segment_seconds > 0:
+                st.video = stack.enter_context(SegmentedVideoSink(
+                    out.video, source_id=st.sid, seconds=out.segment_seconds, fps=src.fps or 30.0, crf=out.crf, preset=out.preset))
+            elif video_path:
+                st.video = stack.enter_context(VideoSink(
+                    video_path, width=src.width, height=src.height, fps=src.fps or 30.0,
+                    time_base=None if src.live else src.time_base,
+                    audio_from=src.audio_path if out.audio else None, crf=out.crf, preset=out.preset,
+                ))
+            if st.video is not None:
+                st.sinks.append(st.video)
+            if events_path:
+                st.sinks.append(stack.enter_context(EventSink(events_path, source_id=st.sid if several else None)))
+            if not several and _want_display(cfg, src):
+                st.window = stack.enter_context(DisplaySink(cfg.display.title))
+                st.sinks.append(st.window)
+            st.pipeline = Pipeline(
+                src, clf, detector,
+                max_frames=cfg.source.max_frames or None,
+                batch_wait=cfg.classifier.batch_wait_ms / 1000.0,
+                warmup=cfg.classifier.warmup and st is streams[0],
+                tracker=make_tracker(cfg), smoother=make_smoother(cfg),
+                classify_every=cfg.classifier.classify_every, live_max_hz=cfg.classifier.live_max_hz,
+                live_classifier=shared if src.live else None, source_id=st.sid, metrics=metrics,
+                frame_queue=cfg.queues.frames, face_queue=cfg.queues.faces, result_queue=cfg.queues.results,
+            )
+            if monitor is not None:
+                st.sinks.append(monitor.add_source(st.sid, st.health))
+                metrics.watch(st.sid, st.state)
+        bar = None
+        if not several:
+            src = streams[0].source
+            total = None if src.live else src.frame_count
+            if cfg.source.max_frames and total:
+                total = min(total, cfg.source.max_frames)
+            bar = tqdm(
+                total=total, unit="frame", disable=not out.progress, dynamic_ncols=True, file=sys.stderr,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0, desc=Path(src.name).name if not src.live else src.name,
+            )
+            stack.callback(bar.close)
+        pipelines = [st.pipeline for st in streams]
+        with _StopOnSignal(pipelines) as stopper:
+            with ExitStack() as running:
+                results = [running.enter_context(p) for p in pipelines]
+                if shared is not None:
+                    stop_shared = threading.Event()
+                    worker = threading.Thread(target=_run_shared, args=(shared, stop_shared, pipelines), name="fer-classify", daemon=True)
+                    worker.start()
+                    running.callback(worker.join, 5.0)
+                    running.callback(stop_shared.set)
+                if several:
+                    threads = [threading.Thread(target=_consume, args=(st, it, None), name=f"fer-out-{st.sid}", daemon=True)
+                               for st, it in zip(streams, results)]
+                    for t in threads:
+                        t.start()
+                    while any(t.is_alive() for t in threads):
+                        for t in threads:
+                            t.join(0.2)
+                else:
+                    _consume(streams[0], results[0], bar)
+        for st in streams:
+            stats = st.pipeline.stats
+            if isinstance(st.video, VideoSink) and stats.source_ended and st.tally.frames_out == stats.frames_in:
+                st.video.end_of_input()
+        if bar is not None:
+            bar.close()
+        summaries = {st.sid: _summary(cfg, st, clf, stopper.signum) for st in streams}
+        errors = [st.error for st in streams if st.error is not None]
     # Sinks are closed (MP4 finalized, log flushed) before the summary says they were written.
+    summary = summaries[specs[0][0]] if not several else _combined(summaries, stopper.signum)
+    if several:
+        for st in streams:
+            if isinstance(st.video, SegmentedVideoSink):
+                summary["sources"][st.sid]["segments"] = [str(p) for p in st.video.closed_segments]
+    elif isinstance(streams[0].video, SegmentedVideoSink):
+        summary["segments"] = [str(p) for p in streams[0].video.closed_segments]
     if out.summary:
         write_json(out.summary, summary)
     _print_summary(summary)
+    if errors and not several:
+        raise errors[0]
+    if errors:
+        for st in streams:
+            if st.error is not None:
+                print(f"fer-stream: error: source {st.sid}: {st.error}", file=sys.stderr)
+        return 1
     if stopper.signum is not None:
         return 128 + stopper.signum
     return 0
 
 
-def _summary(cfg: Config, source: Source, clf: Any, tally: Any, stats: Any, signum: int | None) -> dict[str, Any]:
-    elapsed = max(stats.elapsed_s, 1e-9)
+def _run_shared(shared: Any, stop: threading.Event, pipelines: list[Any]) -> None:
+    try:
+        shared.run(stop)
+    except BaseException as e:  # the shared classifier failing stops every camera
+        log.error("classifier failed: %s: %s", type(e).__name__, e)
+        for p in pipelines:
+            p.stop()
+
+
+def _consume(st: _Stream, results: Any, bar: Any) -> None:
+    """Write one source's results to its sinks until its pipeline ends."""
+    from .errors import FerStreamError
+
+    try:
+        for result in results:
+            for sink in st.sinks:
+                sink.write(result)
+            if bar is not None:
+                bar.update(1)
+                if st.tally.frames_out % 10 == 0:
+                    bar.set_postfix(faces=st.tally.faces, flagged=st.tally.flagged, refresh=False)
+            if st.window is not None and st.window.quit:
+                st.pipeline.stop()
+    except FerStreamError as e:
+        st.error = e
+        if bar is None:  # several sources: the others keep going
+            log.error("source %s stopped: %s", st.sid, e)
+        else:
+            raise
+
+
+def _combined(summaries: dict[str, dict[str, Any]], signum: int | None) -> dict[str, Any]:
+    total = {k: sum(s[k] for s in summaries.values()) for k in ("frames_in", "frames_out", "faces", "flagged", "dropped", "classified")}
+    first = next(iter(summaries.values()))
     return {
+        **total,
+        "sources": summaries,
+        "model": first["model"], "device": first["device"], "precision": first["precision"],
+        "elapsed_s": max(s["elapsed_s"] for s in summaries.values()),
+        "stopped_by": signal.Signals(signum).name if signum else None,
+    }
+
+
+def _summary(cfg: Config, st: _Stream, clf: Any, signum: int | None) -> dict[str, Any]:
+    from .sinks import VideoSink
+
+    source, tally, stats = st.source, st.tally, st.pipeline.stats
+    elapsed = max(stats.elapsed_s, 1e-9)
+    out = {
         "source": source.name,
+        "source_id": st.sid,
         "live": source.live,
         "model": cfg.classifier.model,
         "device": str(clf.device),
@@ -201,12 +393,24 @@ def _summary(cfg: Config, source: Source, clf: Any, tally: Any, stats: Any, sign
         "tracks": [t.as_dict() for t in sorted(stats.tracks, key=lambda t: t.id)],
         "threshold": cfg.classifier.threshold,
         "stopped_by": signal.Signals(signum).name if signum else None,
-        "outputs": {k: v for k, v in (("video", cfg.output.video), ("events", cfg.output.events),
+        "outputs": {k: v for k, v in (("video", str(st.video.path) if isinstance(st.video, VideoSink) else ""),
+                                      ("events", next((str(x.path) for x in st.sinks if type(x).__name__ == "EventSink"), "")),
                                       ("summary", cfg.output.summary)) if v},
     }
+    if hasattr(source, "health"):
+        h = source.health()
+        out["reconnects"], out["outages"] = h["reconnects"], h["outages"]
+    if st.error is not None:
+        out["error"] = str(st.error)
+    return out
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    if "sources" in s:
+        for sid, one in s["sources"].items():
+            print(f"[{sid}] ", end="")
+            _print_summary(one)
+        return
     lines = [
         f"{s['frames_out']} frames out of {s['frames_in']} read in {s['elapsed_s']:.1f} s "
         f"({s['fps']:.1f} fps); {s['faces']} faces in {len(s['tracks'])} tracks, {s['classified']} classified, "
@@ -222,6 +426,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append("labels: " + ", ".join(counts))
     if s["outputs"]:
         lines.append("wrote: " + ", ".join(s["outputs"].values()))
+    if s.get("segments"):
+        lines.append(f"segments: {len(s['segments'])} files, {s['segments'][0]} ... {s['segments'][-1]}")
     print("\n".join(lines), flush=True)
 
 

@@ -189,6 +189,9 @@ class Pipeline:
         """Ask every stage to finish; the results iterator ends soon after."""
         self._stop.set()
         self.live_classifier.wake()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:  # a reconnecting camera stops waiting between attempts
+            interrupt()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop and join the threads, then close the source if the pipeline opened it."""
@@ -217,6 +220,11 @@ class Pipeline:
             latency_s=self.latency.percentiles(),
             tracks=tracks,
         )
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each queue now (for metrics)."""
+        frames = int(getattr(self._frames, "_full", 0)) if isinstance(self._frames, LatestSlot) else self._frames.qsize()
+        return {"frames": frames, "faces": self._detected.qsize(), "results": self._classified.qsize() + self._out.qsize()}
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -257,7 +265,10 @@ class Pipeline:
                 break
             yield item
             # Measured when the caller asks for the next result, so its output work counts too.
-            self.latency.add(time.monotonic() - item.frame.captured)
+            latency = time.monotonic() - item.frame.captured
+            self.latency.add(latency)
+            if self.metrics is not None:
+                self.metrics.frame_out(self.source_id, item.faces, latency)
         if self._error is not None:
             stage, e = self._error
             if isinstance(e, FerStreamError):
@@ -265,7 +276,10 @@ class Pipeline:
             raise PipelineError(f"{stage} stage failed: {type(e).__name__}: {e}") from e
 
     def _run_batch(self, pixels: torch.Tensor) -> np.ndarray:
+        started = time.monotonic()
         probs = self.classifier.forward(pixels)
+        if self.metrics is not None:
+            self.metrics.batch(len(probs), time.monotonic() - started)
         self._batch_sizes[len(probs)] += 1
         self._classified_faces += len(probs)
         return probs

@@ -72,13 +72,6 @@ class ReconnectingSource(Source):
 
     # -- Source interface --------------------------------------------------------------------
 
-    def open_first(self) -> None:
-        """Try once to connect now, so that size and frame rate are known before the first frame."""
-        try:
-            self._connect()
-        except SourceError as e:
-            self._begin_outage(str(e))
-
     def frames(self) -> Iterator[Frame]:
         start = time.monotonic()
         backoff = self.backoff_initial
@@ -120,6 +113,10 @@ class ReconnectingSource(Source):
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
             failures_in_row += 1
+
+    def interrupt(self) -> None:
+        """Stop between frames or attempts, without closing a connection another thread is reading."""
+        self._closed.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -170,6 +167,8 @@ class ReconnectingSource(Source):
         if self.state in (STREAMING, CONNECTING) and self.outage_since is None:
             self.outage_since = time.time()
             self.outages += 1
+            if self.max_reconnects == 0:
+                return  # not retrying: the caller's error says it
             log.warning("source %s: %s; reconnecting (%s)", self.source_id, reason,
                         "for ever" if self.max_reconnects is None else f"at most {self.max_reconnects} times")
         self.state = RECONNECTING
@@ -188,6 +187,8 @@ class ReconnectingSource(Source):
     def _may_retry(self) -> bool:
         if self.max_reconnects is not None and self._failures > self.max_reconnects:
             self.state = FAILED
+            if self.max_reconnects == 0:
+                raise SourceError(self.last_error or f"cannot read stream '{self.name}'")
             raise SourceError(
                 f"source {self.source_id} ({self.name}) gave up after {self.max_reconnects} reconnect attempts: {self.last_error}"
             )

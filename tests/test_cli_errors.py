@@ -24,7 +24,7 @@ CASES = {
     "missing file": (["--source", "/no/such/video.mp4"], "does not exist"),
     "random bytes": (["--source", "{bad}/random.mp4"], "cannot open video file"),
     "truncated video": (["--source", "{bad}/truncated.mp4"], "cannot open video file"),
-    "dead RTSP camera": (["--source", "rtsp://127.0.0.1:9/stream"], "cannot open stream 'rtsp://127.0.0.1:9/stream'"),
+    "dead RTSP camera": (["--source", "rtsp://127.0.0.1:9/stream", "--max-reconnects", "0", "--model", "{tiny}"], "cannot open stream 'rtsp://127.0.0.1:9/stream'"),
     "unknown device": (["--source", "{video}", "--device", "tpu"], "'device' must be one of"),
     "folder that is no model": (["--source", "{video}", "--model", "{bad}/notamodel"], "not a model folder"),
     "npu without torch_npu": (["--source", "{video}", "--model", "{tiny}", "--device", "npu"], "pip install 'fer-stream[npu]'"),
@@ -52,7 +52,7 @@ def test_one_line_error(case, bad_inputs, tiny_model, cli_env):
     assert "Traceback" not in r.stderr + r.stdout
 
 
-def test_silent_camera_times_out_with_a_clear_line(cli_env):
+def test_silent_camera_times_out_with_a_clear_line(cli_env, tiny_model):
     """A server that accepts the connection and never answers must not block forever."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -72,7 +72,7 @@ def test_silent_camera_times_out_with_a_clear_line(cli_env):
     threading.Thread(target=accept, daemon=True).start()
     try:
         start = time.monotonic()
-        r = run_cli(["--source", f"rtsp://127.0.0.1:{port}/cam", "--quiet"], cli_env, timeout=60)
+        r = run_cli(["--source", f"rtsp://127.0.0.1:{port}/cam", "--max-reconnects", "0", "--model", str(tiny_model), "--quiet"], cli_env, timeout=60)
         took = time.monotonic() - start
     finally:
         stop.set()
