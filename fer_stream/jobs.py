@@ -298,9 +298,12 @@ def run_stream(cfg: Config) -> int:
         if bar is not None:
             bar.close()
         summaries = {st.sid: _summary(cfg, st, clf, stopper.signum) for st in streams}
+        mixed = shared.mixed_batches if shared is not None else 0
         errors = [st.error for st in streams if st.error is not None]
     # Sinks are closed (MP4 finalized, log flushed) before the summary says they were written.
     summary = summaries[specs[0][0]] if not several else _combined(summaries, stopper.signum)
+    if several:
+        summary["mixed_batches"] = mixed  # classifier batches holding faces of more than one camera
     if several:
         for st in streams:
             if isinstance(st.video, SegmentedVideoSink):

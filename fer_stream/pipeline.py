@@ -141,6 +141,8 @@ class Pipeline:
         # Live mode: a classifier thread beside the frames, this pipeline's own or shared by several.
         self._owns_live = live_classifier is None
         self.live_classifier = live_classifier or LiveClassifier(classifier, self.smoother, max_hz=live_max_hz)
+        if self._owns_live and metrics is not None:
+            self.live_classifier.on_batch = metrics.batch
         self._frames: queue.Queue[Any] | LatestSlot = LatestSlot() if self.live else queue.Queue(frame_queue)
         self._detected: queue.Queue[Any] = queue.Queue(face_queue)
         self._classified: queue.Queue[Any] = queue.Queue(result_queue)

@@ -1,0 +1,197 @@
+"""Live cameras over RTSP, against GStreamer's RTSP server on loopback: outages, several cameras,
+monitoring endpoints, segments and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import MEDIA, decode_video
+from rtsp import RtspServer, free_port, gst_rtsp_available, looped_copy
+
+pytestmark = pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")
+
+TWO_PEOPLE = next(p for p in MEDIA if "two_people" in p.name)
+PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory):
+    """Looped copies long enough that no camera ends during a test."""
+    d = tmp_path_factory.mktemp("rtsp_media")
+    return {"a": looped_copy(TWO_PEOPLE, d / "a.mp4", 120), "b": looped_copy(PORTRAIT, d / "b.mp4", 120)}
+
+
+class Run:
+    """fer-stream in the background, with its monitoring endpoints."""
+
+    def __init__(self, args: list[str], env: dict[str, str], tmp: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.stderr = tmp / "stderr.txt"
+        self._err = open(self.stderr, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "fer_stream", *args, "--serve", f"127.0.0.1:{self.port}", "-q"],
+                                     env=env, stdout=subprocess.PIPE, stderr=self._err, text=True)
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def health(self) -> tuple[int, dict]:
+        code, body = self.get("/healthz")
+        return code, json.loads(body)
+
+    def wait_for(self, check, timeout: float = 60.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"fer-stream exited early: {self.stderr.read_text()}"
+            try:
+                if check():
+                    return
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}; stderr: {self.stderr.read_text()}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        _, body = self.get("/metrics")
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in body.decode().splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._err.close()
+        self.stdout = out
+        return self.proc.returncode
+
+
+def _frames(run: Run, sid: str) -> int:
+    return run.health()[1]["sources"][sid]["frames"]
+
+
+def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_env, tmp_path, long_videos):
+    import cv2
+    import numpy as np
+
+    with RtspServer({"cam": long_videos["a"]}) as server:
+        run = Run(["--source", f"door={server.url('cam')}", "--model", str(tiny_model), "--output", str(tmp_path / "out.mp4"),
+                   "--events", str(tmp_path / "ev.jsonl"), "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
+        run.wait_for(lambda: _frames(run, "door") > 60, what="60 frames")
+        code, h = run.health()
+        assert code == 200 and h["status"] == "ok" and h["sources"]["door"]["state"] == "streaming"
+        assert run.metric("fer_stream_frames_total", source="door") > 30
+        assert run.metric("fer_stream_faces_total", source="door") > 30
+        assert run.metric("fer_stream_latency_seconds_count", source="door") > 30
+        assert run.metric("fer_stream_batch_size_count") > 0
+        assert run.metric("fer_stream_source_up", source="door") == 1
+        _, text = run.get("/metrics")
+        assert b'fer_stream_predictions_total{label="' in text or b'fer_stream_predictions_total{source="door",label="' in text
+        # One part of the MJPEG stream: a JPEG of the annotated picture at the camera's size.
+        with urllib.request.urlopen(run.base + "/sources/door/mjpeg", timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += r.read(1)
+            length = int([l for l in head.decode().split("\r\n") if l.lower().startswith("content-length")][0].split(":")[1])
+            jpeg = r.read(length)
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (512, 512, 3)
+        assert run.get("/sources/nope/mjpeg")[0] == 404
+        assert run.terminate() == 128 + signal.SIGTERM
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["live"] and s["source_id"] == "door" and s["frames_out"] > 60 and s["stopped_by"] == "SIGTERM"
+    video = decode_video(tmp_path / "out.mp4")
+    assert video["size"] == (512, 512) and len(video["times"]) == s["frames_out"]
+    records = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert records and all(r["track"] >= 1 for r in records) and any("label" in r for r in records)
+
+
+def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, long_videos):
+    server = RtspServer({"cam": long_videos["a"]}).start()
+    try:
+        run = Run(["--source", server.url("cam"), "--model", str(tiny_model), "--stall-timeout", "2",
+                   "--events", str(tmp_path / "ev.jsonl"), "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
+        run.wait_for(lambda: _frames(run, "cam1") > 30, what="frames before the outage")
+        server.stop()  # the camera vanishes mid-stream
+        run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="the outage to be seen")
+        code, h = run.health()
+        assert code == 503 and h["status"] == "degraded" and h["sources"]["cam1"]["outage_since"]
+        before = _frames(run, "cam1")
+        outage_at = time.monotonic()
+        time.sleep(1.0)
+        server.start()  # back on the same port
+        run.wait_for(lambda: _frames(run, "cam1") > before + 30, timeout=90, what="frames after the camera came back")
+        assert run.health()[0] == 200
+        assert run.metric("fer_stream_reconnects_total", source="cam1") >= 1
+        assert run.terminate() == 128 + signal.SIGTERM
+    finally:
+        server.stop()
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["reconnects"] >= 1 and s["outages"] >= 1
+    times = [json.loads(line)["time"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    at = gaps.index(max(gaps))
+    assert gaps[at] >= 1.0  # the outage shows as a gap in time, with events on both sides of it
+    assert at >= 20 and len(times) - at >= 20
+    err = run.stderr.read_text()
+    assert err.count("reconnecting") >= 1 and "streaming again after" in err and "Traceback" not in err
+    assert time.monotonic() - outage_at < 120
+
+
+def test_a_camera_that_never_answers_is_retried_and_reported(tiny_model, cli_env, tmp_path):
+    url = f"rtsp://127.0.0.1:{free_port()}/nothing"
+    run = Run(["--source", url, "--model", str(tiny_model), "--stall-timeout", "1"], cli_env, tmp_path)
+    run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="reconnecting state")
+    time.sleep(4)  # several attempts with backoff
+    code, h = run.health()
+    cam = h["sources"]["cam1"]
+    assert code == 503 and cam["state"] == "reconnecting" and cam["frames"] == 0
+    assert "cannot open stream" in cam["last_error"]
+    assert run.metric("fer_stream_connect_failures_total", source="cam1") >= 2
+    assert run.proc.poll() is None  # still running, still trying
+    assert run.terminate() == 128 + signal.SIGTERM
+    err = run.stderr.read_text()
+    assert err.count("reconnecting (for ever)") == 1  # one line per outage, not per attempt
+    assert "Traceback" not in err
+
+
+def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_env, tmp_path, long_videos):
+    out = tmp_path / "out"
+    out.mkdir()
+    with RtspServer({"a": long_videos["a"], "b": long_videos["b"]}) as server:
+        run = Run(["--source", f"front={server.url('a')}", "--source", f"back={server.url('b')}", "--model", str(tiny_model),
+                   "--output", str(out / "{source}.mp4"), "--segment-seconds", "2", "--events", str(out / "{source}.jsonl"),
+                   "--live-max-hz", "0", "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
+        run.wait_for(lambda: min(_frames(run, "front"), _frames(run, "back")) > 150, timeout=90, what="both cameras")
+        assert run.metric("fer_stream_frames_total", source="front") > 0 and run.metric("fer_stream_frames_total", source="back") > 0
+        assert run.terminate() == 128 + signal.SIGTERM
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert set(s["sources"]) == {"front", "back"} and s["stopped_by"] == "SIGTERM"
+    assert s["mixed_batches"] > 0  # one classifier, batches holding both cameras' faces
+    for sid, size in (("front", (512, 512)), ("back", (436, 384))):
+        segments = [Path(p) for p in s["sources"][sid]["segments"]]
+        assert len(segments) >= 2
+        for seg in segments:
+            assert seg.name.startswith(f"{sid}-") and seg.exists()
+            v = decode_video(seg)  # each closed segment plays on its own
+            assert v["size"] == size and len(v["times"]) > 0 and v["times"][0] == pytest.approx(0, abs=0.05)
+        records = [json.loads(line) for line in (out / f"{sid}.jsonl").read_text().splitlines()]
+        assert records and {r["source"] for r in records} == {sid}
+    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(
+        Path(p).name for sid in ("front", "back") for p in s["sources"][sid]["segments"])
