@@ -182,7 +182,6 @@ class Bench:
                 step()  # warm this shape
                 rows.append({"precision": precision, "device": str(clf.device), "batch": batch,
                              "faces_per_s": round(_timed(step, self.min_time), 3)})
-            del clf
         self.report["classifier"] = rows
 
     def _agreement(self, crops: list[np.ndarray]) -> None:

@@ -157,9 +157,17 @@ class OutputConfig:
     segment_seconds: float = _setting(0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7))
 
 
+def _address(v: Any) -> str | None:
+    if isinstance(v, str):
+        port = v.rpartition(":")[2]
+        if v == "" or (port.isdigit() and int(port) <= 65535):
+            return None
+    return "PORT or HOST:PORT, e.g. 9108 or 0.0.0.0:9108 (\"\" = off)"
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    address: str = _setting("", "serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT (\"\" = off)", _str)
+    address: str = _setting("", "serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT (\"\" = off)", _address)
 
 
 @dataclass(frozen=True)

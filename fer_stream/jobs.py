@@ -63,15 +63,6 @@ def make_smoother(cfg: Config) -> Any:
     return Smoother(t.smoothing, alpha=t.ema_alpha, window=t.window)
 
 
-def _check_output_paths(cfg: Config) -> None:
-    """Fail before the models load if an output cannot be created."""
-    from .sinks import writable_path
-
-    for path in (cfg.output.video, cfg.output.events, cfg.output.summary):
-        if path:
-            writable_path(path)
-
-
 def _want_display(cfg: Config, source: Source) -> bool:
     from .sinks import display_available
 
@@ -185,23 +176,16 @@ def run_stream(cfg: Config) -> int:
 
     from .live import LiveClassifier
     from .pipeline import Pipeline
-    from .sinks import DisplaySink, EventSink, SegmentedVideoSink, Tally, VideoSink, write_json
+    from .sinks import DisplaySink, EventSink, SegmentedVideoSink, Tally, VideoSink, writable_path, write_json
 
     specs = _source_ids(cfg)
     several = len(specs) > 1
     out = cfg.output
     paths = {sid: (_output_path(out.video, sid, several, "--output"), _output_path(out.events, sid, several, "--events"))
              for sid, _ in specs}
-    for video_path, events_path in paths.values():
-        for path in (video_path, events_path):
-            if path:
-                from .sinks import writable_path
-
-                writable_path(path)
-    if out.summary:
-        from .sinks import writable_path
-
-        writable_path(out.summary)
+    for path in [p for pair in paths.values() for p in pair] + [out.summary]:
+        if path:
+            writable_path(path)  # before the models load
     if several and cfg.display.enabled is True:
         raise ConfigError("--display shows one source; run one fer-stream per window, or use --serve for live previews")
     monitor = metrics = None
@@ -402,7 +386,7 @@ def _summary(cfg: Config, st: _Stream, clf: Any, signum: int | None) -> dict[str
     }
     if hasattr(source, "health"):
         h = source.health()
-        out["reconnects"], out["outages"] = h["reconnects"], h["outages"]
+        out["reconnects"], out["outages"], out["down_s"] = h["reconnects"], h["outages"], h["down_s"]
     if st.error is not None:
         out["error"] = str(st.error)
     return out

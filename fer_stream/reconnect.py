@@ -67,6 +67,7 @@ class ReconnectingSource(Source):
         self.last_error: str | None = None
         self.outage_since: float | None = None  # wall-clock time the current outage began
         self.outages = 0
+        self.down_s = 0.0  # time spent in finished outages
         self._last_frame_at: float | None = None
         self.on_reconnect: Callable[[], None] | None = None
 
@@ -135,6 +136,7 @@ class ReconnectingSource(Source):
             "last_frame_age_s": age,
             "reconnects": self.reconnects,
             "outages": self.outages,
+            "down_s": round(self.down_s + (time.time() - self.outage_since if self.outage_since else 0.0), 3),
             "outage_since": self.outage_since,
             "last_error": self.last_error,
         }
@@ -176,6 +178,7 @@ class ReconnectingSource(Source):
     def _end_outage(self) -> None:
         if self.outage_since is not None:
             lasted = time.time() - self.outage_since
+            self.down_s += lasted
             self.reconnects += 1 if self.frames_read else 0
             log.warning("source %s: streaming again after %.1f s", self.source_id, lasted)
             if self.on_reconnect is not None and self.frames_read:

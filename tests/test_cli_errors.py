@@ -36,6 +36,10 @@ CASES = {
     "window on a headless machine": (["--source", "{video}", "--model", "{tiny}", "--display"], "--no-display"),
     "no source": ([], "no source given"),
     "missing image": (["image", "/no/such/face.jpg"], "does not exist"),
+    "two cameras, one output file": (["--source", "a=rtsp://127.0.0.1:9/a", "--source", "b=rtsp://127.0.0.1:9/b",
+                                      "--output", "{bad}/out.mp4"], "put {source} in the --output path"),
+    "same id twice": (["--source", "a=rtsp://127.0.0.1:9/a", "--source", "a=rtsp://127.0.0.1:9/b"], "ids must differ"),
+    "bad serve address": (["--source", "{video}", "--serve", "localhost:http"], "'address' must be PORT or HOST:PORT"),
 }
 
 

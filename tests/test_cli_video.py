@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DETECTOR, LABELS, MEDIA, decode_video, run_cli
-from fer_stream import FaceDetector
+from conftest import LABELS, MEDIA, decode_video, run_cli
 from fer_stream.frames import Box
 
 SUMMARY_KEYS = {"frames_in", "frames_out", "faces", "flagged", "labels", "fps", "dropped"}

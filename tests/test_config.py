@@ -54,6 +54,12 @@ def test_file_then_overrides(tmp_path):
         ("[display]\nenabled = 'yes'\n", "'enabled' must be"),
         ("[output]\nevents = 'log.txt'\n", "'events' must be a path ending in .jsonl or .csv"),
         ("[classifier\n", "not valid TOML"),
+        ("[[sources]]\nid = 'a'\n", "needs input"),
+        ("[[sources]]\nid = 'a b'\ninput = 'rtsp://x/1'\n", "letters, digits"),
+        ("[[sources]]\ninput = 'rtsp://x/1'\nurl = 'y'\n", "unknown key 'url'"),
+        ("[[sources]]\nid = 'a'\ninput = 'rtsp://x/1'\n[[sources]]\nid = 'a'\ninput = 'rtsp://x/2'\n", "ids must differ"),
+        ("sources = 'rtsp://x/1'\n", "array of tables"),
+        ("[source]\ntransport = 'quic'\n", "'transport' must be one of"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, body, needle):
@@ -68,4 +74,12 @@ def test_bad_config_is_one_clear_error(tmp_path, body, needle):
 @pytest.mark.parametrize("sample", sorted((ROOT / "samples").glob("*.toml")), ids=lambda p: p.name)
 def test_sample_configs_load(sample):
     cfg = load_config(sample)
-    assert cfg.source.input
+    assert cfg.source.input or cfg.sources
+
+
+def test_sources_tables_and_repeated_flags(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[[sources]]\nid = 'door'\ninput = 'rtsp://a/1'\n[[sources]]\ninput = 'rtsp://b/1'\n")
+    assert load_config(p).sources == (("door", "rtsp://a/1"), ("cam2", "rtsp://b/1"))
+    # Several --source flags replace the file's list.
+    assert load_config(p, {"sources": [("x", "rtsp://c/1"), ("y", "0")]}).sources == (("x", "rtsp://c/1"), ("y", "0"))

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import DETECTOR, FACES, MEDIA
-from fer_stream import FaceDetector
+from conftest import FACES, MEDIA
 from fer_stream.frames import Box
 from fer_stream.images import read_image
 

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from conftest import DETECTOR, MEDIA
-from fer_stream import EmotionClassifier, FaceDetector, Pipeline, Smoother
+from conftest import MEDIA
+from fer_stream import Pipeline, Smoother
 from fer_stream.errors import PipelineError
 from fer_stream.frames import Frame
 from fer_stream.pipeline import LatestSlot

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DETECTOR, EXPRESSIONS, MEDIA, SHARED, run_cli
-from fer_stream import EmotionClassifier, FaceDetector, Pipeline, Smoother
+from conftest import EXPRESSIONS, MEDIA, SHARED, run_cli
+from fer_stream import EmotionClassifier, Pipeline, Smoother
 from fer_stream.classify import TensorPreprocessor
 from fer_stream.images import list_images, read_image
 from fer_stream.sources import AVSource

@@ -4,7 +4,6 @@ monitoring endpoints, segments and SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
