@@ -101,6 +101,8 @@ class ReconnectingSource(Source):
                     self._last_frame_at = now
                     yield Frame(index=self.frames_read, time=now - start, image=frame.image, captured=frame.captured)
                     self.frames_read += 1
+                if self._inner is not None and self._inner.frame_count:
+                    return  # finite media (a video file over HTTP) ends; a camera's stream has no length
                 reason = "the stream ended"
             except SourceError as e:
                 reason = str(e)
