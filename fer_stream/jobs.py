@@ -378,6 +378,7 @@ def _summary(cfg: Config, st: _Stream, clf: Any, signum: int | None) -> dict[str
         "mean_batch": round(stats.mean_batch, 3),
         "latency_s": stats.latency_s,
         "tracks": [t.as_dict() for t in sorted(stats.tracks, key=lambda t: t.id)],
+        "tracks_omitted": st.pipeline.track_log.omitted,  # the oldest, beyond the 10 000 kept
         "threshold": cfg.classifier.threshold,
         "stopped_by": signal.Signals(signum).name if signum else None,
         "outputs": {k: v for k, v in (("video", str(st.video.path) if isinstance(st.video, VideoSink) else ""),

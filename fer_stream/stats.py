@@ -63,17 +63,26 @@ class TrackInfo:
 
 
 class TrackLog:
-    """Per-track counts, updated from the detect and classify threads."""
+    """Per-track counts, updated from the detect and classify threads.
 
-    def __init__(self) -> None:
+    Keeps the ``capacity`` most recently started tracks (a camera watched for weeks sees tens of
+    thousands); ``omitted`` counts the older ones let go.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
         self._tracks: dict[int, TrackInfo] = {}
         self._lock = threading.Lock()
+        self.capacity = capacity
+        self.omitted = 0
 
     def seen(self, track: int, t: float) -> None:
         with self._lock:
             info = self._tracks.get(track)
             if info is None:
                 info = self._tracks[track] = TrackInfo(track, t, t)
+                if len(self._tracks) > self.capacity:  # dicts keep insertion order: drop the oldest
+                    del self._tracks[next(iter(self._tracks))]
+                    self.omitted += 1
             info.frames += 1
             info.last_time = t
 

@@ -108,3 +108,17 @@ def test_live_scheduler_caps_each_tracks_rate_but_not_others():
     start = time.monotonic()
     assert [t for t, _, _ in s.take(8, timeout=2.0)] == [1]
     assert time.monotonic() - start >= 0.3  # waited for track 1's interval, not the timeout
+
+
+def test_track_log_keeps_the_newest_tracks_within_its_capacity():
+    from fer_stream.stats import TrackLog
+
+    log = TrackLog(capacity=3)
+    for i in range(1, 6):
+        log.seen(i, float(i))
+        log.seen(i, float(i) + 0.5)
+    log.classified(5, 2)
+    log.classified(1)  # already let go: ignored
+    snap = {t.id: t for t in log.snapshot()}
+    assert sorted(snap) == [3, 4, 5] and log.omitted == 2
+    assert snap[5].frames == 2 and snap[5].classified == 2 and snap[5].duration_s == 0.5
