@@ -32,7 +32,7 @@ import torch
 
 from .config import Config
 from .errors import SourceError
-from .images import IMAGE_SUFFIXES, read_image
+from .images import find_images, read_image
 from .stats import LatencyStats
 
 
@@ -44,16 +44,6 @@ def _timed(fn: Callable[[], int], min_time: float, min_rounds: int = 2) -> float
         items += fn()
         rounds += 1
     return items / (time.perf_counter() - start)
-
-
-def _images_under(folder: str) -> list[Path]:
-    root = Path(folder)
-    if not root.is_dir():
-        raise SourceError(f"image folder '{folder}' does not exist; pass a folder of face crops (subfolders are searched)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise SourceError(f"folder '{folder}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return files
 
 
 class Bench:
@@ -192,7 +182,7 @@ class Bench:
         if not others:
             return
         if self.images:
-            files = _images_under(self.images)
+            files = find_images(self.images)
             inputs: list[Any] = [read_image(f) for f in files]
             where = self.images
         else:

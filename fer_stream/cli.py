@@ -4,6 +4,7 @@
     fer-stream --source talk.mp4 --output talk.annotated.mp4 --events talk.jsonl
     fer-stream image face.jpg [more.jpg ...] [--dir FACES] [--json] [--no-detect]
     fer-stream bench --video talk.mp4 [--images FACES] [--json]   # speed on this machine
+    fer-stream parity --device cuda [--precision fp16] [--images FACES] [--json]   # device vs CPU
     fer-stream models pull                                  # fetch both models for offline use
     fer-stream config                                       # print the effective settings as TOML
 
@@ -24,7 +25,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import ConfigError, FerStreamError
 
-COMMANDS = ("run", "image", "bench", "models", "config")
+COMMANDS = ("run", "image", "bench", "parity", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -80,7 +81,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
-        epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream models pull --help | "
+        epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
+               "fer-stream models pull --help | "
                "fer-stream config --help",
     )
     p.add_argument("--version", action="version", version=f"fer-stream {__version__}")
@@ -167,6 +169,21 @@ def _bench_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parity_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream parity",
+        description="Check a device and precision against the CPU in fp32 on the same face images: mean cosine "
+                    "similarity, mean absolute error, top-1 agreement and both throughputs; exit 1 when outside tolerances.",
+    )
+    p.add_argument("--images", metavar="DIR", help="face images (subfolders searched); default: a fixed-seed synthetic set")
+    p.add_argument("--count", type=int, default=64, metavar="N", help="synthetic images when --images is not given (default 64)")
+    p.add_argument("--min-cosine", type=float, default=0.999, metavar="C", help="least mean cosine similarity to pass (default 0.999)")
+    p.add_argument("--min-top1", type=float, default=0.99, metavar="F", help="least top-1 agreement to pass, 0-1 (default 0.99)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+    return p
+
+
 def _models_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -237,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
-    parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "models": _models_parser,
-              "config": _config_parser}[command]()
+    parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
+              "models": _models_parser, "config": _config_parser}[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
@@ -260,6 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cfg, args.video, as_json=args.json, precisions=precisions, devices=args.devices, batches=args.batches, frames=args.frames,
                 naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
             )
+        if command == "parity":
+            from .parity import run_parity
+
+            if args.count < 1:
+                raise ConfigError("--count must be at least 1")
+            return run_parity(cfg, device=cfg.classifier.device, precision=cfg.classifier.precision, images=args.images,
+                              count=args.count, min_cosine=args.min_cosine, min_top1=args.min_top1, as_json=args.json)
         if command == "models":
             from .jobs import pull_models
 

@@ -57,3 +57,14 @@ def list_images(folder: str | Path) -> list[Path]:
     if not d.is_dir():
         raise SourceError(f"folder '{d}' does not exist; check the --dir path")
     return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` (subfolders too), sorted by path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SourceError(f"image folder '{folder}' does not exist; pass a folder of face images (subfolders are searched)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise SourceError(f"folder '{folder}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
