@@ -5,6 +5,7 @@
     fer-stream image face.jpg [more.jpg ...] [--dir FACES] [--json] [--no-detect]
     fer-stream bench --video talk.mp4 [--images FACES] [--json]   # speed on this machine
     fer-stream parity --device cuda [--precision fp16] [--images FACES] [--json]   # device vs CPU
+    fer-stream eval FACES_BY_CLASS/ [--out REPORT/] [--json]      # accuracy, F1, confusion matrix
     fer-stream models pull                                  # fetch both models for offline use
     fer-stream config                                       # print the effective settings as TOML
 
@@ -25,7 +26,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import ConfigError, FerStreamError
 
-COMMANDS = ("run", "image", "bench", "parity", "models", "config")
+COMMANDS = ("run", "image", "bench", "parity", "eval", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -82,6 +83,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
         epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
+               "fer-stream eval --help | "
                "fer-stream models pull --help | "
                "fer-stream config --help",
     )
@@ -184,6 +186,19 @@ def _parity_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream eval",
+        description="Accuracy, per-class precision/recall/F1 and the confusion matrix of the classifier on a "
+                    "folder-per-class data set of face crops (folder names map to the model's labels, synonyms allowed).",
+    )
+    p.add_argument("data", metavar="DIR", help="one subfolder of images per class, e.g. DIR/happy/*.jpg")
+    p.add_argument("--out", metavar="FOLDER", help="also write FOLDER/eval.json and FOLDER/confusion.png")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+    return p
+
+
 def _models_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -255,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
     parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
-              "models": _models_parser, "config": _config_parser}[command]()
+              "eval": _eval_parser, "models": _models_parser, "config": _config_parser}[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
@@ -284,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("--count must be at least 1")
             return run_parity(cfg, device=cfg.classifier.device, precision=cfg.classifier.precision, images=args.images,
                               count=args.count, min_cosine=args.min_cosine, min_top1=args.min_top1, as_json=args.json)
+        if command == "eval":
+            from .evaluate import run_eval
+
+            return run_eval(cfg, args.data, out=args.out, as_json=args.json)
         if command == "models":
             from .jobs import pull_models
 
