@@ -87,7 +87,7 @@ class Bench:
         torch.set_num_threads(threads or self._all_threads)
         return EmotionClassifier(
             c.model, device or c.device, max_batch=c.max_batch, threshold=c.threshold, precision=precision,
-            threads=threads or self._all_threads, fast_preprocess=c.tensor_preprocess,
+            threads=threads or self._all_threads, fast_preprocess=c.tensor_preprocess, backend=c.backend,
         )
 
     def _detector(self) -> Any:

@@ -212,8 +212,11 @@ class EmotionClassifier:
         precision: str = "fp32",
         threads: int | None = None,
         fast_preprocess: bool = True,
+        backend: str = "torch",
         warmup: bool = False,
     ) -> None:
+        if backend not in ("torch", "onnxruntime"):
+            raise ValueError("backend must be 'torch' or 'onnxruntime'")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if precision not in PRECISIONS:
@@ -232,6 +235,14 @@ class EmotionClassifier:
         self.max_batch = max_batch
         self.threshold = threshold
         self.precision = precision
+        self.backend = backend
+        self.static_batch = False
+        self._onnx = None
+        if backend == "onnxruntime":
+            self._init_onnx(model, precision, fast_preprocess)
+            if warmup:
+                self.warmup()
+            return
         self.processor, net = load_model(model)
         self._fast = TensorPreprocessor.from_processor(self.processor) if fast_preprocess else None
         net = net.eval()
@@ -253,8 +264,22 @@ class EmotionClassifier:
         if warmup:
             self.warmup()
 
+    def _init_onnx(self, model: str, precision: str, fast_preprocess: bool) -> None:
+        from .onnx_backend import OnnxModel
+
+        if precision != "fp32":
+            raise DeviceError(f"the onnxruntime backend runs the exported fp32 model; drop --precision {precision}")
+        if not model.lower().endswith(".onnx"):
+            raise ModelError(f"--backend onnxruntime needs an exported model: run `fer-stream export --format onnx "
+                             f"model.onnx --model {model}`, then pass --model model.onnx")
+        if self.device.type not in ("cpu", "cuda"):
+            raise DeviceError(f"the onnxruntime backend runs on cpu or cuda, not {self.device.type}")
+        self._onnx = OnnxModel(model, str(self.device))
+        self.processor, self.net, self.labels = self._onnx.processor, None, self._onnx.labels
+        self._fast = TensorPreprocessor.from_processor(self.processor) if fast_preprocess else None
+
     def __repr__(self) -> str:
-        return (f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', "
+        return (f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', backend={self.backend!r}, "
                 f"precision={self.precision!r}, labels={self.labels})")
 
     def warmup(self) -> None:
@@ -273,6 +298,10 @@ class EmotionClassifier:
     def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
         """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host."""
         n = pixel_values.shape[0]
+        if self._onnx is not None:
+            logits = self._onnx.logits(pixel_values)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         if self.static_batch and n < self.max_batch:
             pad = pixel_values[-1:].expand(self.max_batch - n, *pixel_values.shape[1:])
             pixel_values = torch.cat([pixel_values, pad])

@@ -6,6 +6,7 @@
     fer-stream bench --video talk.mp4 [--images FACES] [--json]   # speed on this machine
     fer-stream parity --device cuda [--precision fp16] [--images FACES] [--json]   # device vs CPU
     fer-stream eval FACES_BY_CLASS/ [--out REPORT/] [--json]      # accuracy, F1, confusion matrix
+    fer-stream export --format onnx fer.onnx [--model M]          # then --backend onnxruntime --model fer.onnx
     fer-stream models pull                                  # fetch both models for offline use
     fer-stream config                                       # print the effective settings as TOML
 
@@ -16,6 +17,7 @@ A user's mistake ends in one line, ``fer-stream: error: ...``, and a non-zero ex
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -26,7 +28,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import ConfigError, FerStreamError
 
-COMMANDS = ("run", "image", "bench", "parity", "eval", "models", "config")
+COMMANDS = ("run", "image", "bench", "parity", "eval", "export", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -38,6 +40,7 @@ _OVERRIDES = {
     "max_frames": "source.max_frames",
     "live": "source.live",
     "precision": "classifier.precision",
+    "backend": "classifier.backend",
     "threads": "classifier.threads",
     "classify_every": "classifier.classify_every",
     "live_max_hz": "classifier.live_max_hz",
@@ -70,6 +73,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=int, metavar="N", help="most faces per classifier batch (default 8)")
     g.add_argument("--precision", choices=PRECISIONS,
                    help="classifier precision (default fp32); int8 = dynamic quantization on the CPU, fp16/bf16 for accelerators")
+    g.add_argument("--backend", choices=("torch", "onnxruntime"),
+                   help="run the classifier with PyTorch (default) or ONNX Runtime (--model file.onnx from `fer-stream export`)")
     g.add_argument("--threads", type=int, metavar="N", help="CPU threads for the classifier (default: all cores; live, all but one)")
     g.add_argument("--threshold", type=float, metavar="P", help="flag predictions under this confidence (default 0.7)")
     g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
@@ -83,7 +88,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
         epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
-               "fer-stream eval --help | "
+               "fer-stream eval --help | fer-stream export --help | "
                "fer-stream models pull --help | "
                "fer-stream config --help",
     )
@@ -199,6 +204,22 @@ def _eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream export",
+        description="Export the classifier to ONNX (dynamic batch axis, labels and preprocessing in the file's metadata), "
+                    "then check it against PyTorch and print the largest difference.",
+    )
+    p.add_argument("out", metavar="OUT.onnx", help="file to write")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--tolerance", type=float, default=1e-3, metavar="D",
+                   help="largest allowed difference of the probabilities against PyTorch (default 0.001)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(p)
+    return p
+
+
 def _models_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -270,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
     parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
-              "eval": _eval_parser, "models": _models_parser, "config": _config_parser}[command]()
+              "eval": _eval_parser, "export": _export_parser, "models": _models_parser, "config": _config_parser}[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
@@ -287,7 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "bench":
             from .bench import run_bench
 
-            precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
+            if cfg.classifier.backend == "onnxruntime":
+                precisions = ["fp32"]  # the exported model
+            else:
+                precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
             return run_bench(
                 cfg, args.video, as_json=args.json, precisions=precisions, devices=args.devices, batches=args.batches, frames=args.frames,
                 naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
@@ -303,6 +327,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evaluate import run_eval
 
             return run_eval(cfg, args.data, out=args.out, as_json=args.json)
+        if command == "export":
+            from .onnx_backend import export_onnx
+            from .sinks import writable_path
+
+            if not args.out.lower().endswith(".onnx"):
+                raise ConfigError(f"export file '{args.out}' must end in .onnx")
+            writable_path(args.out)
+            result = export_onnx(cfg.classifier.model, args.out, opset=args.opset, tolerance=args.tolerance)
+            if args.json:
+                print(json.dumps(result, indent=2))
+            else:
+                print(f"wrote {result['path']} ({result['size_mb']} MB, opset {result['opset']}, dynamic batch); "
+                      f"largest difference from PyTorch on {result['images']} images: {result['max_abs_diff']:.2e} "
+                      f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
+                      f"{result['top1_agreement']:.0%}")
+            return 0
         if command == "models":
             from .jobs import pull_models
 

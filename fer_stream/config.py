@@ -109,6 +109,7 @@ class ClassifierConfig:
     batch_wait_ms: int = _setting(50, "longest wait for more faces before a partial batch runs", _int_range(0, 10_000))
     threshold: float = _setting(0.7, "predictions under this confidence are flagged", _float_range(0.0, 1.0))
     warmup: bool = _setting(True, "run one full batch before the first frame (compiles NPU kernels)", _bool)
+    backend: str = _setting("torch", "torch | onnxruntime (an .onnx file written by `fer-stream export`)", _choice("torch", "onnxruntime"))
     precision: str = _setting("fp32", "fp32 | fp16 | bf16 | int8 (int8: dynamic quantization, CPU only)", _choice(*PRECISIONS))
     threads: int = _setting(0, "CPU threads for the classifier (0 = auto: all cores; live, all but one)", _int_range(0, 1024))
     tensor_preprocess: bool = _setting(True, "resize and normalize crops as torch tensors (false = the model's own processor)", _bool)

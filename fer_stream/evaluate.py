@@ -171,7 +171,7 @@ def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool) -> int:
         writable_path(Path(out) / "eval.json")
     c = cfg.classifier
     clf = EmotionClassifier(c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=c.precision,
-                            fast_preprocess=c.tensor_preprocess)
+                            fast_preprocess=c.tensor_preprocess, backend=c.backend)
     report = evaluate(clf, root)
     if out:
         write_json(Path(out) / "eval.json", report)

@@ -38,7 +38,7 @@ def _load_models(cfg: Config, *, detector: bool = True, live: bool = False) -> t
     c = cfg.classifier
     clf = EmotionClassifier(
         c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=c.precision,
-        threads=c.threads or auto_threads(live), fast_preprocess=c.tensor_preprocess,
+        threads=c.threads or auto_threads(live), fast_preprocess=c.tensor_preprocess, backend=c.backend,
     )
     return clf, make_detector(cfg) if detector else None
 

@@ -78,8 +78,14 @@ def run_parity(cfg: Config, *, device: str, precision: str, images: str | None, 
     else:
         inputs, where = synthetic_faces(count), f"{count} synthetic images (seed {SYNTHETIC_SEED})"
     c = cfg.classifier
-    reference = EmotionClassifier(c.model, "cpu", max_batch=c.max_batch, precision="fp32", fast_preprocess=c.tensor_preprocess)
-    candidate = EmotionClassifier(c.model, device, max_batch=c.max_batch, precision=precision, fast_preprocess=c.tensor_preprocess)
+    ref_model = c.model
+    if c.backend == "onnxruntime":  # ONNX Runtime against the PyTorch model it was exported from
+        from .onnx_backend import OnnxModel
+
+        ref_model = OnnxModel(c.model).source_model
+    reference = EmotionClassifier(ref_model, "cpu", max_batch=c.max_batch, precision="fp32", fast_preprocess=c.tensor_preprocess)
+    candidate = EmotionClassifier(c.model, device, max_batch=c.max_batch,
+                                  precision=precision, fast_preprocess=c.tensor_preprocess, backend=c.backend)
     pixels = torch.cat([reference.preprocess(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
     report = {"model": c.model, "on": where, **compare(reference, candidate, pixels, min_cosine=min_cosine, min_top1=min_top1)}
     if as_json:
@@ -87,7 +93,8 @@ def run_parity(cfg: Config, *, device: str, precision: str, images: str | None, 
     else:
         r, k = report["reference"], report["candidate"]
         verdict = "PASSED" if report["passed"] else "FAILED"
-        print(f"parity {verdict}: {k['device']} {k['precision']} against cpu fp32 on {report['images']} images ({where})")
+        backend = " (onnxruntime)" if c.backend == "onnxruntime" else ""
+        print(f"parity {verdict}: {k['device']} {k['precision']}{backend} against cpu fp32 on {report['images']} images ({where})")
         print(f"  mean cosine {report['mean_cosine']:.6f} (min {report['min_cosine']:.6f}; needs >= {min_cosine})")
         print(f"  top-1 agreement {report['top1_agreement']:.2%} (needs >= {min_top1:.0%})")
         print(f"  mean absolute error {report['mae']:.6f}")

@@ -1,0 +1,76 @@
+"""ONNX export checks itself, and ONNX Runtime agrees with PyTorch in image, eval and the pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import EXPRESSIONS, MEDIA, SHARED, run_cli
+from fer_stream import EmotionClassifier
+from fer_stream.errors import ModelError
+from fer_stream.images import find_images, read_image
+
+PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, cli_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    r = run_cli(["export", "--format", "onnx", str(out), "--model", str(tiny_model), "--json"], cli_env)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout)
+
+
+def test_export_reports_its_difference_from_pytorch(exported):
+    out, result = exported
+    assert out.is_file() and result["path"] == str(out) and result["images"] == 8
+    assert result["max_abs_diff"] < 1e-4 and result["top1_agreement"] == 1.0
+
+
+def test_onnxruntime_agrees_with_pytorch_on_real_faces(exported, tiny_model):
+    out, _ = exported
+    torch_clf = EmotionClassifier(str(tiny_model), device="cpu")
+    ort_clf = EmotionClassifier(str(out), device="cpu", backend="onnxruntime")
+    assert ort_clf.labels == torch_clf.labels and ort_clf.net is None
+    images = [read_image(p) for p in find_images(EXPRESSIONS)[::5]]  # 56 images, batches of 8 and a partial one
+    a = torch_clf.forward(torch_clf.preprocess(images))
+    b = ort_clf.forward(ort_clf.preprocess(images))
+    assert b.shape == a.shape and np.abs(a - b).max() < 1e-4
+    assert (a.argmax(1) == b.argmax(1)).all()
+
+
+def test_backend_in_image_eval_and_the_pipeline(exported, tiny_model, cli_env, tmp_path):
+    out, _ = exported
+    face = str(SHARED / "faces" / "one_face.jpg")
+    runs = {b: run_cli(["image", face, "--json", "--device", "cpu"] + (["--backend", "onnxruntime", "--model", str(out)] if b
+                       else ["--model", str(tiny_model)]), cli_env) for b in (True, False)}
+    ort_doc, torch_doc = (json.loads(runs[b].stdout) for b in (True, False))
+    for fo, ft in zip(ort_doc[0]["faces"], torch_doc[0]["faces"]):
+        assert fo["box"] == ft["box"] and fo["label"] == ft["label"]
+        assert all(abs(fo["probs"][k] - ft["probs"][k]) < 1e-4 for k in ft["probs"])
+    ev = {b: json.loads(run_cli(["eval", str(EXPRESSIONS), "--json"] + (["--backend", "onnxruntime", "--model", str(out)] if b
+                                else ["--model", str(tiny_model)]), cli_env).stdout) for b in (True, False)}
+    assert ev[True]["confusion"] == ev[False]["confusion"]
+    summary = tmp_path / "s.json"
+    r = run_cli(["--source", str(PORTRAIT), "--backend", "onnxruntime", "--model", str(out), "--max-frames", "30",
+                 "--summary", str(summary), "-q"], cli_env)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(summary.read_text())
+    assert s["frames_out"] == 30 and s["classified"] == 30
+
+
+def test_backend_mistakes_are_clear(exported, tiny_model, tmp_path):
+    with pytest.raises(ModelError, match="fer-stream export --format onnx"):
+        EmotionClassifier(str(tiny_model), device="cpu", backend="onnxruntime")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        EmotionClassifier(str(bad), device="cpu", backend="onnxruntime")
+
+
+def test_parity_of_onnxruntime_against_the_pytorch_model_it_came_from(exported, cli_env):
+    out, _ = exported
+    r = run_cli(["parity", "--backend", "onnxruntime", "--model", str(out), "--device", "cpu", "--count", "16", "--json"], cli_env)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["passed"] and rep["mean_cosine"] > 0.99999 and rep["top1_agreement"] == 1.0 and rep["images"] == 16
