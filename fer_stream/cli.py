@@ -7,6 +7,7 @@
     fer-stream parity --device cuda [--precision fp16] [--images FACES] [--json]   # device vs CPU
     fer-stream eval FACES_BY_CLASS/ [--out REPORT/] [--json]      # accuracy, F1, confusion matrix
     fer-stream export --format onnx fer.onnx [--model M]          # then --backend onnxruntime --model fer.onnx
+    fer-stream train FACES_BY_CLASS/ --model BASE --out MY_MODEL/  # fine-tune
     fer-stream models pull                                  # fetch both models for offline use
     fer-stream config                                       # print the effective settings as TOML
 
@@ -28,7 +29,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import ConfigError, FerStreamError
 
-COMMANDS = ("run", "image", "bench", "parity", "eval", "export", "models", "config")
+COMMANDS = ("run", "image", "bench", "parity", "eval", "export", "train", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -88,7 +89,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
         epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
-               "fer-stream eval --help | fer-stream export --help | "
+               "fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
                "fer-stream models pull --help | "
                "fer-stream config --help",
     )
@@ -220,6 +221,35 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train_parser() -> argparse.ArgumentParser:
+    from .train import Recipe
+
+    d = Recipe()
+    p = argparse.ArgumentParser(
+        prog="fer-stream train",
+        description="Fine-tune a Hugging Face image classifier on a folder-per-class data set; the best epoch is saved "
+                    "with save_pretrained, labels from the folder names.",
+    )
+    p.add_argument("data", metavar="DIR", help="one subfolder of face crops per class")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="where the best model goes (FOLDER/last: latest epoch)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"(default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay:g})")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"(default {d.label_smoothing:g})")
+    p.add_argument("--accumulate", type=int, default=d.accumulate, help="batches per optimizer step (default 1)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held out per class (default {d.val_fraction:g})")
+    p.add_argument("--clip", type=float, default=d.clip, help=f"gradient norm clip (default {d.clip:g})")
+    p.add_argument("--restart-epochs", type=int, default=d.restart_epochs, help=f"cosine warm-restart period (default {d.restart_epochs})")
+    p.add_argument("--seed", type=int, default=d.seed, help="(default 0)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, colour jitter or affine changes")
+    p.add_argument("--resume", action="store_true", help="continue from FOLDER/last")
+    p.add_argument("--json", action="store_true", help="print the run's figures as JSON")
+    p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
+    _common(p)
+    return p
+
+
 def _models_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -291,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
     parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
-              "eval": _eval_parser, "export": _export_parser, "models": _models_parser, "config": _config_parser}[command]()
+              "eval": _eval_parser, "export": _export_parser, "train": _train_parser, "models": _models_parser,
+              "config": _config_parser}[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
@@ -343,6 +374,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
                       f"{result['top1_agreement']:.0%}")
             return 0
+        if command == "train":
+            from .train import Recipe, run_train
+
+            recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                            label_smoothing=args.label_smoothing, accumulate=args.accumulate, val_fraction=args.val_fraction,
+                            clip=args.clip, restart_epochs=args.restart_epochs, seed=args.seed, augment=args.augment)
+            if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
+                raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
+            return run_train(cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume,
+                             as_json=args.json)
         if command == "models":
             from .jobs import pull_models
 
