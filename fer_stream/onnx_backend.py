@@ -30,11 +30,12 @@ META_SOURCE = "fer_stream.source_model"
 
 
 def _need_onnx() -> Any:
-    try:
-        import onnx
-        import onnxruntime  # noqa: F401  (checked here, used by _session)
-    except ImportError:
-        raise ModelError("ONNX export and runtime need onnx and onnxruntime: pip install 'fer-stream[onnx]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+        raise ModelError("ONNX export and runtime need onnx and onnxruntime: pip install 'fer-stream[onnx]'")
+    import onnx
+
     return onnx
 
 
