@@ -33,6 +33,7 @@ import torch
 from .config import Config
 from .errors import SourceError
 from .images import find_images, read_image
+from .parity import agreement
 from .stats import LatencyStats
 
 
@@ -81,20 +82,14 @@ class Bench:
     # -- building blocks ---------------------------------------------------------------------
 
     def _classifier(self, precision: str, threads: int | None, device: str | None = None) -> Any:
-        from .classify import EmotionClassifier
+        from .jobs import make_classifier
 
-        c = self.cfg.classifier
-        torch.set_num_threads(threads or self._all_threads)
-        return EmotionClassifier(
-            c.model, device or c.device, max_batch=c.max_batch, threshold=c.threshold, precision=precision,
-            threads=threads or self._all_threads, fast_preprocess=c.tensor_preprocess, backend=c.backend,
-        )
+        return make_classifier(self.cfg, device=device, precision=precision, threads=threads or self._all_threads)
 
     def _detector(self) -> Any:
-        from .detect import FaceDetector
+        from .jobs import make_detector
 
-        d = self.cfg.detector
-        return FaceDetector(d.model or None, min_confidence=d.min_confidence, margin=d.crop_margin)
+        return make_detector(self.cfg)
 
     def _video_sink(self, source: Any, name: str) -> Any:
         from .sinks import VideoSink
@@ -191,14 +186,9 @@ class Bench:
         reference = self._probs("fp32", inputs)
         out = []
         for precision in others:
-            probs = self._probs(precision, inputs)
-            cos = np.sum(reference * probs, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(probs, axis=1))
-            out.append({
-                "precision": precision, "against": "fp32", "images": len(inputs), "on": where,
-                "top1_agreement": round(float(np.mean(reference.argmax(1) == probs.argmax(1))), 4),
-                "mean_cosine": round(float(np.mean(cos)), 6),
-                "mae": round(float(np.mean(np.abs(reference - probs))), 6),
-            })
+            figures = agreement(reference, self._probs(precision, inputs))
+            out.append({"precision": precision, "against": "fp32", "images": len(inputs), "on": where,
+                        **{k: figures[k] for k in ("top1_agreement", "mean_cosine", "mae")}})
         self.report["agreement"] = out
 
     def _probs(self, precision: str, images: list[Any]) -> np.ndarray:
@@ -207,8 +197,7 @@ class Bench:
         return np.concatenate([clf.forward(clf.preprocess(images[i : i + n])) for i in range(0, len(images), n)])
 
     def _run_pipeline(self, live: bool) -> dict[str, Any]:
-        from .jobs import auto_threads, make_smoother, make_tracker
-        from .pipeline import Pipeline
+        from .jobs import auto_threads, make_pipeline
         from .sources import AVSource
 
         c = self.cfg.classifier
@@ -217,11 +206,7 @@ class Bench:
         src = AVSource(self.video, live=True if live else None)
         max_frames = round(src.fps * self.live_seconds) if live else self.frames
         with src, self._detector() as det, self._video_sink(src, f"{'live' if live else 'exact'}.mp4") as sink:
-            pipeline = Pipeline(
-                src, clf, det, max_frames=max_frames, batch_wait=c.batch_wait_ms / 1000.0,
-                tracker=make_tracker(self.cfg), smoother=make_smoother(self.cfg),
-                classify_every=c.classify_every, live_max_hz=c.live_max_hz,
-            )
+            pipeline = make_pipeline(self.cfg, src, clf, det, max_frames=max_frames, warmup=True)
             n = 0
             with pipeline as results:
                 for result in results:

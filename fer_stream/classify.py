@@ -299,9 +299,7 @@ class EmotionClassifier:
         """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host."""
         n = pixel_values.shape[0]
         if self._onnx is not None:
-            logits = self._onnx.logits(pixel_values)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+            return self._onnx.probs(pixel_values)
         if self.static_batch and n < self.max_batch:
             pad = pixel_values[-1:].expand(self.max_batch - n, *pixel_values.shape[1:])
             pixel_values = torch.cat([pixel_values, pad])

@@ -163,15 +163,13 @@ def format_report(r: dict[str, Any]) -> str:
 
 def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool) -> int:
     """The ``eval`` command."""
-    from .classify import EmotionClassifier
+    from .jobs import make_classifier
     from .sinks import writable_path, write_json
 
     load_dataset(root)  # a bad folder fails before the model loads
     if out:
         writable_path(Path(out) / "eval.json")
-    c = cfg.classifier
-    clf = EmotionClassifier(c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=c.precision,
-                            fast_preprocess=c.tensor_preprocess, backend=c.backend)
+    clf = make_classifier(cfg)
     report = evaluate(clf, root)
     if out:
         write_json(Path(out) / "eval.json", report)

@@ -32,14 +32,35 @@ def auto_threads(live: bool) -> int | None:
     return max(1, cores - 1)
 
 
-def _load_models(cfg: Config, *, detector: bool = True, live: bool = False) -> tuple[Any, Any]:
+def make_classifier(cfg: Config, *, model: str | None = None, device: str | None = None, precision: str | None = None,
+                    threads: int | None = None, backend: str | None = None) -> Any:
+    """The classifier the settings describe; keyword arguments override single settings."""
     from .classify import EmotionClassifier
 
     c = cfg.classifier
-    clf = EmotionClassifier(
-        c.model, c.device, max_batch=c.max_batch, threshold=c.threshold, precision=c.precision,
-        threads=c.threads or auto_threads(live), fast_preprocess=c.tensor_preprocess, backend=c.backend,
+    return EmotionClassifier(
+        model or c.model, device or c.device, max_batch=c.max_batch, threshold=c.threshold,
+        precision=precision or c.precision, threads=threads, fast_preprocess=c.tensor_preprocess,
+        backend=backend or c.backend,
     )
+
+
+def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any) -> Any:
+    """A pipeline with the settings' batching, tracking, smoothing and scheduling; ``kwargs`` add or override."""
+    from .pipeline import Pipeline
+
+    c, q = cfg.classifier, cfg.queues
+    options: dict[str, Any] = dict(
+        max_frames=cfg.source.max_frames or None, batch_wait=c.batch_wait_ms / 1000.0, warmup=c.warmup,
+        tracker=make_tracker(cfg), smoother=make_smoother(cfg), classify_every=c.classify_every,
+        live_max_hz=c.live_max_hz, frame_queue=q.frames, face_queue=q.faces, result_queue=q.results,
+    )
+    options.update(kwargs)
+    return Pipeline(source, clf, det, **options)
+
+
+def _load_models(cfg: Config, *, detector: bool = True, live: bool = False) -> tuple[Any, Any]:
+    clf = make_classifier(cfg, threads=cfg.classifier.threads or auto_threads(live))
     return clf, make_detector(cfg) if detector else None
 
 
@@ -175,7 +196,6 @@ def run_stream(cfg: Config) -> int:
     from tqdm import tqdm
 
     from .live import LiveClassifier
-    from .pipeline import Pipeline
     from .sinks import DisplaySink, EventSink, SegmentedVideoSink, Tally, VideoSink, writable_path, write_json
 
     specs = _source_ids(cfg)
@@ -231,15 +251,9 @@ def run_stream(cfg: Config) -> int:
             if not several and _want_display(cfg, src):
                 st.window = stack.enter_context(DisplaySink(cfg.display.title))
                 st.sinks.append(st.window)
-            st.pipeline = Pipeline(
-                src, clf, detector,
-                max_frames=cfg.source.max_frames or None,
-                batch_wait=cfg.classifier.batch_wait_ms / 1000.0,
-                warmup=cfg.classifier.warmup and st is streams[0],
-                tracker=make_tracker(cfg), smoother=make_smoother(cfg),
-                classify_every=cfg.classifier.classify_every, live_max_hz=cfg.classifier.live_max_hz,
+            st.pipeline = make_pipeline(
+                cfg, src, clf, detector, warmup=cfg.classifier.warmup and st is streams[0],
                 live_classifier=shared if src.live else None, source_id=st.sid, metrics=metrics,
-                frame_queue=cfg.queues.frames, face_queue=cfg.queues.faces, result_queue=cfg.queues.results,
             )
             if monitor is not None:
                 st.sinks.append(monitor.add_source(st.sid, st.health))

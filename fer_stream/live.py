@@ -37,7 +37,6 @@ class LiveClassifier:
         self.batch_sizes: Counter[int] = Counter()
         self.mixed_batches = 0  # batches holding crops of more than one source
         self.classified = 0
-        self.on_classified: Callable[[Hashable], None] | None = None
         self.on_batch: Callable[[int, float], None] | None = None
         self._listeners: dict[str, Callable[[int], None]] = {}
 

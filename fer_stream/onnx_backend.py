@@ -144,3 +144,6 @@ class OnnxModel:
 
     def logits(self, pixel_values: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {"pixel_values": pixel_values.float().numpy()})[0]
+
+    def probs(self, pixel_values: torch.Tensor) -> np.ndarray:
+        return _softmax(self.logits(pixel_values)).astype(np.float32)

@@ -44,6 +44,17 @@ def _probs_and_rate(clf: Any, pixels: torch.Tensor) -> tuple[np.ndarray, float]:
     return np.concatenate(out), len(pixels) / (time.perf_counter() - start)
 
 
+def agreement(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """How closely two ``(N, labels)`` probability arrays agree: cosine, MAE and top-1 agreement."""
+    cos = np.sum(ref * cand, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
+    return {
+        "mean_cosine": round(float(np.mean(cos)), 6),
+        "min_cosine": round(float(np.min(cos)), 6),
+        "mae": round(float(np.mean(np.abs(ref - cand))), 6),
+        "top1_agreement": round(float(np.mean(ref.argmax(1) == cand.argmax(1))), 4),
+    }
+
+
 def compare(reference: Any, candidate: Any, pixels: torch.Tensor, *, min_cosine: float = 0.999,
             min_top1: float = 0.99) -> dict[str, Any]:
     """Run ``pixels`` through both classifiers; figures and the verdict as a dict."""
@@ -51,26 +62,21 @@ def compare(reference: Any, candidate: Any, pixels: torch.Tensor, *, min_cosine:
         raise ValueError("reference and candidate list different labels")
     ref, ref_rate = _probs_and_rate(reference, pixels)
     cand, cand_rate = _probs_and_rate(candidate, pixels)
-    cos = np.sum(ref * cand, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
-    top1 = float(np.mean(ref.argmax(1) == cand.argmax(1)))
-    mean_cos = float(np.mean(cos))
+    figures = agreement(ref, cand)
     return {
         "images": len(pixels),
         "reference": {"device": str(reference.device), "precision": reference.precision, "faces_per_s": round(ref_rate, 2)},
         "candidate": {"device": str(candidate.device), "precision": candidate.precision, "faces_per_s": round(cand_rate, 2)},
-        "mean_cosine": round(mean_cos, 6),
-        "min_cosine": round(float(np.min(cos)), 6),
-        "mae": round(float(np.mean(np.abs(ref - cand))), 6),
-        "top1_agreement": round(top1, 4),
+        **figures,
         "tolerances": {"mean_cosine": min_cosine, "top1_agreement": min_top1},
-        "passed": mean_cos >= min_cosine and top1 >= min_top1,
+        "passed": figures["mean_cosine"] >= min_cosine and figures["top1_agreement"] >= min_top1,
     }
 
 
 def run_parity(cfg: Config, *, device: str, precision: str, images: str | None, count: int,
                min_cosine: float, min_top1: float, as_json: bool) -> int:
     """The ``parity`` command: print the report; exit 0 when it passes, 1 when it does not."""
-    from .classify import EmotionClassifier
+    from .jobs import make_classifier
 
     if images:
         files = find_images(images)
@@ -83,9 +89,8 @@ def run_parity(cfg: Config, *, device: str, precision: str, images: str | None, 
         from .onnx_backend import OnnxModel
 
         ref_model = OnnxModel(c.model).source_model
-    reference = EmotionClassifier(ref_model, "cpu", max_batch=c.max_batch, precision="fp32", fast_preprocess=c.tensor_preprocess)
-    candidate = EmotionClassifier(c.model, device, max_batch=c.max_batch,
-                                  precision=precision, fast_preprocess=c.tensor_preprocess, backend=c.backend)
+    reference = make_classifier(cfg, model=ref_model, device="cpu", precision="fp32", backend="torch")
+    candidate = make_classifier(cfg, device=device, precision=precision)
     pixels = torch.cat([reference.preprocess(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
     report = {"model": c.model, "on": where, **compare(reference, candidate, pixels, min_cosine=min_cosine, min_top1=min_top1)}
     if as_json:
