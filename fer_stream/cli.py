@@ -52,7 +52,12 @@ _OVERRIDES = {
     "batch_wait_ms": "classifier.batch_wait_ms",
     "threshold": "classifier.threshold",
     "warmup": "classifier.warmup",
+    "detector": "detector.kind",
     "detector_model": "detector.model",
+    "full_range_model": "detector.full_model",
+    "tile_size": "detector.tile_size",
+    "min_face_px": "quality.min_face_px",
+    "min_sharpness": "quality.min_sharpness",
     "min_detection_confidence": "detector.min_confidence",
     "crop_margin": "detector.crop_margin",
     "display": "display.enabled",
@@ -78,7 +83,15 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="run the classifier with PyTorch (default) or ONNX Runtime (--model file.onnx from `fer-stream export`)")
     g.add_argument("--threads", type=int, metavar="N", help="CPU threads for the classifier (default: all cores; live, all but one)")
     g.add_argument("--threshold", type=float, metavar="P", help="flag predictions under this confidence (default 0.7)")
+    g.add_argument("--detector", choices=("auto", "short", "full", "tiled"),
+                   help="face detector: short (faces near the camera), full (up to ~5 m), tiled (full-range on tiles: "
+                        "small, far faces) or auto (default: short for webcams, tiled otherwise)")
     g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
+    g.add_argument("--full-range-model", metavar="PATH",
+                   help="face_detection_full_range_sparse.tflite (default: $FER_STREAM_FULL_RANGE_MODEL or the cached download)")
+    g.add_argument("--tile-size", type=int, metavar="PX", help="tiled detector: tile side in frame pixels (default 640)")
+    g.add_argument("--min-face-px", type=int, metavar="PX", help="smaller faces are unusable, not classified (default 20)")
+    g.add_argument("--min-sharpness", type=float, metavar="S", help="blurrier faces are unusable, not classified (default 10)")
     g.add_argument("--min-detection-confidence", type=float, metavar="P", help="minimum face-detection score (default 0.5)")
     g.add_argument("--crop-margin", type=float, metavar="F", help="grow face boxes by this fraction before cropping (default 0.1)")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -243,6 +256,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-epochs", type=int, default=d.restart_epochs, help=f"cosine warm-restart period (default {d.restart_epochs})")
     p.add_argument("--seed", type=int, default=d.seed, help="(default 0)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, colour jitter or affine changes")
+    p.add_argument("--class-weights", choices=("inverse", "sqrt", "none"), default=d.class_weights,
+                   help="loss weight of each class: inverse of its count, its square root, or equal (default inverse)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes decoding images ahead of the model (default: cores - 1, at most 4; 0 = none)")
     p.add_argument("--resume", action="store_true", help="continue from FOLDER/last")
     p.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
@@ -379,11 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             label_smoothing=args.label_smoothing, accumulate=args.accumulate, val_fraction=args.val_fraction,
-                            clip=args.clip, restart_epochs=args.restart_epochs, seed=args.seed, augment=args.augment)
+                            clip=args.clip, restart_epochs=args.restart_epochs, seed=args.seed, augment=args.augment,
+                            class_weights=args.class_weights)
             if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
                 raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
+            if args.workers is not None and args.workers < 0:
+                raise ConfigError("--workers must be 0 or more")
             return run_train(cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume,
-                             as_json=args.json)
+                             as_json=args.json, workers=args.workers)
         if command == "models":
             from .jobs import pull_models
 

@@ -128,9 +128,22 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
+    kind: str = _setting("auto", "short | full | tiled | auto (short for webcams, tiled for files, cameras and images)",
+                         _choice("auto", "short", "full", "tiled"))
     model: str = _setting("", "blaze_face_short_range.tflite path (\"\" = $FER_STREAM_DETECTOR_MODEL or the cached download)", _str)
-    min_confidence: float = _setting(0.5, "minimum face-detection score", _float_range(0.0, 1.0))
+    full_model: str = _setting("", "face_detection_full_range_sparse.tflite path (\"\" = $FER_STREAM_FULL_RANGE_MODEL or the cached download)", _str)
+    min_confidence: float = _setting(0.5, "minimum face-detection score of the short-range model", _float_range(0.0, 1.0))
+    full_min_confidence: float = _setting(0.6, "minimum face-detection score of the full-range model (full and tiled)", _float_range(0.0, 1.0))
     crop_margin: float = _setting(0.1, "grow each face box by this fraction on every side before cropping", _float_range(0.0, 1.0))
+    tile_size: int = _setting(640, "tiled: tile side in frame pixels (smaller finds smaller faces, costs more)", _int_range(64, 8192))
+    tile_overlap: float = _setting(0.2, "tiled: overlap of neighbouring tiles, as a fraction of a tile", _float_range(0.0, 0.9))
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    min_face_px: int = _setting(20, "faces whose box is narrower or shorter than this are unusable (not classified)", _int_range(0, 100_000))
+    min_sharpness: float = _setting(10.0, "faces less sharp than this (variance of the Laplacian at 64x64) are unusable", _float_range(0.0, 1e6))
+    min_score: float = _setting(0.0, "faces the detector scored under this are unusable (0 = all it reports)", _float_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)

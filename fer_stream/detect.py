@@ -1,4 +1,19 @@
-"""Face detection with MediaPipe Tasks' FaceDetector (BlazeFace), and face crops.
+"""Face detection: MediaPipe's BlazeFace models, whole frame or in tiles, and face crops.
+
+Three detectors with one interface (``detect(rgb) -> list[Face]``, ``close()``, a context manager):
+
+- :class:`FaceDetector` (``short``): MediaPipe Tasks' FaceDetector with the short-range model. It
+  squeezes the frame into 128x128, so it finds faces down to about 15 % of the frame's height:
+  people at a desk, in front of their webcam.
+- :class:`FullRangeDetector` (``full``): the full-range model (192x192, faces up to about 5 m)
+  through LiteRT, decoded in :mod:`fer_stream.blazeface`.
+- :class:`TiledDetector` (``tiled``): the full-range model on overlapping tiles of the frame and
+  both models on the whole frame, merged (as SAHI does): a face a few percent of a 1080p frame's
+  height is found, and so is one that fills the frame.
+
+:func:`make_detector` builds one by kind; ``auto`` picks per source (:func:`resolve_kind`).
+Every face also carries a :class:`~fer_stream.frames.Quality` from the detector's
+:class:`~fer_stream.quality.QualityGate`.
 
 >>> from fer_stream import FaceDetector
 >>> with FaceDetector("blaze_face_short_range.tflite") as detector:  # doctest: +SKIP
@@ -12,13 +27,25 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 
+from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, ios_matrix, iou_matrix
 from .errors import ModelError
 from .frames import Box, Face
 from .models import resolve_detector_model
+from .quality import QualityGate
+
+KINDS = ("auto", "short", "full", "tiled")
+
+
+class Detector(Protocol):
+    """What the pipeline needs of a face detector."""
+
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+    def close(self) -> None: ...
 
 
 @contextlib.contextmanager
@@ -49,12 +76,16 @@ class FaceDetector:
     :meth:`close`) to free MediaPipe's graph.
     """
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.5, margin: float = 0.1) -> None:
+    kind = "short"
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.5, margin: float = 0.1,
+                 quality: QualityGate | None = None) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.model_path = resolve_detector_model(model_path)
         self.min_confidence = min_confidence
         self.margin = margin
+        self.quality = quality or QualityGate()
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(self.model_path)),
             running_mode=vision.RunningMode.IMAGE,
@@ -92,17 +123,216 @@ class FaceDetector:
         # MediaPipe reads the raw buffer: a row-padded (non-contiguous) array silently finds nothing.
         rgb = np.ascontiguousarray(image)
         result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb))
+        found = [(Box(int(d.bounding_box.origin_x), int(d.bounding_box.origin_y), int(d.bounding_box.width),
+                      int(d.bounding_box.height)), float(d.categories[0].score) if d.categories else 0.0)
+                 for d in result.detections]
+        return make_faces(rgb, found, self.margin, self.quality)
+
+
+class FullRangeDetector:
+    """MediaPipe's full-range BlazeFace on the whole frame (faces up to about 5 m away)."""
+
+    kind = "full"
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.6,
+                 margin: float = 0.1, quality: QualityGate | None = None, threads: int = 1) -> None:
+        self.model_path = resolve_detector_model(model_path, kind="full")
+        self.min_confidence = min_confidence
+        self.margin = margin
+        self.quality = quality or QualityGate()
+        self._net: BlazeFace | None = BlazeFace(self.model_path, FULL_RANGE, min_score=min_confidence, threads=threads)
+
+    def __enter__(self) -> FullRangeDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._net is not None:
+            self._net.close()
+            self._net = None
+
+    def _boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._net is None:
+            raise RuntimeError("detector is closed")
+        return self._net.detect([rgb])[0]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an ``H x W x 3`` uint8 RGB image, highest score first, boxes clipped to it."""
+        rgb = np.ascontiguousarray(image)
+        boxes, scores = self._boxes(rgb)
+        return make_faces(rgb, _as_boxes(boxes, scores), self.margin, self.quality)
+
+
+class TiledDetector(FullRangeDetector):
+    """The full-range model on overlapping ``tile`` x ``tile`` tiles of the frame and on the whole
+    frame, in one batch, and the short-range model on the whole frame, merged (SAHI's slicing idea).
+    The short-range pass costs under a millisecond and finds the large, close faces that the
+    full-range model sometimes misses.
+
+    A face that a tile cuts in two is also whole in the neighbouring tile (tiles overlap by
+    ``overlap`` of their size) or in the whole-frame pass, and merging by intersection over the
+    smaller box drops the cut-off copy. Frames no larger than a tile run as one whole-frame pass.
+
+    Small faces are where false alarms live (a knot in the wallpaper at 40 px looks like a face),
+    so every face smaller than ``verify_below`` of a tile is checked by a second, independent
+    model: the short-range BlazeFace looks at a square three times the face's size around it,
+    where the face fills a third of its input (its best range), and must find it too.
+
+    SAHI itself is not used: it wraps object-detection frameworks, not a LiteRT model, and the
+    slicing is a few lines.
+    """
+
+    kind = "tiled"
+    VERIFY_CONTEXT = 3.0  # side of the verification crop, in face heights
+    VERIFY_IOU = 0.3  # the verifier's box and the candidate's must overlap this much
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.6,
+                 margin: float = 0.1, quality: QualityGate | None = None, threads: int = 1, tile: int = 640,
+                 overlap: float = 0.2, short_model: str | os.PathLike[str] | None = None,
+                 verify_below: float = 0.25, verify_min_confidence: float = 0.5) -> None:
+        super().__init__(model_path, min_confidence=min_confidence, margin=margin, quality=quality, threads=threads)
+        self.tile = tile
+        self.overlap = overlap
+        self.verify_below = verify_below
+        self._short: BlazeFace | None = BlazeFace(resolve_detector_model(short_model), SHORT_RANGE,
+                                                  min_score=verify_min_confidence, threads=threads)
+
+    def close(self) -> None:
+        super().close()
+        if self._short is not None:
+            self._short.close()
+            self._short = None
+
+    def _verify(self, rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep large faces; keep a small one only if the short-range model finds it in its surroundings."""
+        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        small = np.flatnonzero(sizes < self.verify_below * self.tile)
+        if self._short is None or len(small) == 0:
+            return boxes, scores
         height, width = rgb.shape[:2]
-        faces = []
-        for d in result.detections:
-            bb = d.bounding_box
-            box = Box(int(bb.origin_x), int(bb.origin_y), int(bb.width), int(bb.height)).clip(width, height)
-            if box.w < 2 or box.h < 2:
-                continue
-            score = float(d.categories[0].score) if d.categories else 0.0
-            faces.append(Face(box=box, score=score, crop=crop(rgb, box, self.margin)))
-        faces.sort(key=lambda f: f.score, reverse=True)
-        return faces
+        keep = np.ones(len(boxes), bool)
+        crops, origins = [], []
+        for i in small:
+            cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
+            half = sizes[i] * self.VERIFY_CONTEXT / 2
+            x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+            x1, y1 = int(min(width, cx + half)), int(min(height, cy + half))
+            crops.append(rgb[y0:y1, x0:x1])
+            origins.append((x0, y0))
+        for i, (x0, y0), (found, _) in zip(small, origins, self._short.detect(crops)):
+            found = found + np.array([x0, y0, x0, y0], np.float32)
+            keep[i] = len(found) > 0 and bool((iou_matrix(boxes[i : i + 1], found) >= self.VERIFY_IOU).any())
+        return boxes[keep], scores[keep]
+
+    def _boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._net is None or self._short is None:
+            raise RuntimeError("detector is closed")
+        height, width = rgb.shape[:2]
+        tiles = tile_grid(width, height, self.tile, self.overlap)
+        views = [rgb] + [rgb[y : y + h, x : x + w] for x, y, w, h in tiles]
+        found = self._short.detect([rgb]) + self._net.detect(views)
+        offsets = [(0, 0), (0, 0)] + [(x, y) for x, y, _, _ in tiles]
+        boxes = np.concatenate([b + np.array([x, y, x, y], np.float32) for (b, _), (x, y) in zip(found, offsets)])
+        scores = np.concatenate([s for _, s in found])
+        cut = np.concatenate([np.zeros(len(found[0][0]) + len(found[1][0]), bool)]
+                             + [_touches_inner_edge(b, t, width, height) for (b, _), t in zip(found[2:], tiles)])
+        return self._verify(rgb, *merge(boxes, scores, cut))
+
+
+def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(x, y, w, h)`` of at most ``tile`` px covering the frame, neighbours overlapping by
+    ``overlap`` of a tile; none when the frame fits in one tile."""
+    if width <= tile and height <= tile:
+        return []
+    step = max(1, round(tile * (1 - overlap)))
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        count = -(-(n - tile) // step) + 1
+        # Spread evenly so the last tile ends at the edge.
+        return [round(i * (n - tile) / (count - 1)) for i in range(count)]
+
+    return [(x, y, min(tile, width), min(tile, height)) for y in starts(height) for x in starts(width)]
+
+
+def merge(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray | None = None, iou: float = 0.3,
+          ios: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy merge of detections from several passes: a box overlapping a kept one by IoU > ``iou``,
+    or lying mostly inside it or around it (IoS > ``ios``), is the same face.
+
+    Boxes that a tile's inner edge ``cut`` come last, so a face keeps the box of a pass that saw it
+    whole whenever there is one; otherwise the best score wins.
+    """
+    cut = np.zeros(len(boxes), bool) if cut is None else cut
+    order = np.lexsort((-scores, cut))
+    boxes, scores = boxes[order], scores[order]
+    same = (iou_matrix(boxes, boxes) > iou) | (ios_matrix(boxes, boxes) > ios)
+    alive = np.ones(len(boxes), bool)
+    keep = []
+    for i in range(len(boxes)):
+        if alive[i]:
+            keep.append(i)
+            alive &= ~same[i]
+    return boxes[keep], scores[keep]
+
+
+def _touches_inner_edge(boxes: np.ndarray, tile: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    """Which of a tile's boxes (tile pixels) reach an edge of the tile that is not the frame's edge."""
+    x, y, w, h = tile
+    edge = 2.0
+    return (((boxes[:, 0] <= edge) & (x > 0)) | ((boxes[:, 1] <= edge) & (y > 0))
+            | ((boxes[:, 2] >= w - edge) & (x + w < width)) | ((boxes[:, 3] >= h - edge) & (y + h < height)))
+
+
+def _as_boxes(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[Box, float]]:
+    xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)).astype(int)
+    return [(Box(*map(int, b)), float(s)) for b, s in zip(xywh, scores)]
+
+
+def make_faces(rgb: np.ndarray, found: list[tuple[Box, float]], margin: float, gate: QualityGate) -> list[Face]:
+    """Faces (box clipped to the image, crop with ``margin``, quality) from ``(box, score)`` pairs, best first."""
+    height, width = rgb.shape[:2]
+    faces = []
+    for box, score in found:
+        box = box.clip(width, height)
+        if box.w < 2 or box.h < 2:
+            continue
+        cut = crop(rgb, box, margin)
+        faces.append(Face(box=box, score=score, crop=cut, quality=gate.assess(cut, box, score)))
+    faces.sort(key=lambda f: f.score, reverse=True)
+    return faces
+
+
+def resolve_kind(kind: str, *, webcam: bool) -> str:
+    """``auto`` -> ``short`` for webcams (a face at a desk fills the frame), ``tiled`` for files,
+    network cameras and images (faces can be far and small); other kinds as given."""
+    if kind == "auto":
+        return "short" if webcam else "tiled"
+    return kind
+
+
+def make_detector(kind: str, *, short_model: str | os.PathLike[str] | None = None,
+                  full_model: str | os.PathLike[str] | None = None, min_confidence: float = 0.5,
+                  full_min_confidence: float = 0.6, margin: float = 0.1, quality: QualityGate | None = None,
+                  tile: int = 640, overlap: float = 0.2) -> Detector:
+    """A detector of ``kind`` (``short``, ``full`` or ``tiled``; resolve ``auto`` first).
+
+    ``min_confidence`` applies to the short-range model (also as the tiled detector's verifier),
+    ``full_min_confidence`` to the full-range one; the defaults are MediaPipe's own for each.
+    """
+    if kind == "short":
+        return FaceDetector(short_model, min_confidence=min_confidence, margin=margin, quality=quality)
+    if kind == "full":
+        return FullRangeDetector(full_model, min_confidence=full_min_confidence, margin=margin, quality=quality)
+    if kind == "tiled":
+        return TiledDetector(full_model, min_confidence=full_min_confidence, margin=margin, quality=quality, tile=tile,
+                             overlap=overlap, short_model=short_model, verify_min_confidence=min_confidence)
+    raise ModelError(f"unknown detector kind '{kind}'; use one of {', '.join(KINDS)}")
+
+
 
 
 def crop(image: np.ndarray, box: Box, margin: float = 0.0) -> np.ndarray:

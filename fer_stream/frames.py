@@ -90,6 +90,25 @@ class Prediction:
         return dict(self.probs)
 
 
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """How fit a face is for classification: its size (the shorter side of its box, px), sharpness
+    (variance of the Laplacian at 64x64) and detector score. ``reason`` names the minimum it missed
+    (``small``, ``blurry``, ``low_score``); ``None`` means it is usable."""
+
+    size_px: int
+    sharpness: float
+    score: float
+    reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"size_px": self.size_px, "sharpness": self.sharpness, "usable": self.usable, "reason": self.reason}
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Face:
     """One detected face: its box in the frame, detector score, crop and prediction.
@@ -98,7 +117,8 @@ class Face:
     ``prediction`` is what the overlay shows: the track's smoothed result when smoothing is on.
     ``fresh`` is true when that prediction includes a classification of this frame's crop (live:
     the first frame to show a new classification); false when it was carried over from earlier
-    frames of the track.
+    frames of the track. ``quality`` says whether the face is fit to classify; an unusable face
+    is never classified and carries no prediction.
     """
 
     box: Box
@@ -107,6 +127,12 @@ class Face:
     prediction: Prediction | None = None
     track: int | None = None
     fresh: bool = False
+    quality: Quality | None = None
+
+    @property
+    def usable(self) -> bool:
+        """False when the face missed a quality minimum (too small, blurry or unsure)."""
+        return self.quality is None or self.quality.usable
 
     def with_prediction(self, prediction: Prediction | None, fresh: bool = True) -> Face:
         return replace(self, prediction=prediction, fresh=fresh and prediction is not None)
@@ -117,6 +143,8 @@ class Face:
     def record(self) -> dict[str, Any]:
         """The face as a plain dict (the per-face event record without frame and time)."""
         out: dict[str, Any] = {"track": self.track, "box": self.box.as_list(), "score": round(self.score, 4)}
+        if self.quality is not None:
+            out["quality"] = self.quality.as_dict()
         if self.prediction is not None:
             out.update(
                 fresh=self.fresh,

@@ -59,16 +59,20 @@ def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any
     return Pipeline(source, clf, det, **options)
 
 
-def _load_models(cfg: Config, *, detector: bool = True, live: bool = False) -> tuple[Any, Any]:
+def _load_models(cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False) -> tuple[Any, Any]:
     clf = make_classifier(cfg, threads=cfg.classifier.threads or auto_threads(live))
-    return clf, make_detector(cfg) if detector else None
+    return clf, make_detector(cfg, webcam=webcam) if detector else None
 
 
-def make_detector(cfg: Config) -> Any:
-    from .detect import FaceDetector
+def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Any:
+    """The configured detector; ``auto`` resolves by source (``webcam``), ``kind`` overrides the setting."""
+    from .detect import make_detector as build, resolve_kind
+    from .quality import QualityGate
 
-    d = cfg.detector
-    return FaceDetector(d.model or None, min_confidence=d.min_confidence, margin=d.crop_margin)
+    d, q = cfg.detector, cfg.quality
+    return build(resolve_kind(kind or d.kind, webcam=webcam), short_model=d.model or None, full_model=d.full_model or None,
+                 min_confidence=d.min_confidence, full_min_confidence=d.full_min_confidence, margin=d.crop_margin, tile=d.tile_size, overlap=d.tile_overlap,
+                 quality=QualityGate(q.min_face_px, q.min_sharpness, q.min_score))
 
 
 def make_tracker(cfg: Config) -> Any:
@@ -212,8 +216,11 @@ def run_stream(cfg: Config) -> int:
     with ExitStack() as stack:
         streams = [_Stream(sid, stack.enter_context(_open(cfg, sid, spec))) for sid, spec in specs]
         any_live = any(st.source.live for st in streams)
-        clf, det = _load_models(cfg, live=any_live)
-        stack.callback(det.close)
+        clf, _ = _load_models(cfg, detector=False, live=any_live)
+        detectors = [make_detector(cfg, webcam=isinstance(st.source, WebcamSource)) for st in streams]  # one per detect thread
+        for d in detectors:
+            stack.callback(d.close)
+        log.info("detector %s", ", ".join(f"{st.sid}: {d.kind}" for st, d in zip(streams, detectors)))
         log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
         if cfg.serve.address:
             from .metrics import Metrics
@@ -227,9 +234,6 @@ def run_stream(cfg: Config) -> int:
             shared = LiveClassifier(clf, make_smoother(cfg), max_hz=cfg.classifier.live_max_hz)
             if metrics is not None:
                 shared.on_batch = metrics.batch
-        detectors = [det] + [make_detector(cfg) for _ in streams[1:]]  # one per detect thread
-        for d in detectors[1:]:
-            stack.callback(d.close)
         for st, detector in zip(streams, detectors):
             src = st.source
             st.tally = Tally()
@@ -355,7 +359,7 @@ def _consume(st: _Stream, results: Any, bar: Any) -> None:
 
 
 def _combined(summaries: dict[str, dict[str, Any]], signum: int | None) -> dict[str, Any]:
-    total = {k: sum(s[k] for s in summaries.values()) for k in ("frames_in", "frames_out", "faces", "flagged", "dropped", "classified")}
+    total = {k: sum(s[k] for s in summaries.values()) for k in ("frames_in", "frames_out", "faces", "flagged", "unusable", "dropped", "classified")}
     first = next(iter(summaries.values()))
     return {
         **total,
@@ -382,6 +386,8 @@ def _summary(cfg: Config, st: _Stream, clf: Any, signum: int | None) -> dict[str
         "frames_out": tally.frames_out,
         "faces": tally.faces,
         "flagged": tally.flagged,
+        "unusable": tally.unusable,  # too small, blurry or unsure to classify; in no label count
+        "detector": st.pipeline.detector.kind,
         "labels": {label: tally.labels.get(label, 0) for label in clf.labels},
         "fps": round(tally.frames_out / elapsed, 3),
         "faces_per_s": round(tally.faces / elapsed, 3),
@@ -416,7 +422,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     lines = [
         f"{s['frames_out']} frames out of {s['frames_in']} read in {s['elapsed_s']:.1f} s "
         f"({s['fps']:.1f} fps); {s['faces']} faces in {len(s['tracks'])} tracks, {s['classified']} classified, "
-        f"{s['flagged']} flagged; {s['dropped']} dropped"
+        f"{s['flagged']} flagged, {s['unusable']} unusable; {s['dropped']} dropped"
         + (f"; stopped by {s['stopped_by']}" if s["stopped_by"] else ""),
     ]
     lat = s["latency_s"]
@@ -451,6 +457,11 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
     for f in files:
         check_image_file(f)  # before the models load
     clf, det = _load_models(cfg, detector=detect)
+    if det is None:  # ready-cropped faces: each image is one face, checked for quality like a detected one
+        from .quality import QualityGate
+
+        q = cfg.quality
+        gate = QualityGate(q.min_face_px, q.min_sharpness, 0.0)
     try:
         per_image: list[tuple[Path, list[Face]]] = []
         for f in files:
@@ -458,11 +469,13 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
             if det is not None:
                 faces = det.detect(image)
             else:
-                faces = [Face(Box(0, 0, image.shape[1], image.shape[0]), 1.0, np.ascontiguousarray(image))]
+                box = Box(0, 0, image.shape[1], image.shape[0])
+                faces = [Face(box, 1.0, np.ascontiguousarray(image), quality=gate.assess(image, box, 1.0))]
             per_image.append((f, faces))
-        crops = [face.crop for _, faces in per_image for face in faces]
+        crops = [face.crop for _, faces in per_image for face in faces if face.usable]
         predictions = iter(clf.predict(crops))  # one pass, full batches across images
-        results = [(f, [face.with_prediction(next(predictions)) for face in faces]) for f, faces in per_image]
+        results = [(f, [face.with_prediction(next(predictions)) if face.usable else face for face in faces])
+                   for f, faces in per_image]
     finally:
         if det is not None:
             det.close()
@@ -479,6 +492,11 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
             p = face.prediction
             b = face.box
             where = f"box x={b.x} y={b.y} w={b.w} h={b.h}" if detect else "whole image"
+            if p is None:
+                q = face.quality
+                print(f"  face {i}: {where}  unusable ({q.reason}: {q.size_px} px, sharpness {q.sharpness:g}, "
+                      f"score {q.score:.2f}); not classified")
+                continue
             flag = "  (low confidence)" if p.flagged else ""
             print(f"  face {i}: {where}{flag}")
             for label, prob in p.probs:
@@ -488,9 +506,13 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
 
 def _face_json(face: Any, detected: bool) -> dict[str, Any]:
     p = face.prediction
+    out: dict[str, Any] = {"box": face.box.as_list(), "score": round(face.score, 4) if detected else None}
+    if face.quality is not None:
+        out["quality"] = face.quality.as_dict()
+    if p is None:
+        return out
     return {
-        "box": face.box.as_list(),
-        "score": round(face.score, 4) if detected else None,
+        **out,
         "label": p.label,
         "confidence": round(p.confidence, 6),
         "flagged": p.flagged,

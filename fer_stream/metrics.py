@@ -55,6 +55,7 @@ class Metrics:
         self.faces = Counter("fer_stream_faces", "Faces detected in written frames", ["source"], registry=r)
         self.predictions = Counter("fer_stream_predictions", "Faces written with a prediction, by label", ["source", "label"], registry=r)
         self.flagged = Counter("fer_stream_flagged", "Predictions under the confidence threshold", ["source"], registry=r)
+        self.unusable = Counter("fer_stream_unusable_faces", "Faces too small, blurry or unsure to classify", ["source"], registry=r)
         self.batch_size = Histogram("fer_stream_batch_size", "Faces per classifier batch", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("fer_stream_batch_seconds", "Time to classify one batch", registry=r)
         self.latency = Histogram("fer_stream_latency_seconds", "Frame capture to annotated output",
@@ -73,7 +74,9 @@ class Metrics:
             self.faces.labels(source_id).inc(len(faces))
             for face in faces:
                 p = face.prediction
-                if p is not None:
+                if not face.usable:
+                    self.unusable.labels(source_id).inc()
+                elif p is not None:
                     self.predictions.labels(source_id, p.label).inc()
                     if p.flagged:
                         self.flagged.labels(source_id).inc()

@@ -1,8 +1,9 @@
-"""Where model files come from: the detector's cache and download, and ``models pull``.
+"""Where model files come from: the detectors' cache and download, and ``models pull``.
 
-The detector model is looked for, in order: an explicit path (``--detector-model`` or the config),
-``$FER_STREAM_DETECTOR_MODEL``, the user cache; failing all three, MediaPipe's published
-``blaze_face_short_range.tflite`` is downloaded once into the cache. The classifier is loaded by
+Each detector model (short-range and full-range BlazeFace) is looked for, in order: an explicit
+path (``--detector-model`` / ``--full-range-model`` or the config), its environment variable
+(``$FER_STREAM_DETECTOR_MODEL`` / ``$FER_STREAM_FULL_RANGE_MODEL``), the user cache; failing all
+three, MediaPipe's published file is downloaded once into the cache. The classifier is loaded by
 transformers from a local folder or the Hugging Face cache.
 """
 
@@ -12,17 +13,39 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
 
-DETECTOR_FILE = "blaze_face_short_range.tflite"
-DETECTOR_URL = (
-    "https://storage.googleapis.com/mediapipe-models/face_detector/"
-    "blaze_face_short_range/float16/latest/blaze_face_short_range.tflite"
-)
-ENV_DETECTOR = "FER_STREAM_DETECTOR_MODEL"
-ENV_DETECTOR_URL = "FER_STREAM_DETECTOR_URL"  # a mirror, for sites that cannot reach Google's storage
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A published detector model: its file name, where MediaPipe publishes it, the variables that override it."""
+
+    file: str
+    url: str
+    env_path: str
+    env_url: str  # a mirror, for sites that cannot reach Google's storage
+    flag: str
+
+
+DETECTOR_MODELS = {
+    "short": ModelFile(
+        "blaze_face_short_range.tflite",
+        "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/latest/"
+        "blaze_face_short_range.tflite",
+        "FER_STREAM_DETECTOR_MODEL", "FER_STREAM_DETECTOR_URL", "--detector-model"),
+    # MediaPipe's full-range model, as its face_detection module uses it (published with MediaPipe's assets).
+    "full": ModelFile(
+        "face_detection_full_range_sparse.tflite",
+        "https://storage.googleapis.com/mediapipe-assets/face_detection_full_range_sparse.tflite",
+        "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_FULL_RANGE_URL", "--full-range-model"),
+}
+DETECTOR_FILE = DETECTOR_MODELS["short"].file
+DETECTOR_URL = DETECTOR_MODELS["short"].url
+ENV_DETECTOR = DETECTOR_MODELS["short"].env_path
+ENV_DETECTOR_URL = DETECTOR_MODELS["short"].env_url
 ENV_CACHE = "FER_STREAM_CACHE"
 
 
@@ -34,30 +57,33 @@ def cache_dir() -> Path:
     return Path(base) / "fer-stream"
 
 
-def cached_detector_path() -> Path:
-    return cache_dir() / DETECTOR_FILE
+def cached_detector_path(kind: str = "short") -> Path:
+    return cache_dir() / DETECTOR_MODELS[kind].file
 
 
-def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
-    """The detector model file to use, downloading it into the cache if nothing else is found."""
-    for origin, value in (("--detector-model", explicit), (f"${ENV_DETECTOR}", os.environ.get(ENV_DETECTOR))):
+def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, kind: str = "short",
+                           download: bool = True) -> Path:
+    """The ``kind`` (short or full) detector model file to use, downloading it into the cache if nothing else is found."""
+    m = DETECTOR_MODELS[kind]
+    for origin, value in ((m.flag, explicit), (f"${m.env_path}", os.environ.get(m.env_path))):
         if value:
             path = Path(value).expanduser()
             if not path.is_file():
-                raise ModelError(f"detector model '{path}' (from {origin}) does not exist; point it at {DETECTOR_FILE}")
+                raise ModelError(f"detector model '{path}' (from {origin}) does not exist; point it at {m.file}")
             return path
-    cached = cached_detector_path()
+    cached = cached_detector_path(kind)
     if cached.is_file():
         return cached
     if not download:
         raise ModelError(f"no detector model cached at {cached}; run `fer-stream models pull`")
-    return download_detector(cached)
+    return download_detector(cached, kind=kind)
 
 
-def download_detector(dest: Path | None = None, url: str | None = None) -> Path:
-    """Download the BlazeFace model to ``dest`` atomically, checking that MediaPipe loads it."""
-    dest = dest or cached_detector_path()
-    url = url or os.environ.get(ENV_DETECTOR_URL) or DETECTOR_URL
+def download_detector(dest: Path | None = None, url: str | None = None, *, kind: str = "short") -> Path:
+    """Download a BlazeFace model to ``dest`` atomically, checking that it loads."""
+    m = DETECTOR_MODELS[kind]
+    dest = dest or cached_detector_path(kind)
+    url = url or os.environ.get(m.env_url) or m.url
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tflite", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -69,21 +95,25 @@ def download_detector(dest: Path | None = None, url: str | None = None) -> Path:
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ModelError(
-                f"no face-detector model: cannot download {DETECTOR_FILE} ({reason}); run "
-                f"`fer-stream models pull` while online, or set {ENV_DETECTOR} to a local copy"
+                f"no face-detector model: cannot download {m.file} ({reason}); run "
+                f"`fer-stream models pull` while online, or set {m.env_path} to a local copy"
             ) from None
-        _check_detector_loads(tmp)
+        _check_detector_loads(tmp, kind)
         os.replace(tmp, dest)  # atomic: a reader never sees half a file
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-def _check_detector_loads(path: Path) -> None:
+def _check_detector_loads(path: Path, kind: str) -> None:
+    from .blazeface import FULL_RANGE, BlazeFace
     from .detect import FaceDetector
 
     try:
-        FaceDetector(path).close()
+        if kind == "full":
+            BlazeFace(path, FULL_RANGE).close()
+        else:
+            FaceDetector(path).close()
     except Exception as e:
         raise ModelError(f"the downloaded detector model does not load ({e}); try `fer-stream models pull` again") from None
 

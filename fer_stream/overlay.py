@@ -2,7 +2,8 @@
 
 Each label starts with the face's track id (``#3 happy 87%``). Confident predictions get a solid
 green box; flagged ones (under the threshold) a dashed amber box and a ``?`` after the label, so
-they stay distinct without colour too; a new track not yet classified shows a grey ``face``. Line width and text size
+they stay distinct without colour too; a new track not yet classified shows a grey ``face``; a face
+too small, blurry or unsure to classify a thin grey box marked ``unusable``. Line width and text size
 scale with the frame, from 360p to 4K.
 
 >>> annotated = Overlay().draw(frame.image, faces)   # doctest: +SKIP
@@ -21,6 +22,7 @@ RGB = tuple[int, int, int]
 CONFIDENT: RGB = (46, 204, 64)
 FLAGGED: RGB = (255, 176, 0)
 UNCLASSIFIED: RGB = (160, 160, 160)
+UNUSABLE: RGB = (128, 128, 128)
 TEXT: RGB = (0, 0, 0)
 
 
@@ -42,7 +44,9 @@ class Overlay:
         for face in faces:
             p = face.prediction
             tag = f"#{face.track} " if face.track is not None else ""
-            if p is None:
+            if not face.usable:
+                color, text, dashed = UNUSABLE, f"{tag}unusable", True
+            elif p is None:
                 color, text, dashed = UNCLASSIFIED, f"{tag}face", False
             elif p.flagged:
                 color, text, dashed = self.flagged, f"{tag}{p.label}? {p.confidence:.0%}", True

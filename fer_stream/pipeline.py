@@ -317,7 +317,8 @@ class Pipeline:
                     if not self._put(self._classified, FrameResult(frame, self._live_faces(frame, faces, ended, shown))):
                         return
                     continue
-                due = [i for i, t in enumerate(ids) if self.every.due(t)]
+                # Unusable faces (too small, blurry, unsure) are never classified.
+                due = [i for i, t in enumerate(ids) if faces[i].usable and self.every.due(t)]
                 self.every.forget(ended)
                 # Preprocess here, overlapping the classifier's forward pass on the previous batch.
                 pixels = self.classifier.preprocess([faces[i].crop for i in due]) if due else None
@@ -332,13 +333,17 @@ class Pipeline:
         """Offer each face's crop to the live classifier; label it with its track's latest result."""
         live, sid = self.live_classifier, self.source_id
         for face in faces:
-            live.offer((sid, face.track), face.crop, frame.captured)
+            if face.usable:
+                live.offer((sid, face.track), face.crop, frame.captured)
         if ended:
             live.retire([(sid, t) for t in ended])
             for t in ended:
                 shown.pop(t, None)
         out = []
         for face in faces:
+            if not face.usable:
+                out.append(face)
+                continue
             pred, version = live.current((sid, face.track))
             out.append(face.with_prediction(pred, fresh=shown.get(face.track) != version))
             shown[face.track] = version
@@ -397,7 +402,10 @@ class Pipeline:
         """Smooth the frame's new classifications in frame order; other faces reuse their track's."""
         rows, fresh = [], []
         for i, face in enumerate(p.faces):
-            if i in p.probs:
+            if not face.usable:
+                rows.append(None)
+                fresh.append(False)
+            elif i in p.probs:
                 rows.append(self.smoother.update(face.track, p.probs[i]))
                 fresh.append(True)
                 self.track_log.classified(face.track)

@@ -257,7 +257,7 @@ class EventSink(Sink):
     In CSV, ``box`` and ``probs`` cells hold the same values JSON-encoded.
     """
 
-    FIELDS = ("frame", "time", "face", "track", "box", "score", "fresh", "label", "confidence", "flagged", "probs")
+    FIELDS = ("frame", "time", "face", "track", "box", "score", "quality", "fresh", "label", "confidence", "flagged", "probs")
 
     def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0, source_id: str | None = None) -> None:
         self.path = writable_path(path)
@@ -344,19 +344,22 @@ class DisplaySink(Sink):
 
 
 class Tally(Sink):
-    """Counts what came out: frames, faces, flagged faces, and faces per label."""
+    """Counts what came out: frames, faces, flagged and unusable faces, and faces per label."""
 
     def __init__(self) -> None:
         self.frames_out = 0
         self.faces = 0
         self.flagged = 0
+        self.unusable = 0
         self.labels: Counter[str] = Counter()
 
     def write(self, result: FrameResult) -> None:
         self.frames_out += 1
         for face in result.faces:
             self.faces += 1
-            if face.prediction is not None:
+            if not face.usable:
+                self.unusable += 1
+            elif face.prediction is not None:
                 self.labels[face.prediction.label] += 1
                 self.flagged += face.prediction.flagged
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class Recipe:
     restart_epochs: int = 5  # the cosine schedule restarts every this many epochs
     seed: int = 0
     augment: bool = True
+    class_weights: str = "inverse"  # inverse | sqrt | none: how rare classes are weighted in the loss
 
 
 def split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -57,6 +59,15 @@ def split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], lis
         val_idx += items[:k]
         train_idx += items[k:]
     return sorted(train_idx), sorted(val_idx)
+
+
+def class_weights(counts: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss weight per class from its training count: ``inverse`` (balanced), ``sqrt`` (half-way) or ``none``.
+
+    Scaled so that the mean weight over the training images is 1.
+    """
+    w = (1 / counts.clamp(min=1)) ** {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[kind]
+    return w * counts.sum() / (w * counts).sum()
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -101,16 +112,16 @@ def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
 
 
 def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(), *, device: str = "auto",
-          resume: bool = False, progress: bool = True) -> dict[str, Any]:
+          resume: bool = False, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
     """Fine-tune ``base`` on ``data``; writes the best model to ``out`` and returns the run's figures."""
     from tqdm import tqdm
 
     from .classify import TensorPreprocessor, _quiet_transformers
     from .devices import resolve_device
     from .evaluate import load_dataset
-    from .images import read_image
-
     _quiet_transformers()
+    if workers is None:
+        workers = min(4, max(1, (os.cpu_count() or 1) - 1))
     files, folders = load_dataset(data)
     labels = sorted(set(folders))
     if len(labels) < 2:
@@ -126,13 +137,14 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
     pre = TensorPreprocessor.from_processor(processor)
     if pre is None:
         raise ModelError(f"'{base}' uses an image processor that crops; fer-stream train supports resize-and-normalize processors (ViT-style)")
-    # Resized once to the model's input size, kept as 0-255 floats; normalized after augmentation.
+    # Images stay on disk: workers decode and resize each batch to 0-255 floats at the model's
+    # input size; augmentation and normalization run on the batch in the training process.
     raw = TensorPreprocessor(*pre.size, pre.mode, 1.0, torch.zeros(3), torch.ones(3))
-    images = torch.cat([raw([read_image(f) for f in files[i : i + 64]]) for i in range(0, len(files), 64)])
+    loader = _Loader(files, y, raw, workers)
     train_idx, val_idx = split(y, recipe.val_fraction, recipe.seed)
     targets = torch.tensor(y)
     counts = torch.bincount(targets[train_idx], minlength=len(labels)).float()
-    weights = (len(train_idx) / (len(labels) * counts.clamp(min=1))).to(dev)
+    weights = class_weights(counts, recipe.class_weights).to(dev)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=recipe.label_smoothing)
     net = net.to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -143,7 +155,7 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
     if resume:
-        state = torch.load(last / "training_state.pt", weights_only=False)
+        state = _load_state(last / "training_state.pt")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
@@ -156,15 +168,15 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
         order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
         total, seen = 0.0, 0
         opt.zero_grad(set_to_none=True)
-        batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
-        for k, idx in enumerate(batches):
-            x = norm(augment(images[idx], gen) if recipe.augment else images[idx]).to(dev)
-            t = targets[idx].to(dev)
+        batches = [order[i : i + recipe.batch_size].tolist() for i in range(0, len(order), recipe.batch_size)]
+        for k, (images, t) in enumerate(loader(batches)):
+            x = norm(augment(images, gen) if recipe.augment else images).to(dev)
+            t = t.to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(net(pixel_values=x).logits.float(), t)
             (scaler.scale(loss / recipe.accumulate) if scaler else loss / recipe.accumulate).backward()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+            total += float(loss.detach()) * len(t)
+            seen += len(t)
             if (k + 1) % recipe.accumulate == 0 or k + 1 == len(batches):
                 if scaler:
                     scaler.unscale_(opt)
@@ -176,7 +188,7 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
                     opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-        val = _evaluate(net, images, targets, val_idx, norm, loss_fn, dev) if val_idx else {"val_loss": None, "val_accuracy": None}
+        val = _evaluate(net, loader, val_idx, norm, loss_fn, dev) if val_idx else {"val_loss": None, "val_accuracy": None}
         row = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5), **val, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         score = (val["val_accuracy"] if val_idx else -row["train_loss"], -(val["val_loss"] or row["train_loss"]))
@@ -196,13 +208,57 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
     return summary
 
 
+class _Batch:
+    """Decodes a batch of image files and resizes them with the model's resampling (picklable, for workers)."""
+
+    def __init__(self, files: list[Path], targets: list[int], raw: Any) -> None:
+        self.files, self.targets, self.raw = files, targets, raw
+
+    def __call__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        from .images import read_image
+
+        return self.raw([read_image(self.files[i]) for i in idx]), torch.tensor([self.targets[i] for i in idx])
+
+
+class _Loader:
+    """Batches of ``(images 0-255, targets)`` in a given order, decoded ahead by worker processes.
+
+    Only the file list is held: memory does not grow with the data set, and ``workers`` processes
+    decode the next batches while the model trains on this one.
+    """
+
+    def __init__(self, files: list[Path], targets: list[int], raw: Any, workers: int) -> None:
+        self.batch = _Batch(files, targets, raw)
+        self.workers = workers
+
+    def __call__(self, batches: list[list[int]]) -> Any:
+        from torch.utils.data import DataLoader
+
+        # Each "item" is a whole batch: one task per batch keeps worker round-trips few.
+        return DataLoader(batches, batch_size=None, collate_fn=self.batch, num_workers=self.workers,
+                          prefetch_factor=4 if self.workers else None)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """The optimizer/scheduler checkpoint, loaded without unpickling code (``weights_only``)."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot resume from '{path}': not a plain training checkpoint ({first[:160]}); "
+                         "delete it or train again without --resume") from None
+
+
 @torch.inference_mode()
-def _evaluate(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, idx: list[int], norm: Any,
-              loss_fn: Any, dev: torch.device) -> dict[str, float]:
+def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, loss_fn: Any,
+              dev: torch.device) -> dict[str, float]:
     net.eval()
-    logits = torch.cat([net(pixel_values=norm(images[idx[i : i + 64]]).to(dev)).logits.float().cpu()
-                        for i in range(0, len(idx), 64)])
-    t = targets[idx]
+    parts = [(net(pixel_values=norm(x).to(dev)).logits.float().cpu(), t)
+             for x, t in loader([idx[i : i + 128] for i in range(0, len(idx), 128)])]
+    logits = torch.cat([p for p, _ in parts])
+    t = torch.cat([t for _, t in parts])
     return {"val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
             "val_accuracy": round(float((logits.argmax(1) == t).float().mean()), 4)}
 
@@ -213,12 +269,14 @@ def _save(net: torch.nn.Module, processor: Any, folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
-def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool) -> int:
+def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool,
+              workers: int | None = None) -> int:
     """The ``train`` command."""
     from .sinks import writable_path
 
     writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)
-    summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress)
+    summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress,
+                    workers=workers)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

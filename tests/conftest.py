@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_STREAM_SHARED", ROOT.parent / "shared")).resolve()
 DETECTOR = SHARED / "models" / "blaze_face_short_range.tflite"
+FULL_RANGE = SHARED / "models" / "face_detection_full_range_sparse.tflite"
 MEDIA = sorted((SHARED / "media").glob("*.mp4"))
 FACES = SHARED / "faces"
 EXPRESSIONS = SHARED / "expressions"
@@ -104,6 +105,15 @@ def detector():
 
 
 @pytest.fixture(scope="session")
+def tiled_detector():
+    """The tiled detector (the default for files, cameras and images) on ../shared's models."""
+    from fer_stream.detect import make_detector
+
+    with make_detector("tiled", short_model=DETECTOR, full_model=FULL_RANGE) as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
 def ascend_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same network as ``tiny_model`` with its labels listed in the Ascend order (rows moved to match)."""
     rows = [LABELS.index(l) for l in ASCEND_ORDER]
@@ -115,6 +125,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         FER_STREAM_DETECTOR_MODEL=str(DETECTOR),
+        FER_STREAM_FULL_RANGE_MODEL=str(FULL_RANGE),
         FER_STREAM_CACHE=str(tmp_path_factory.mktemp("cache")),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",

@@ -13,7 +13,7 @@ SUMMARY_KEYS = {"frames_in", "frames_out", "faces", "flagged", "labels", "fps", 
 
 
 @pytest.mark.parametrize("video", MEDIA, ids=[p.name for p in MEDIA])
-def test_annotated_video_matches_input(video, tiny_model, cli_env, tmp_path, detector):
+def test_annotated_video_matches_input(video, tiny_model, cli_env, tmp_path, tiled_detector):
     out, events, summary = tmp_path / "out.mp4", tmp_path / "events.jsonl", tmp_path / "summary.json"
     r = run_cli(["--source", str(video), "--model", str(tiny_model), "--output", str(out),
                  "--events", str(events), "--summary", str(summary), "--quiet"], cli_env)
@@ -27,7 +27,7 @@ def test_annotated_video_matches_input(video, tiny_model, cli_env, tmp_path, det
     assert dst["audio"] == src["audio"]
     assert dst["audio_packets"] == src["audio_packets"]
 
-    # Events agree with the detector run directly on the input frames.
+    # Events agree with the detector run directly on the input frames (files default to the tiled one).
     records = [json.loads(line) for line in events.read_text().splitlines()]
     by_frame: dict[int, list[dict]] = {}
     for rec in records:
@@ -36,7 +36,7 @@ def test_annotated_video_matches_input(video, tiny_model, cli_env, tmp_path, det
         assert rec["flagged"] == (rec["confidence"] < 0.7)
         by_frame.setdefault(rec["frame"], []).append(rec)
     for i, image in enumerate(src["images"]):
-        expected = [f.box.as_list() for f in detector.detect(image)]
+        expected = [f.box.as_list() for f in tiled_detector.detect(image)]
         got = [rec["box"] for rec in by_frame.get(i, [])]
         assert got == expected, f"frame {i}"
         for rec in by_frame.get(i, []):
