@@ -86,8 +86,10 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int
     h, w = image.shape[:2]
     scale = min(size / w, size / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(image, (nw, nh), interpolation=interp)
+    if (nw, nh) == (w, h):
+        small = image  # already the input's size (tiles cut from a pre-scaled frame)
+    else:
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     px, py = (size - nw) // 2, (size - nh) // 2
     out = np.full((size, size, 3), -1.0, np.float32)
     out[py : py + nh, px : px + nw] = small.astype(np.float32) * (2 / 255) - 1

@@ -169,9 +169,17 @@ def _bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream bench",
         description="Measure decoder, detector, classifier (per precision and batch size) and the whole pipeline "
-                    "(exact and live) on a video, against the naive single-thread loop.",
+                    "(exact and live) on a video, against the naive single-thread loop. With --detection: recall and "
+                    "false positives of each face detector by face size, on 720p and 1080p frames built from the videos.",
     )
-    p.add_argument("--video", required=True, metavar="FILE", help="a video with faces (its own frame rate is the live camera's)")
+    p.add_argument("--video", required=True, action="append", metavar="FILE",
+                   help="a video with faces (its own frame rate is the live camera's); --detection takes several")
+    p.add_argument("--detection", action="store_true",
+                   help="benchmark the face detectors instead: recall by face height (16-300 px), false positives, frames/s")
+    p.add_argument("--detectors", type=_csv(str, ("short", "full", "tiled")), default=["short", "full", "tiled"],
+                   metavar="LIST", help="--detection: the kinds to compare (default short,full,tiled)")
+    p.add_argument("--canvases", type=int, default=3, metavar="N",
+                   help="--detection: frames per face height and resolution (default 3)")
     p.add_argument("--images", metavar="DIR", help="face images (subfolders searched) for each precision's agreement with fp32 "
                    "(default: the video's face crops)")
     p.add_argument("--precisions", type=_csv(str, PRECISIONS), metavar="LIST",
@@ -213,6 +221,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", metavar="DIR", help="one subfolder of images per class, e.g. DIR/happy/*.jpg")
     p.add_argument("--out", metavar="FOLDER", help="also write FOLDER/eval.json and FOLDER/confusion.png")
+    p.add_argument("--only", metavar="LIST.txt",
+                   help="just the images listed (CLASS/FILE paths relative to DIR), e.g. a trained model's heldout.txt")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
     return p
@@ -353,15 +363,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .jobs import classify_images
 
             return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
+        if command == "bench" and args.detection:
+            from .detection_bench import run_detection_bench
+
+            return run_detection_bench(cfg, args.video, kinds=args.detectors, canvases=args.canvases, as_json=args.json)
         if command == "bench":
             from .bench import run_bench
+
+            if len(args.video) > 1:
+                raise ConfigError("bench takes one --video (several only with --detection)")
 
             if cfg.classifier.backend == "onnxruntime":
                 precisions = ["fp32"]  # the exported model
             else:
                 precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
             return run_bench(
-                cfg, args.video, as_json=args.json, precisions=precisions, devices=args.devices, batches=args.batches, frames=args.frames,
+                cfg, args.video[0], as_json=args.json, precisions=precisions, devices=args.devices, batches=args.batches, frames=args.frames,
                 naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
             )
         if command == "parity":
@@ -374,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "eval":
             from .evaluate import run_eval
 
-            return run_eval(cfg, args.data, out=args.out, as_json=args.json)
+            return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only)
         if command == "export":
             from .onnx_backend import export_onnx
             from .sinks import writable_path

@@ -29,6 +29,7 @@ import os
 import sys
 from typing import Iterator, Protocol
 
+import cv2
 import numpy as np
 
 from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, ios_matrix, iou_matrix
@@ -172,8 +173,9 @@ class TiledDetector(FullRangeDetector):
     full-range model sometimes misses.
 
     A face that a tile cuts in two is also whole in the neighbouring tile (tiles overlap by
-    ``overlap`` of their size) or in the whole-frame pass, and merging by intersection over the
-    smaller box drops the cut-off copy. Frames no larger than a tile run as one whole-frame pass.
+    ``overlap`` of their size) or in a whole-frame pass; :func:`merge` treats boxes lying inside one
+    another as one face and keeps the box no tile edge cut. Frames no larger than a tile get the
+    whole-frame passes only.
 
     Small faces are where false alarms live (a knot in the wallpaper at 40 px looks like a face),
     so every face smaller than ``verify_below`` of a tile is checked by a second, independent
@@ -230,14 +232,21 @@ class TiledDetector(FullRangeDetector):
         if self._net is None or self._short is None:
             raise RuntimeError("detector is closed")
         height, width = rgb.shape[:2]
-        tiles = tile_grid(width, height, self.tile, self.overlap)
-        views = [rgb] + [rgb[y : y + h, x : x + w] for x, y, w, h in tiles]
-        found = self._short.detect([rgb]) + self._net.detect(views)
+        # Scale the frame once so that a tile is exactly the model's input: the tiles are then cut
+        # from it with no resizing of their own (one resize per frame instead of one per tile).
+        s = min(1.0, self._net.spec.input_size / self.tile)
+        small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(width * s)), max(1, round(height * s))),
+                                               interpolation=cv2.INTER_AREA)
+        tiles = [(round(x * s), round(y * s), round(w * s), round(h * s))
+                 for x, y, w, h in tile_grid(width, height, self.tile, self.overlap)]
+        views = [small] + [small[y : y + h, x : x + w] for x, y, w, h in tiles]
+        found = self._short.detect([small]) + self._net.detect(views)
         offsets = [(0, 0), (0, 0)] + [(x, y) for x, y, _, _ in tiles]
-        boxes = np.concatenate([b + np.array([x, y, x, y], np.float32) for (b, _), (x, y) in zip(found, offsets)])
-        scores = np.concatenate([s for _, s in found])
+        boxes = np.concatenate([b + np.array([x, y, x, y], np.float32) for (b, _), (x, y) in zip(found, offsets)]) / s
+        scores = np.concatenate([sc for _, sc in found])
+        sh, sw = small.shape[:2]
         cut = np.concatenate([np.zeros(len(found[0][0]) + len(found[1][0]), bool)]
-                             + [_touches_inner_edge(b, t, width, height) for (b, _), t in zip(found[2:], tiles)])
+                             + [_touches_inner_edge(b, t, sw, sh) for (b, _), t in zip(found[2:], tiles)])
         return self._verify(rgb, *merge(boxes, scores, cut))
 
 
@@ -308,9 +317,14 @@ def make_faces(rgb: np.ndarray, found: list[tuple[Box, float]], margin: float, g
 
 def resolve_kind(kind: str, *, webcam: bool) -> str:
     """``auto`` -> ``short`` for webcams (a face at a desk fills the frame), ``tiled`` for files,
-    network cameras and images (faces can be far and small); other kinds as given."""
+    network cameras and images (faces can be far and small), or ``short`` where LiteRT is not
+    installed (Windows); other kinds as given."""
     if kind == "auto":
-        return "short" if webcam else "tiled"
+        if webcam:
+            return "short"
+        import importlib.util
+
+        return "tiled" if importlib.util.find_spec("ai_edge_litert") is not None else "short"
     return kind
 
 

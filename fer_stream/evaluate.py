@@ -59,8 +59,14 @@ def map_classes(folders: list[str], labels: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def load_dataset(root: str | Path) -> tuple[list[Path], list[str]]:
-    """Image paths and their folder names, from ``root/<class>/...`` (subfolders of a class searched)."""
+def load_dataset(root: str | Path, only: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """Image paths and their folder names, from ``root/<class>/...`` (subfolders of a class searched).
+
+    ``only`` names a text file of paths relative to ``root`` (one per line, as ``fer-stream train``
+    writes its held-out split to ``heldout.txt``): just those images are taken.
+    """
+    if only is not None:
+        return _listed(Path(root), Path(only))
     base = Path(root)
     if not base.is_dir():
         raise SourceError(f"data set folder '{root}' does not exist; pass a folder with one subfolder of images per class")
@@ -75,9 +81,30 @@ def load_dataset(root: str | Path) -> tuple[list[Path], list[str]]:
     return files, names
 
 
-def evaluate(clf: Any, root: str | Path) -> dict[str, Any]:
-    """Classify every image under ``root`` and compare with its folder's class."""
-    files, folders = load_dataset(root)
+def _listed(root: Path, listing: Path) -> tuple[list[Path], list[str]]:
+    if not root.is_dir():
+        raise SourceError(f"data set folder '{root}' does not exist; pass the folder the list's paths are relative to")
+    try:
+        lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as e:
+        raise SourceError(f"cannot read the image list '{listing}': {e.strerror}") from None
+    files, names = [], []
+    for line in lines:
+        rel = Path(line)
+        if rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
+            raise SourceError(f"'{listing}' lists '{line}'; expected CLASS/FILE paths relative to {root}")
+        if not (root / rel).is_file():
+            raise SourceError(f"'{listing}' lists '{line}', which is not in {root}; pass the data set it was made from")
+        files.append(root / rel)
+        names.append(rel.parts[0])
+    if not files:
+        raise SourceError(f"the image list '{listing}' is empty")
+    return files, names
+
+
+def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict[str, Any]:
+    """Classify every image under ``root`` (or those listed in ``only``) and compare with its folder's class."""
+    files, folders = load_dataset(root, only)
     mapping = map_classes(sorted(set(folders)), clf.labels)
     labels = list(clf.labels)
     index = {label: i for i, label in enumerate(labels)}
@@ -161,16 +188,20 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool) -> int:
+def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool, only: str | None = None) -> int:
     """The ``eval`` command."""
     from .jobs import make_classifier
     from .sinks import writable_path, write_json
 
-    load_dataset(root)  # a bad folder fails before the model loads
+    load_dataset(root, only)  # a bad folder or list fails before the model loads
     if out:
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)  # the report folder the user named
+        except OSError as e:
+            raise SourceError(f"cannot create the report folder '{out}': {e.strerror}") from None
         writable_path(Path(out) / "eval.json")
     clf = make_classifier(cfg)
-    report = evaluate(clf, root)
+    report = evaluate(clf, root, only)
     if out:
         write_json(Path(out) / "eval.json", report)
         confusion_png(report, Path(out) / "confusion.png")

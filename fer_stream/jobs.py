@@ -521,16 +521,18 @@ def _face_json(face: Any, detected: bool) -> dict[str, Any]:
 
 
 def pull_models(cfg: Config, *, force: bool) -> int:
-    """Download the detector into the cache and the classifier into the Hugging Face cache."""
-    from .models import cached_detector_path, download_detector, pull_classifier
+    """Download both detector models into the cache and the classifier into the Hugging Face cache."""
+    from .models import DETECTOR_MODELS, cached_detector_path, download_detector, pull_classifier
 
-    cached = cached_detector_path()
-    if force or not cached.is_file():
-        t = time.monotonic()
-        download_detector(cached)
-        print(f"detector: downloaded to {cached} ({cached.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t:.1f} s)")
-    else:
-        print(f"detector: already cached at {cached}")
+    for kind in DETECTOR_MODELS:
+        cached = cached_detector_path(kind)
+        if force or not cached.is_file():
+            t = time.monotonic()
+            download_detector(cached, kind=kind)
+            print(f"detector ({kind}-range): downloaded to {cached} ({cached.stat().st_size / 1e6:.1f} MB, "
+                  f"{time.monotonic() - t:.1f} s)")
+        else:
+            print(f"detector ({kind}-range): already cached at {cached}")
     folder = pull_classifier(cfg.classifier.model)
     print(f"classifier: {cfg.classifier.model} ready at {folder}")
     return 0

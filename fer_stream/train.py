@@ -169,7 +169,9 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
         total, seen = 0.0, 0
         opt.zero_grad(set_to_none=True)
         batches = [order[i : i + recipe.batch_size].tolist() for i in range(0, len(order), recipe.batch_size)]
-        for k, (images, t) in enumerate(loader(batches)):
+        steps = tqdm(loader(batches), total=len(batches), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                     disable=not progress)
+        for k, (images, t) in enumerate(steps):
             x = norm(augment(images, gen) if recipe.augment else images).to(dev)
             t = t.to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -200,6 +202,10 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
                     "history": history, "recipe": asdict(recipe), "labels": labels}, last / "training_state.pt")
         bar.set_postfix(loss=row["train_loss"], val_acc=val["val_accuracy"], refresh=False)
     bar.close()
+    # The held-out images, for `fer-stream eval DATA --only OUT/heldout.txt` on exactly what training never saw.
+    base_dir = Path(data)
+    (out / "heldout.txt").write_text("".join(f"{files[i].relative_to(base_dir).as_posix()}\n" for i in val_idx),
+                                     encoding="utf-8")
     summary = {"data": str(data), "base": base, "out": str(out), "labels": labels, "train_images": len(train_idx),
                "val_images": len(val_idx), "best_epoch": best["epoch"],
                "best_val_accuracy": best["val_accuracy"] if val_idx else None,  # without a split: lowest training loss

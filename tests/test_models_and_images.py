@@ -6,21 +6,21 @@ import threading
 
 import pytest
 
-from conftest import DETECTOR, FACES, LABELS, run_cli
+from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, run_cli
 from fer_stream.errors import ModelError
 from fer_stream.models import ENV_DETECTOR, download_detector, resolve_detector_model
 
 
 @pytest.fixture
 def model_server():
-    """Serves the shared detector model on loopback, as a mirror would."""
-    payload = DETECTOR.read_bytes()
+    """Serves the shared detector models on loopback, as a mirror would."""
+    files = {p.name: p.read_bytes() for p in (DETECTOR, FULL_RANGE)}
     hits = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
-            body = payload if self.path.endswith(".tflite") else b"not a model"
+            body = files.get(self.path.rsplit("/", 1)[-1], b"not a model")
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -52,6 +52,9 @@ def test_a_download_that_is_not_a_model_is_not_cached(model_server, tmp_path):
     url, _ = model_server
     with pytest.raises(ModelError, match="does not load"):
         download_detector(tmp_path / "m.tflite", url + "/broken")
+    # The short-range file is a model, but not the full-range one: refused too.
+    with pytest.raises(ModelError, match="does not load"):
+        download_detector(tmp_path / "m.tflite", url + "/blaze_face_short_range.tflite", kind="full")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -66,10 +69,13 @@ def test_offline_with_nothing_cached(cli_env, tmp_path, tiny_model):
 
 def test_models_pull_offline_fails_clearly(cli_env, tmp_path, model_server):
     url, _ = model_server
-    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL=url + "/blaze_face_short_range.tflite")
+    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL=url + "/blaze_face_short_range.tflite",
+               FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite")
     r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env)
-    assert "detector: downloaded to" in r.stdout  # the detector came from the mirror
-    assert (tmp_path / "blaze_face_short_range.tflite").is_file()
+    # Both detectors came from the mirror.
+    assert "detector (short-range): downloaded to" in r.stdout and "detector (full-range): downloaded to" in r.stdout
+    assert (tmp_path / "blaze_face_short_range.tflite").read_bytes() == DETECTOR.read_bytes()
+    assert (tmp_path / "face_detection_full_range_sparse.tflite").read_bytes() == FULL_RANGE.read_bytes()
     assert r.returncode == 1 and r.stderr.startswith("fer-stream: error: cannot download classifier")
 
 
