@@ -215,17 +215,15 @@ class TiledDetector(FullRangeDetector):
             return boxes, scores
         height, width = rgb.shape[:2]
         keep = np.ones(len(boxes), bool)
-        crops, origins = [], []
+        # One crop at a time: the short-range model is no faster per image in a batch, and a batch
+        # of a changing size would make LiteRT re-plan its tensors on every frame.
         for i in small:
             cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
             half = sizes[i] * self.VERIFY_CONTEXT / 2
             x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
             x1, y1 = int(min(width, cx + half)), int(min(height, cy + half))
-            crops.append(rgb[y0:y1, x0:x1])
-            origins.append((x0, y0))
-        for i, (x0, y0), (found, _) in zip(small, origins, self._short.detect(crops)):
-            found = found + np.array([x0, y0, x0, y0], np.float32)
-            keep[i] = len(found) > 0 and bool((iou_matrix(boxes[i : i + 1], found) >= self.VERIFY_IOU).any())
+            found = self._short.detect([rgb[y0:y1, x0:x1]])[0][0] + np.array([x0, y0, x0, y0], np.float32)
+            keep[i] = bool((iou_matrix(boxes[i : i + 1], found) >= self.VERIFY_IOU).any())
         return boxes[keep], scores[keep]
 
     def _boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
