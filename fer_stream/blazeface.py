@@ -20,15 +20,37 @@ of a frame) go through the interpreter as one batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from .errors import ModelError
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Silence what native code writes to fd 2 (LiteRT logs INFO lines no setting turns off)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, embedded)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,9 @@ class BlazeFace:
                              f"{spec.input_size} input and {n} anchors; point it at MediaPipe's face_detection_full_range_sparse.tflite")
         self._boxes_out, self._scores_out = by_width[16], by_width[1]
         self._batch = 0
+        # LiteRT prints an INFO line when its CPU delegate starts (first inference): spend it here, silenced.
+        with native_stderr_silenced():
+            self._invoke(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
 
     def __enter__(self) -> BlazeFace:
         return self

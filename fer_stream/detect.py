@@ -24,15 +24,14 @@ Box(x=97, y=116, w=175, h=175)
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, ios_matrix, iou_matrix
+from .blazeface import native_stderr_silenced as _native_stderr_silenced
 from .errors import ModelError
 from .frames import Box, Face
 from .models import resolve_detector_model
@@ -47,26 +46,6 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray) -> list[Face]: ...
 
     def close(self) -> None: ...
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Silence what native code writes to fd 2 (LiteRT logs INFO lines no setting turns off)."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, embedded)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 class FaceDetector:
