@@ -65,6 +65,7 @@ _OVERRIDES = {
     "events": "output.events",
     "summary": "output.summary",
     "audio": "output.audio",
+    "overwrite": "output.overwrite",
     "crf": "output.crf",
     "preset": "output.preset",
     "progress": "output.progress",
@@ -118,6 +119,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="OUT.mp4", help="write the annotated video (H.264, input's audio kept)")
     p.add_argument("--events", metavar="OUT.jsonl", help="write one record per face per frame (.jsonl or .csv)")
     p.add_argument("--summary", metavar="OUT.json", help="write the run's summary as JSON")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace outputs that already exist (never the input; default: refuse)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--live", action="store_true", default=None,
                    help="play a file at its own frame rate as a camera would (newest frame wins, drops counted)")

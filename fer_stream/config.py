@@ -164,6 +164,7 @@ class OutputConfig:
     video: str = _setting("", "annotated MP4 to write (\"\" = none)", _suffix(".mp4", ".m4v", ".mov", ".mkv"))
     events: str = _setting("", "per-face event log, .jsonl or .csv (\"\" = none)", _suffix(".jsonl", ".csv"))
     summary: str = _setting("", "summary JSON written at the end (\"\" = none)", _suffix(".json"))
+    overwrite: bool = _setting(False, "replace outputs that already exist (otherwise an existing output is an error)", _bool)
     audio: bool = _setting(True, "copy the input's audio stream into the annotated MP4", _bool)
     crf: int = _setting(20, "H.264 quality: lower is better and larger (0-51)", _int_range(0, 51))
     preset: str = _setting("veryfast", "x264 speed preset (ultrafast ... veryslow)", _choice(*X264_PRESETS))

@@ -98,7 +98,7 @@ def _want_display(cfg: Config, source: Source) -> bool:
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM ask the pipelines to stop (outputs are finalized); a second one aborts."""
+    """SIGINT/SIGTERM/SIGHUP ask the pipelines to stop (outputs are finalized); a second one aborts."""
 
     def __init__(self, pipelines: list[Any]) -> None:
         self.pipelines = pipelines
@@ -106,7 +106,8 @@ class _StopOnSignal:
         self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> _StopOnSignal:
-        for s in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: a closed terminal or SSH session finalizes the outputs instead of losing them.
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._saved[s] = signal.signal(s, self._handle)
         return self
 
@@ -200,16 +201,22 @@ def run_stream(cfg: Config) -> int:
     from tqdm import tqdm
 
     from .live import LiveClassifier
-    from .sinks import DisplaySink, EventSink, SegmentedVideoSink, Tally, VideoSink, writable_path, write_json
+    from .sinks import (DisplaySink, EventSink, SegmentedVideoSink, Tally, VideoSink, check_output, writable_path,
+                        write_json)
 
     specs = _source_ids(cfg)
     several = len(specs) > 1
     out = cfg.output
     paths = {sid: (_output_path(out.video, sid, several, "--output"), _output_path(out.events, sid, several, "--events"))
              for sid, _ in specs}
+    inputs = tuple(spec for _, spec in specs)
+    segmented = out.segment_seconds > 0
     for path in [p for pair in paths.values() for p in pair] + [out.summary]:
-        if path:
-            writable_path(path)  # before the models load
+        if path:  # before the models load: never the input, never an existing file unless asked
+            if segmented and path in (p[0] for p in paths.values()):
+                writable_path(path)  # segments get new, time-stamped names
+            else:
+                check_output(path, inputs=inputs, overwrite=out.overwrite)
     if several and cfg.display.enabled is True:
         raise ConfigError("--display shows one source; run one fer-stream per window, or use --serve for live previews")
     monitor = metrics = None

@@ -31,7 +31,27 @@ def writable_path(path: str | os.PathLike[str]) -> Path:
         raise SinkError(f"output '{p}' is a folder; give a file name")
     if not p.parent.exists():
         raise SinkError(f"cannot write '{p}': folder '{p.parent}' does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise SinkError(f"cannot write '{p}': folder '{p.parent}' is not writable")
     return p
+
+
+def check_output(path: str | os.PathLike[str], *, inputs: tuple[str, ...] = (), overwrite: bool = False) -> Path:
+    """An output the run may write: creatable, never one of ``inputs`` (also through links), and
+    not an existing file unless ``overwrite``. Called before any model loads."""
+    p = writable_path(path)
+    for source in inputs:
+        src = Path(source)
+        if src.exists() and p.exists() and os.path.samefile(src, p) or p.resolve() == src.resolve():
+            raise SinkError(f"output '{p}' is the input '{source}'; write the result to another file")
+    if p.exists() and not overwrite:
+        raise SinkError(f"output '{p}' already exists; pass --overwrite (or output.overwrite = true) to replace it")
+    return p
+
+
+def partial_path(path: Path) -> Path:
+    """Where an output is written until it is complete: ``talk.mp4`` -> ``talk.partial.mp4``."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 class Sink:
@@ -54,6 +74,11 @@ class VideoSink(Sink):
     With ``audio_from`` (the input file), its first audio stream is copied packet for packet,
     interleaved by time. If the run stops early, audio is cut where the video ends; after
     :meth:`end_of_input` all of it is kept.
+
+    The file is written as ``NAME.partial.mp4`` and renamed to ``path`` when closed, so a finished
+    name always holds a finished video. It is a fragmented MP4 with a fragment about every
+    ``fragment_s`` seconds: if the process is killed (out of memory, SIGKILL, power), the partial
+    file still plays up to its last fragment.
     """
 
     def __init__(
@@ -67,8 +92,11 @@ class VideoSink(Sink):
         audio_from: str | None = None,
         crf: int = 20,
         preset: str = "veryfast",
+        fragment_s: float = 2.0,
     ) -> None:
         self.path = writable_path(path)
+        self.partial = partial_path(self.path)
+        self._fragment_s = fragment_s
         self._fps, self._time_base, self._audio_from = fps, time_base, audio_from
         self._crf, self._preset = crf, preset
         self._tb = time_base or Fraction(1, 90_000)
@@ -89,8 +117,10 @@ class VideoSink(Sink):
     def _open(self, width: int, height: int) -> None:
         import av
 
+        # Fragmented: a killed process leaves a file that plays up to its last fragment.
+        movflags = {"movflags": "frag_keyframe+delay_moov+default_base_moof"} if self._fragment_s > 0 else {}
         try:
-            self._out = av.open(str(self.path), "w")
+            self._out = av.open(str(self.partial), "w", format="mp4" if movflags else None, options=movflags)
         except (av.error.FFmpegError, OSError) as e:
             raise SinkError(f"cannot write video '{self.path}': {e}") from None
         fps = self._fps
@@ -100,6 +130,8 @@ class VideoSink(Sink):
         # 4:2:0 needs even sizes; odd-sized inputs keep their size in 4:4:4.
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         stream.options = {"crf": str(self._crf), "preset": self._preset}
+        if self._fragment_s > 0:  # a keyframe, hence a fragment, every fragment_s seconds
+            stream.options["g"] = str(max(1, round(float(rate) * self._fragment_s)))
         stream.codec_context.time_base = self._tb
         stream.time_base = self._tb
         self._frame_step = max(1, round(1 / (rate * self._tb)))
@@ -186,6 +218,7 @@ class VideoSink(Sink):
             self._out = None
             if self._in_audio is not None:
                 self._in_audio.close()
+            os.replace(self.partial, self.path)  # finished: the real name appears whole
 
 
 class SegmentedVideoSink(Sink):
@@ -265,8 +298,9 @@ class EventSink(Sink):
         self.format = self.path.suffix.lower().lstrip(".")
         if self.format not in ("jsonl", "csv"):
             raise SinkError(f"event log '{self.path}' must end in .jsonl or .csv")
+        self.partial = partial_path(self.path)  # renamed to path when closed
         try:
-            self._file: io.TextIOWrapper | None = open(self.path, "w", encoding="utf-8", newline="")
+            self._file: io.TextIOWrapper | None = open(self.partial, "w", encoding="utf-8", newline="")
         except OSError as e:
             raise SinkError(f"cannot write event log '{self.path}': {e.strerror}") from None
         fields = (("source",) if source_id is not None else ()) + self.FIELDS
@@ -298,6 +332,7 @@ class EventSink(Sink):
         if self._file is not None:
             self._file.close()
             self._file = None
+            os.replace(self.partial, self.path)
 
 
 def display_available() -> bool:
@@ -372,4 +407,5 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     os.replace(tmp, p)
 
 
-__all__ = ["Sink", "VideoSink", "SegmentedVideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path"]
+__all__ = ["Sink", "VideoSink", "SegmentedVideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path",
+           "check_output", "partial_path"]

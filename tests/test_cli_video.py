@@ -83,6 +83,6 @@ def test_config_file_and_flag_override(tiny_model, cli_env, tmp_path):
     s = json.loads(summary.read_text())
     assert s["frames_out"] == 5 and s["flagged"] == 0 and s["threshold"] == 0.0
     r = run_cli(["--config", str(cfg), "--source", str(MEDIA[0]), "--summary", str(summary), "--threshold", "1.0",
-                 "--quiet"], cli_env)
+                 "--quiet", "--overwrite"], cli_env)  # the summary exists now: replacing it must be asked for
     s = json.loads(summary.read_text())
     assert s["flagged"] == s["faces"] > 0

@@ -13,7 +13,8 @@ from conftest import MEDIA, decode_video
 VIDEO = next(p for p in MEDIA if "720p60" in p.name)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, tmp_path):
     out, events, summary = tmp_path / "out.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
     proc = subprocess.Popen(
@@ -22,8 +23,9 @@ def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, t
          "--batch-wait-ms", "50"],
         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    partial = tmp_path / "e.partial.jsonl"  # outputs carry their final names only once complete
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not events.exists() or events.stat().st_size < 2000):
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 2000):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(sig)
@@ -42,3 +44,24 @@ def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, t
     assert s["frames_out"] == len(written["times"])
     lines = events.read_text().splitlines()
     assert lines and all(json.loads(l)["frame"] < s["frames_out"] for l in lines)
+    assert not list(tmp_path.glob("*.partial.*"))  # renamed when finished
+
+
+def test_sigkill_leaves_a_playable_partial_mp4(tiny_model, cli_env, tmp_path):
+    """Killed without warning (out of memory, kill -9): the fragmented MP4 plays up to its last fragment."""
+    out = tmp_path / "out.mp4"
+    partial = tmp_path / "out.partial.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model), "--output", str(out),
+         "--live", "--quiet"], env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 200_000):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert not out.exists()  # the finished name never holds an unfinished video
+    written = decode_video(partial)
+    assert written["size"] == (1280, 720) and len(written["times"]) >= 30  # at least one whole fragment
+    assert written["times"] == sorted(written["times"])
