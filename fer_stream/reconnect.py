@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import SourceError
 from .frames import Frame
-from .sources import AVSource, Source
+from .sources import AVSource, Source, redact, redact_text
 
 log = logging.getLogger("fer_stream")
 
@@ -47,7 +47,8 @@ class ReconnectingSource(Source):
         max_reconnects: int | None = None,
         opener: Callable[..., Source] | None = None,
     ) -> None:
-        self.name = url
+        self.url = url  # opened, never shown
+        self.name = redact(url)  # what health, logs and the summary show: no password
         self.source_id = source_id
         self.transport = transport
         self.open_timeout = open_timeout
@@ -149,8 +150,8 @@ class ReconnectingSource(Source):
         with self._lock:
             if self._closed.is_set():
                 raise SourceError("closed")
-            options = {"rtsp_transport": self.transport} if self.name.lower().startswith(("rtsp://", "rtsps://")) else {}
-            inner = self._opener(self.name, live=True, open_timeout=self.open_timeout,
+            options = {"rtsp_transport": self.transport} if self.url.lower().startswith(("rtsp://", "rtsps://")) else {}
+            inner = self._opener(self.url, live=True, open_timeout=self.open_timeout,
                                  read_timeout=self.stall_timeout, options=options)
             self._inner = inner
             self.width, self.height, self.fps = inner.width, inner.height, inner.fps
@@ -165,6 +166,7 @@ class ReconnectingSource(Source):
                 pass
 
     def _begin_outage(self, reason: str) -> None:
+        reason = redact_text(reason, self.url)  # whatever raised it, no password goes further
         self.attempts += 1
         self._failures += 1
         self.last_error = reason

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -68,7 +69,8 @@ class AVSource(Source):
     ) -> None:
         import av
 
-        self.name = url
+        self.url = url  # opened, never shown: self.name is what messages and outputs carry
+        self.name = redact(url)
         is_network = url.lower().startswith(NETWORK_SCHEMES)
         self.live = is_network if live is None else live
         self._paced = self.live and not is_network
@@ -88,13 +90,13 @@ class AVSource(Source):
                 raise SourceError(f"cannot open video file '{url}': {_ffmpeg_reason(e)}") from None
             if time.monotonic() - started >= open_timeout:
                 raise SourceError(
-                    f"cannot open stream '{url}': no answer within {open_timeout:g} s "
+                    f"cannot open stream '{self.name}': no answer within {open_timeout:g} s "
                     "(camera down, wrong address or port, or a firewall in between)"
                 ) from None
-            raise SourceError(f"cannot open stream '{url}': {_ffmpeg_reason(e)}") from None
+            raise SourceError(f"cannot open stream '{self.name}': {_ffmpeg_reason(e, url)}") from None
         if not self._container.streams.video:
             self._container.close()
-            raise SourceError(f"'{url}' has no video stream")
+            raise SourceError(f"'{self.name}' has no video stream")
         self._stream = stream = self._container.streams.video[0]
         stream.thread_type = "SLICE" if self.live else "AUTO"  # frame threading adds latency
         ctx = stream.codec_context
@@ -124,15 +126,15 @@ class AVSource(Source):
             except StopIteration:
                 return
             except av.error.FFmpegError as e:
-                raise SourceError(f"reading '{self.name}' failed: {_ffmpeg_reason(e)}") from None
+                raise SourceError(f"reading '{self.name}' failed: {_ffmpeg_reason(e, self.url)}") from None
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError as e:
                 errors += 1
                 if errors == 1:
-                    log.warning("skipping undecodable data in '%s' (%s)", self.name, _ffmpeg_reason(e))
+                    log.warning("skipping undecodable data in '%s' (%s)", self.name, _ffmpeg_reason(e, self.url))
                 if index == 0 and errors >= 50:
-                    raise SourceError(f"'{self.name}' is not a video PyAV can decode: {_ffmpeg_reason(e)}") from None
+                    raise SourceError(f"'{self.name}' is not a video PyAV can decode: {_ffmpeg_reason(e, self.url)}") from None
                 continue
             for vf in decoded:
                 pts = vf.pts
@@ -215,6 +217,35 @@ def open_source(spec: str | int, *, live: bool | None = None) -> Source:
     return AVSource(text, live=live)
 
 
-def _ffmpeg_reason(e: Exception) -> str:
+def _ffmpeg_reason(e: Exception, url: str = "") -> str:
     reason = getattr(e, "strerror", None) or str(e)
-    return reason.strip().rstrip(".").split(";")[0] or type(e).__name__
+    reason = reason.strip().rstrip(".").split(";")[0] or type(e).__name__
+    return redact_text(reason, url) if url else reason
+
+
+def redact(url: str) -> str:
+    """``url`` as it may be shown or stored: a password in it becomes ``***``
+    (``rtsp://admin:S3cret@cam/s1`` -> ``rtsp://admin:***@cam/s1``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL (a path with odd characters): nothing to hide
+        return url
+    if not password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (an error message, say) with ``url`` and its password replaced by their redacted forms."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    text = text.replace(url, redact(url))
+    for form in {password, urllib.parse.unquote(password)}:
+        text = text.replace(form, "***")
+    return text

@@ -81,3 +81,15 @@ def test_max_reconnects_zero_fails_with_the_reason_itself():
     src = ReconnectingSource("rtsp://cam/1", max_reconnects=0, opener=ScriptedCamera([SourceError("cannot open stream 'x'")]))
     with pytest.raises(SourceError, match="^cannot open stream 'x'$"):
         list(src.frames())
+
+
+def test_redact_hides_passwords_in_urls_and_messages():
+    from fer_stream.sources import redact, redact_text
+
+    assert redact("rtsp://admin:S3cret@10.0.0.7:554/s1") == "rtsp://admin:***@10.0.0.7:554/s1"
+    assert redact("rtsp://a:p%40ss@[::1]:8554/x") == "rtsp://a:***@[::1]:8554/x"
+    for plain in ("rtsp://admin@cam/s1", "rtsp://cam/s1", "talk.mp4", "0"):
+        assert redact(plain) == plain
+    url = "rtsp://admin:S3cret@cam/s1"
+    msg = redact_text(f"Connection refused: '{url}' (user admin, password S3cret)", url)
+    assert "S3cret" not in msg and "rtsp://admin:***@cam/s1" in msg

@@ -200,3 +200,30 @@ def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_e
         assert records and {r["source"] for r in records} == {sid}
     assert sorted(p.name for p in out.glob("*.mp4")) == sorted(
         Path(p).name for sid in ("front", "back") for p in s["sources"][sid]["segments"])
+
+
+def test_a_camera_password_is_never_shown(tiny_model, cli_env, tmp_path, long_videos):
+    """rtsp://user:password@... : the password appears in no endpoint, log line, summary or event."""
+    secret = "S3cret-pa55"
+    server = RtspServer({"cam": long_videos["a"]}).start()
+    try:
+        url = server.url("cam").replace("rtsp://", f"rtsp://admin:{secret}@")
+        run = Run(["--source", url, "--model", str(tiny_model), "--stall-timeout", "1", "--events", str(tmp_path / "e.jsonl"),
+                   "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
+        run.wait_for(lambda: run.metric("fer_stream_frames_total", source="cam1") > 10, what="frames")
+        server.stop()  # an outage: its warning names the camera
+        run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="the outage")
+        time.sleep(2)
+        code, health = run.health()
+        shown = [json.dumps(health), run.get("/metrics")[1].decode()]
+        cam = health["sources"]["cam1"]
+        assert "admin:***@" in cam["url"] and "admin:***@" in cam["last_error"]  # failed reconnects name the camera
+        assert run.terminate() == 128 + signal.SIGTERM
+    finally:
+        server.stop()
+    err = run.stderr.read_text()
+    assert "reconnecting" in err
+    summary = (tmp_path / "s.json").read_text()
+    assert "admin:***@" in json.loads(summary)["source"]
+    for text in shown + [err, summary, (tmp_path / "e.jsonl").read_text()]:
+        assert secret not in text
