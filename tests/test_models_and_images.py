@@ -20,7 +20,26 @@ def model_server():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
-            body = files.get(self.path.rsplit("/", 1)[-1], b"not a model")
+            name = self.path.rsplit("/", 1)[-1]
+            if name == "huge.tflite":  # declares 300 MB
+                self.send_response(200)
+                self.send_header("Content-Length", str(300 << 20))
+                self.end_headers()
+                return
+            if name == "endless.tflite":  # no length, junk for ever (the cap must stop it)
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    for _ in range(64):
+                        self.wfile.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+                return
+            body = files.get(name, b"not a model")
+            if name == "tampered.tflite":
+                body = bytearray(files[DETECTOR.name])
+                body[len(body) // 2] ^= 0xFF
+                body = bytes(body)
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -33,6 +52,11 @@ def model_server():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}", hits
     server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _trust_the_loopback_mirror(monkeypatch):
+    monkeypatch.setenv("FER_STREAM_TRUST_MIRROR", "1")  # these tests' mirror is plain http on loopback
 
 
 def test_download_once_into_the_cache(model_server, tmp_path, monkeypatch):
@@ -48,18 +72,24 @@ def test_download_once_into_the_cache(model_server, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left
 
 
-def test_a_download_that_is_not_a_model_is_not_cached(model_server, tmp_path):
+def test_a_download_that_is_not_the_published_model_is_not_cached(model_server, tmp_path, monkeypatch):
     url, _ = model_server
-    with pytest.raises(ModelError, match="does not load"):
-        download_detector(tmp_path / "m.tflite", url + "/broken")
-    # The short-range file is a model, but not the full-range one: refused too.
-    with pytest.raises(ModelError, match="does not load"):
-        download_detector(tmp_path / "m.tflite", url + "/blaze_face_short_range.tflite", kind="full")
+    for path, kind in (("/broken", "short"), ("/tampered.tflite", "short"),
+                       ("/blaze_face_short_range.tflite", "full")):  # a model, but not the full-range one
+        with pytest.raises(ModelError, match="not MediaPipe's published file"):
+            download_detector(tmp_path / "m.tflite", url + path, kind=kind)
+    for path in ("/huge.tflite", "/endless.tflite"):
+        with pytest.raises(ModelError, match="no model is that big"):
+            download_detector(tmp_path / "m.tflite", url + path)
+    monkeypatch.delenv("FER_STREAM_TRUST_MIRROR")
+    with pytest.raises(ModelError, match="not https; set FER_STREAM_TRUST_MIRROR=1"):
+        download_detector(tmp_path / "m.tflite", url + "/blaze_face_short_range.tflite")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_offline_with_nothing_cached(cli_env, tmp_path, tiny_model):
-    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL="http://127.0.0.1:9/m.tflite")
+    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL="http://127.0.0.1:9/m.tflite",
+               FER_STREAM_TRUST_MIRROR="1")
     env.pop(ENV_DETECTOR)
     r = run_cli(["image", str(FACES / "one_face.jpg"), "--model", str(tiny_model)], env)
     assert r.returncode == 1
@@ -70,7 +100,7 @@ def test_offline_with_nothing_cached(cli_env, tmp_path, tiny_model):
 def test_models_pull_offline_fails_clearly(cli_env, tmp_path, model_server):
     url, _ = model_server
     env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL=url + "/blaze_face_short_range.tflite",
-               FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite")
+               FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite", FER_STREAM_TRUST_MIRROR="1")
     r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env)
     # Both detectors came from the mirror.
     assert "detector (short-range): downloaded to" in r.stdout and "detector (full-range): downloaded to" in r.stdout
