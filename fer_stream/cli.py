@@ -34,6 +34,7 @@ COMMANDS = ("run", "image", "bench", "parity", "eval", "export", "train", "model
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
     "serve": "serve.address",
+    "serve_token": "serve.token",
     "segment_seconds": "output.segment_seconds",
     "max_reconnects": "source.max_reconnects",
     "stall_timeout": "source.stall_timeout_s",
@@ -112,6 +113,7 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="webcam index (0), video file, or URL (rtsp://...); repeat for several cameras, "
                         "optionally named: --source door=rtsp://...")
     p.add_argument("--serve", metavar="[HOST:]PORT", help="serve /healthz, /metrics and /sources/<id>/mjpeg (host 127.0.0.1 unless given)")
+    p.add_argument("--serve-token", metavar="TOKEN", help="--serve: require this token (or set $FER_STREAM_SERVE_TOKEN)")
     p.add_argument("--segment-seconds", type=float, metavar="S", help="cut the MP4 into S-second segments named by source and start time")
     p.add_argument("--max-reconnects", type=int, metavar="N", help="network cameras: give up after N failed attempts in a row (default: never)")
     p.add_argument("--stall-timeout", type=float, metavar="S", help="network cameras: no frame for S seconds is an outage (default 10)")

@@ -183,6 +183,9 @@ def _address(v: Any) -> str | None:
 @dataclass(frozen=True)
 class ServeConfig:
     address: str = _setting("", "serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT (\"\" = off)", _address)
+    token: str = _setting("", "require this token (Authorization: Bearer or ?token=); \"\" = $FER_STREAM_SERVE_TOKEN or none", _str)
+    max_clients: int = _setting(32, "most connections served at once; more are turned away", _int_range(1, 4096))
+    max_viewers: int = _setting(8, "most MJPEG previews watched at once", _int_range(0, 1024))
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,15 @@ def run_stream(cfg: Config) -> int:
         raise ConfigError("--display shows one source; run one fer-stream per window, or use --serve for live previews")
     monitor = metrics = None
     with ExitStack() as stack:
+        if cfg.serve.address:  # bound first: a bad or busy address fails before anything loads
+            from .metrics import Metrics
+            from .monitor import Monitor, parse_address
+
+            metrics = Metrics()
+            sv = cfg.serve
+            monitor = Monitor(*parse_address(sv.address), metrics, token=sv.token or os.environ.get("FER_STREAM_SERVE_TOKEN", ""),
+                              max_clients=sv.max_clients, max_viewers=sv.max_viewers)
+            stack.callback(monitor.server.server_close)
         streams = [_Stream(sid, stack.enter_context(_open(cfg, sid, spec))) for sid, spec in specs]
         any_live = any(st.source.live for st in streams)
         clf, _ = _load_models(cfg, detector=False, live=any_live)
@@ -229,13 +238,6 @@ def run_stream(cfg: Config) -> int:
             stack.callback(d.close)
         log.info("detector %s", ", ".join(f"{st.sid}: {d.kind}" for st, d in zip(streams, detectors)))
         log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
-        if cfg.serve.address:
-            from .metrics import Metrics
-            from .monitor import Monitor, parse_address
-
-            metrics = Metrics()
-            monitor = stack.enter_context(Monitor(*parse_address(cfg.serve.address), metrics))
-            log.warning("serving %s/healthz, /metrics and /sources/<id>/mjpeg", monitor.url)
         shared = None
         if several:
             shared = LiveClassifier(clf, make_smoother(cfg), max_hz=cfg.classifier.live_max_hz)
@@ -269,6 +271,9 @@ def run_stream(cfg: Config) -> int:
             if monitor is not None:
                 st.sinks.append(monitor.add_source(st.sid, st.health))
                 metrics.watch(st.sid, st.state)
+        if monitor is not None:  # answers once every source is registered
+            stack.enter_context(monitor)
+            log.warning("serving %s/healthz, /metrics and /sources/<id>/mjpeg", monitor.url)
         bar = None
         if not several:
             src = streams[0].source

@@ -90,3 +90,17 @@ def test_silent_camera_times_out_with_a_clear_line(cli_env, tiny_model):
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert "no answer within 10 s" in lines[0]
     assert took < 40
+
+
+def test_a_busy_serve_address_fails_before_the_models_load(cli_env, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        r = run_cli(["--source", str(MEDIA[0]), "--model", "nobody/not-loaded", "--serve", f"127.0.0.1:{port}"], cli_env)
+    assert r.returncode != 0 and f"cannot serve on 127.0.0.1:{port}" in r.stderr
+    assert "not-loaded" not in r.stderr and time.monotonic() - started < 30  # no model was asked for
