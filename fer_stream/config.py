@@ -96,8 +96,8 @@ class SourceConfig:
     transport: str = _setting("tcp", "RTSP transport: tcp | udp | http", _choice("tcp", "udp", "http"))
     open_timeout_s: float = _setting(10.0, "network sources: longest wait for a camera to answer", _float_range(0.5, 3600.0))
     stall_timeout_s: float = _setting(10.0, "network sources: no frame for this long is an outage", _float_range(0.5, 3600.0))
-    reconnect_initial_s: float = _setting(1.0, "first pause before reconnecting; doubles after each failure", _float_range(0.0, 3600.0))
-    reconnect_max_s: float = _setting(30.0, "longest pause between reconnection attempts", _float_range(0.0, 86400.0))
+    reconnect_initial_s: float = _setting(1.0, "first pause before reconnecting; doubles after each failure", _float_range(0.1, 3600.0))
+    reconnect_max_s: float = _setting(30.0, "longest pause between reconnection attempts", _float_range(0.1, 86400.0))
     max_reconnects: int = _setting(-1, "failed attempts in a row before giving up (-1 = never give up)", _int_range(-1, 2**31))
 
 

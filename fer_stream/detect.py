@@ -38,6 +38,7 @@ from .models import resolve_detector_model
 from .quality import QualityGate
 
 KINDS = ("auto", "short", "full", "tiled")
+MAX_DETECT_SIDE = 4096  # larger frames are scaled down before the short-range model sees them
 
 
 class Detector(Protocol):
@@ -102,9 +103,14 @@ class FaceDetector:
             raise RuntimeError("FaceDetector is closed")
         # MediaPipe reads the raw buffer: a row-padded (non-contiguous) array silently finds nothing.
         rgb = np.ascontiguousarray(image)
-        result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb))
-        found = [(Box(int(d.bounding_box.origin_x), int(d.bounding_box.origin_y), int(d.bounding_box.width),
-                      int(d.bounding_box.height)), float(d.categories[0].score) if d.categories else 0.0)
+        # The model sees 128x128 anyway; a huge photo is scaled down first (MediaPipe crashes on some).
+        s = min(1.0, MAX_DETECT_SIDE / max(rgb.shape[:2]))
+        small = rgb if s == 1.0 else cv2.resize(rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)),
+                                               interpolation=cv2.INTER_AREA)
+        result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=small))
+        found = [(Box(round(d.bounding_box.origin_x / s), round(d.bounding_box.origin_y / s),
+                      round(d.bounding_box.width / s), round(d.bounding_box.height / s)),
+                  float(d.categories[0].score) if d.categories else 0.0)
                  for d in result.detections]
         return make_faces(rgb, found, self.margin, self.quality)
 

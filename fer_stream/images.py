@@ -12,6 +12,7 @@ from .errors import SourceError
 
 ImageLike = Union[str, Path, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 120_000_000  # a 12000 x 10000 photo; a bigger "image" is refused before it is decoded
 
 
 def check_image_file(path: str | Path) -> Path:
@@ -24,12 +25,42 @@ def check_image_file(path: str | Path) -> Path:
     return p
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as ``H x W x 3`` uint8 RGB (EXIF orientation applied, grey made RGB)."""
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file's header, without decoding it (Pillow reads headers lazily)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: we check the size ourselves
+            with Image.open(p := Path(path)) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        raise SourceError(f"'{path}' declares an image too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
+    except Exception:
+        raise SourceError(f"'{p}' is not an image that can be read (supported: {', '.join(IMAGE_SUFFIXES)})") from None
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """The image at ``path`` as ``H x W x 3`` uint8 RGB (EXIF orientation applied, grey made RGB).
+
+    The size is checked from the header first: an image over ``max_pixels`` is an error, not an
+    attempt to allocate gigabytes; an empty or broken file is an error naming it.
+    """
     p = check_image_file(path)
+    if p.stat().st_size == 0:
+        raise SourceError(f"'{p}' is empty (0 bytes); not an image")
+    w, h = image_size(p)
+    if w * h > max_pixels:
+        raise SourceError(f"'{p}' is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP fer-stream reads; "
+                          "scale it down first")
     # cv2.imread cannot take non-ASCII paths on every platform; decoding the bytes always works.
     data = np.fromfile(str(p), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise SourceError(f"'{p}' is not an image OpenCV can read (supported: {', '.join(IMAGE_SUFFIXES)})")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

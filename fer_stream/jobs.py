@@ -444,8 +444,9 @@ def _print_summary(s: dict[str, Any]) -> None:
     counts = [f"{k} {v}" for k, v in sorted(s["labels"].items(), key=lambda kv: -kv[1]) if v]
     if counts:
         lines.append("labels: " + ", ".join(counts))
-    if s["outputs"]:
-        lines.append("wrote: " + ", ".join(s["outputs"].values()))
+    written = [p for p in s["outputs"].values() if Path(p).is_file()]  # only what is really there
+    if written:
+        lines.append("wrote: " + ", ".join(written))
     if s.get("segments"):
         lines.append(f"segments: {len(s['segments'])} files, {s['segments'][0]} ... {s['segments'][-1]}")
     print("\n".join(lines), flush=True)
@@ -474,46 +475,64 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
 
         q = cfg.quality
         gate = QualityGate(q.min_face_px, q.min_sharpness, 0.0)
+    doc: list[dict[str, Any]] = []
+    failed = 0
     try:
-        per_image: list[tuple[Path, list[Face]]] = []
-        for f in files:
-            image = read_image(f)
-            if det is not None:
-                faces = det.detect(image)
-            else:
-                box = Box(0, 0, image.shape[1], image.shape[0])
-                faces = [Face(box, 1.0, np.ascontiguousarray(image), quality=gate.assess(image, box, 1.0))]
-            per_image.append((f, faces))
-        crops = [face.crop for _, faces in per_image for face in faces if face.usable]
-        predictions = iter(clf.predict(crops))  # one pass, full batches across images
-        results = [(f, [face.with_prediction(next(predictions)) if face.usable else face for face in faces])
-                   for f, faces in per_image]
+        # In chunks: a folder of large photos never sits in memory at once; batches still span images.
+        for start in range(0, len(files), IMAGE_CHUNK):
+            per_image: list[tuple[Path, list[Face]]] = []
+            for f in files[start : start + IMAGE_CHUNK]:
+                try:
+                    image = read_image(f)
+                except SourceError as e:  # one bad image is reported; the others go on
+                    failed += 1
+                    print(f"fer-stream: warning: skipped {e}", file=sys.stderr)
+                    doc.append({"image": str(f), "error": str(e)})
+                    continue
+                if det is not None:
+                    faces = det.detect(image)
+                else:
+                    box = Box(0, 0, image.shape[1], image.shape[0])
+                    faces = [Face(box, 1.0, np.ascontiguousarray(image), quality=gate.assess(image, box, 1.0))]
+                per_image.append((f, faces))
+                del image
+            crops = [face.crop for _, faces in per_image for face in faces if face.usable]
+            predictions = iter(clf.predict(crops))
+            for f, faces in per_image:
+                faces = [face.with_prediction(next(predictions)) if face.usable else face for face in faces]
+                if as_json:
+                    doc.append({"image": str(f), "faces": [_face_json(face, detect) for face in faces]})
+                else:
+                    _print_image(f, faces, detect)
     finally:
         if det is not None:
             det.close()
     if as_json:
-        doc = [{"image": str(f), "faces": [_face_json(face, detect) for face in faces]} for f, faces in results]
         print(json.dumps(doc, indent=2))
-        return 0
-    for f, faces in results:
-        if not faces:
-            print(f"{f}: no face found")
+    return 1 if failed else 0
+
+
+IMAGE_CHUNK = 16  # images read, detected and classified together
+
+
+def _print_image(f: Path, faces: list[Any], detect: bool) -> None:
+    if not faces:
+        print(f"{f}: no face found")
+        return
+    print(f"{f}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+    for i, face in enumerate(faces, 1):
+        p = face.prediction
+        b = face.box
+        where = f"box x={b.x} y={b.y} w={b.w} h={b.h}" if detect else "whole image"
+        if p is None:
+            q = face.quality
+            print(f"  face {i}: {where}  unusable ({q.reason}: {q.size_px} px, sharpness {q.sharpness:g}, "
+                  f"score {q.score:.2f}); not classified")
             continue
-        print(f"{f}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
-        for i, face in enumerate(faces, 1):
-            p = face.prediction
-            b = face.box
-            where = f"box x={b.x} y={b.y} w={b.w} h={b.h}" if detect else "whole image"
-            if p is None:
-                q = face.quality
-                print(f"  face {i}: {where}  unusable ({q.reason}: {q.size_px} px, sharpness {q.sharpness:g}, "
-                      f"score {q.score:.2f}); not classified")
-                continue
-            flag = "  (low confidence)" if p.flagged else ""
-            print(f"  face {i}: {where}{flag}")
-            for label, prob in p.probs:
-                print(f"    {label:<10} {prob:6.1%}")
-    return 0
+        flag = "  (low confidence)" if p.flagged else ""
+        print(f"  face {i}: {where}{flag}")
+        for label, prob in p.probs:
+            print(f"    {label:<10} {prob:6.1%}")
 
 
 def _face_json(face: Any, detected: bool) -> dict[str, Any]:

@@ -147,12 +147,18 @@ class AVSource(Source):
                 # to_ndarray returns row-padded views for many widths; downstream needs contiguous RGB.
                 image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
                 if self._paced and (ahead := clock + t - time.monotonic()) > 0:
-                    time.sleep(ahead)
+                    if ahead > MAX_PACE_WAIT_S:  # a jump in the timestamps: play on instead of sleeping it out
+                        clock -= ahead
+                    else:
+                        time.sleep(ahead)
                 yield Frame(index=index, time=t, image=image, pts=pts, captured=time.monotonic())
                 index += 1
 
     def close(self) -> None:
         self._container.close()
+
+
+MAX_PACE_WAIT_S = 1.0  # --live never sleeps longer than this between frames (so stopping stays prompt)
 
 
 class WebcamSource(Source):

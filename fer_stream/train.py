@@ -129,6 +129,7 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
     y = [labels.index(f) for f in folders]
     out = Path(out)
     last = out / "last"
+    _recover(last)
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)
     processor, net = _load_base(str(last) if resume and last.is_dir() else base, labels)
@@ -197,9 +198,8 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
         if score > (best["val_accuracy"], -best["val_loss"]):
             best = {"val_accuracy": score[0], "val_loss": -score[1], "epoch": epoch + 1}
             _save(net, processor, out)
-        _save(net, processor, last)
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
-                    "history": history, "recipe": asdict(recipe), "labels": labels}, last / "training_state.pt")
+        _checkpoint(net, processor, last, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                           "best": best, "history": history, "recipe": asdict(recipe), "labels": labels})
         bar.set_postfix(loss=row["train_loss"], val_acc=val["val_accuracy"], refresh=False)
     bar.close()
     # The held-out images, for `fer-stream eval DATA --only OUT/heldout.txt` on exactly what training never saw.
@@ -267,6 +267,28 @@ def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, 
     t = torch.cat([t for _, t in parts])
     return {"val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
             "val_accuracy": round(float((logits.argmax(1) == t).float().mean()), 4)}
+
+
+def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[str, Any]) -> None:
+    """Model and optimizer state of one epoch, together or not at all: both are written to
+    ``last.new`` first, which then replaces ``last`` (a crash leaves one whole checkpoint)."""
+    import shutil
+
+    new, old = last.with_name(last.name + ".new"), last.with_name(last.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    _save(net, processor, new)
+    torch.save(state, new / "training_state.pt")
+    if last.exists():
+        last.rename(old)
+    new.rename(last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(last: Path) -> None:
+    """After a crash between the two renames of :func:`_checkpoint`, the previous checkpoint is ``last.old``."""
+    old = last.with_name(last.name + ".old")
+    if not last.exists() and old.is_dir():
+        old.rename(last)
 
 
 def _save(net: torch.nn.Module, processor: Any, folder: Path) -> None:

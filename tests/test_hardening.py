@@ -1,0 +1,116 @@
+"""Issue 10's attacks and accidents, each reproduced: outputs, images, pacing, settings, checkpoints."""
+
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FACES, MEDIA, run_cli
+
+VIDEO = next(p for p in MEDIA if "436x384" in p.name)
+
+
+def _png_declaring(path: Path, width: int, height: int) -> None:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb's shape)."""
+    ok, buf = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+def test_outputs_never_replace_the_input_or_an_existing_file(tiny_model, cli_env, tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(VIDEO.read_bytes())
+    link = tmp_path / "link.mp4"
+    link.symlink_to(video)
+    before = video.read_bytes()
+    for args in (["--source", str(video), "--output", str(video), "--overwrite"],
+                 ["--source", str(link), "--output", str(video), "--overwrite"],
+                 ["--source", str(video), "--events", str(video.with_suffix(".jsonl")), "--output", str(link), "--overwrite"]):
+        r = run_cli(args + ["--model", str(tiny_model), "-q"], cli_env)
+        assert r.returncode == 1 and "is the input" in r.stderr and r.stderr.count("\n") == 1
+    assert video.read_bytes() == before
+    events = tmp_path / "e.jsonl"
+    events.write_text("yesterday's log\n")
+    r = run_cli(["--source", str(video), "--events", str(events), "--model", str(tiny_model), "-q"], cli_env)
+    assert r.returncode == 1 and "already exists; pass --overwrite" in r.stderr
+    assert events.read_text() == "yesterday's log\n"  # untouched: refused before anything ran
+    r = run_cli(["--source", str(video), "--events", str(events), "--max-frames", "5", "--overwrite",
+                 "--model", str(tiny_model), "-q"], cli_env)
+    assert r.returncode == 0, r.stderr
+    assert len(events.read_text().splitlines()) == 5 and not list(tmp_path.glob("*.partial.*"))
+
+
+def test_broken_and_oversized_images_are_one_line_each_and_the_others_go_on(tiny_model, cli_env, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a_empty.jpg").write_bytes(b"")
+    _png_declaring(folder / "b_bomb.png", 50000, 50000)
+    _png_declaring(folder / "c_huge.png", 30000, 30000)
+    (folder / "d_junk.jpg").write_bytes(b"not a jpeg at all" * 10)
+    cv2.imwrite(str(folder / "e_face.jpg"), cv2.imread(str(FACES / "one_face.jpg")))
+    r = run_cli(["image", "--dir", str(folder), "--model", str(tiny_model), "--json"], cli_env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr  # some failed: non-zero, but all were tried
+    doc = {Path(d["image"]).name: d for d in json.loads(r.stdout)}
+    assert "empty" in doc["a_empty.jpg"]["error"]
+    assert "too large" in doc["b_bomb.png"]["error"] or "over the" in doc["b_bomb.png"]["error"]
+    assert "30000x30000" in doc["c_huge.png"]["error"] or "too large" in doc["c_huge.png"]["error"]
+    assert "not an image" in doc["d_junk.jpg"]["error"]
+    assert len(doc["e_face.jpg"]["faces"]) == 1  # the good one after four bad ones
+    assert r.stderr.count("fer-stream: warning: skipped") == 4
+
+
+def test_a_big_photo_is_scaled_down_for_detection_and_boxes_map_back(tiny_model, cli_env, tmp_path):
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), cv2.resize(cv2.imread(str(FACES / "one_face_large.png")), (5120, 2880)))
+    r = run_cli(["image", str(big), "--detector", "short", "--model", str(tiny_model), "--json"], cli_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    faces = json.loads(r.stdout)[0]["faces"]
+    assert len(faces) == 1
+    x, y, w, h = faces[0]["box"]
+    assert abs(x - 526 * 4) < 60 and abs(y - 226 * 4) < 60 and abs(w - 275 * 4) < 120  # original pixels
+
+
+def test_live_playback_does_not_sleep_through_a_timestamp_jump(tiny_model, cli_env, tmp_path):
+    import av
+
+    jumpy = tmp_path / "jumpy.mp4"
+    frames = [f.to_ndarray(format="rgb24") for f, _ in zip(av.open(str(VIDEO)).decode(video=0), range(40))]
+    with av.open(str(jumpy), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 436, 384, "yuv420p"
+        s.codec_context.time_base = s.time_base = __import__("fractions").Fraction(1, 1000)
+        for i, image in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+            vf.pts = i * 40 + (3_600_000 if i >= 20 else 0)  # an hour's gap after frame 20
+            out.mux(s.encode(vf))
+        out.mux(s.encode(None))
+    started = time.monotonic()
+    r = run_cli(["--source", str(jumpy), "--live", "--model", str(tiny_model), "-q"], cli_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started < 60  # not an hour
+
+
+def test_a_reconnect_pause_of_zero_is_refused(cli_env, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[source]\nreconnect_initial_s = 0\n")
+    r = run_cli(["--config", str(cfg), "--source", "rtsp://127.0.0.1:9/x"], cli_env)
+    assert r.returncode == 2 and "reconnect_initial_s" in r.stderr and "0.1" in r.stderr
+
+
+def test_a_checkpoint_interrupted_between_renames_is_recovered(tmp_path):
+    from fer_stream.train import _recover
+
+    old = tmp_path / "last.old"
+    old.mkdir()
+    (old / "training_state.pt").write_bytes(b"x")
+    _recover(tmp_path / "last")
+    assert (tmp_path / "last" / "training_state.pt").read_bytes() == b"x" and not old.exists()
