@@ -12,7 +12,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import Config
 from .errors import ConfigError, SourceError
@@ -296,8 +296,9 @@ def run_stream(cfg: Config) -> int:
                     running.callback(worker.join, 5.0)
                     running.callback(stop_shared.set)
                 if several:
-                    threads = [threading.Thread(target=_consume, args=(st, it, None), name=f"fer-out-{st.sid}", daemon=True)
-                               for st, it in zip(streams, results)]
+                    stop_all = lambda: [p.stop() for p in pipelines]  # noqa: E731
+                    threads = [threading.Thread(target=_consume, args=(st, it, None, stop_all), name=f"fer-out-{st.sid}",
+                                                daemon=True) for st, it in zip(streams, results)]
                     for t in threads:
                         t.start()
                     while any(t.is_alive() for t in threads):
@@ -348,9 +349,13 @@ def _run_shared(shared: Any, stop: threading.Event, pipelines: list[Any]) -> Non
             p.stop()
 
 
-def _consume(st: _Stream, results: Any, bar: Any) -> None:
-    """Write one source's results to its sinks until its pipeline ends."""
-    from .errors import FerStreamError
+def _consume(st: _Stream, results: Any, bar: Any, stop_all: Callable[[], None] | None = None) -> None:
+    """Write one source's results to its sinks until its pipeline ends.
+
+    A source failing stops that source (the others keep going); an output failing (full disk,
+    folder gone) stops them all: the run then ends with that one error and a non-zero exit.
+    """
+    from .errors import FerStreamError, SinkError
 
     try:
         for result in results:
@@ -362,6 +367,12 @@ def _consume(st: _Stream, results: Any, bar: Any) -> None:
                     bar.set_postfix(faces=st.tally.faces, flagged=st.tally.flagged, refresh=False)
             if st.window is not None and st.window.quit:
                 st.pipeline.stop()
+    except SinkError as e:
+        st.error = e
+        if stop_all is not None:
+            stop_all()
+        if bar is not None:
+            raise
     except FerStreamError as e:
         st.error = e
         if bar is None:  # several sources: the others keep going

@@ -50,8 +50,18 @@ def check_output(path: str | os.PathLike[str], *, inputs: tuple[str, ...] = (), 
 
 
 def partial_path(path: Path) -> Path:
-    """Where an output is written until it is complete: ``talk.mp4`` -> ``talk.partial.mp4``."""
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
+    """Where an output is written until it is complete: ``talk.mp4`` -> ``talk.partial.mp4``.
+
+    A leftover of a killed run (or a link planted there) is removed first, never written through.
+    """
+    p = path.with_name(f"{path.stem}.partial{path.suffix}")
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise SinkError(f"cannot replace the unfinished '{p}': {e.strerror}") from None
+    return p
 
 
 class Sink:
@@ -110,6 +120,7 @@ class VideoSink(Sink):
         self._pending_audio = None
         self._copy_all_audio = False
         self._time_offset: float | None = None
+        self._failed = False
         self.frames = 0
         if width > 0 and height > 0:  # otherwise the first frame gives the size (a camera not yet connected)
             self._open(width, height)
@@ -177,11 +188,12 @@ class VideoSink(Sink):
         self._last_pts = pts
         vf.pts = pts
         vf.time_base = self._tb
-        self._mux_audio_until(float(pts * self._tb))
         try:
+            self._mux_audio_until(float(pts * self._tb))
             self._out.mux(self._stream.encode(vf))
-        except av.error.FFmpegError as e:
-            raise SinkError(f"writing video '{self.path}' failed: {e}") from None
+        except (av.error.FFmpegError, OSError) as e:
+            self._failed = True
+            raise SinkError(f"writing video '{self.path}' failed: {getattr(e, 'strerror', None) or e}") from None
         self.frames += 1
 
     def _mux_audio_until(self, t: float | None) -> None:
@@ -205,20 +217,32 @@ class VideoSink(Sink):
             self._out.mux(packet)
 
     def close(self) -> None:
+        import av
+
         if self._out is None:
             return
         try:
-            self._out.mux(self._stream.encode(None))
-            if self._copy_all_audio:
-                self._mux_audio_until(None)
-            elif self._last_pts is not None:
-                self._mux_audio_until(float((self._last_pts + self._frame_step) * self._tb))
+            if not self._failed:
+                self._out.mux(self._stream.encode(None))
+                if self._copy_all_audio:
+                    self._mux_audio_until(None)
+                elif self._last_pts is not None:
+                    self._mux_audio_until(float((self._last_pts + self._frame_step) * self._tb))
+        except (av.error.FFmpegError, OSError) as e:
+            self._failed = True
+            raise SinkError(f"finishing video '{self.path}' failed: {getattr(e, 'strerror', None) or e}") from None
         finally:
-            self._out.close()
+            try:
+                self._out.close()
+            except (av.error.FFmpegError, OSError):
+                self._failed = True  # what reached the disk stays playable up to its last fragment
             self._out = None
             if self._in_audio is not None:
                 self._in_audio.close()
-            os.replace(self.partial, self.path)  # finished: the real name appears whole
+            try:
+                os.replace(self.partial, self.path)  # the real name appears when the file is done
+            except OSError:
+                pass  # its folder is gone: nothing to name
 
 
 class SegmentedVideoSink(Sink):
@@ -299,8 +323,9 @@ class EventSink(Sink):
         if self.format not in ("jsonl", "csv"):
             raise SinkError(f"event log '{self.path}' must end in .jsonl or .csv")
         self.partial = partial_path(self.path)  # renamed to path when closed
+        self._failed = False
         try:
-            self._file: io.TextIOWrapper | None = open(self.partial, "w", encoding="utf-8", newline="")
+            self._file: io.TextIOWrapper | None = open(self.partial, "x", encoding="utf-8", newline="")
         except OSError as e:
             raise SinkError(f"cannot write event log '{self.path}': {e.strerror}") from None
         fields = (("source",) if source_id is not None else ()) + self.FIELDS
@@ -312,6 +337,13 @@ class EventSink(Sink):
         self.records = 0
 
     def write(self, result: FrameResult) -> None:
+        try:
+            self._write(result)
+        except OSError as e:
+            self._failed = True
+            raise SinkError(f"writing event log '{self.path}' failed: {e.strerror or e}") from None
+
+    def _write(self, result: FrameResult) -> None:
         assert self._file is not None
         for i, face in enumerate(result.faces):
             record = {"frame": result.frame.index, "time": round(result.frame.time, 6), "face": i, **face.record()}
@@ -329,10 +361,29 @@ class EventSink(Sink):
             self._last_flush = now
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        try:
+            file.close()
+        except OSError:
+            self._failed = True
+        if self._failed:
+            _trim_to_last_line(self.partial)  # the log ends on a whole record
+        try:
             os.replace(self.partial, self.path)
+        except OSError:
+            pass  # its folder is gone: nothing to name
+
+
+def _trim_to_last_line(path: Path) -> None:
+    """Cut a file after its last newline (a record half-written when the disk filled up)."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+    except OSError:
+        pass
 
 
 def display_available() -> bool:
@@ -403,8 +454,14 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     p = writable_path(path)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    try:
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SinkError(f"cannot write '{p}': {e.strerror or e}") from None
 
 
 __all__ = ["Sink", "VideoSink", "SegmentedVideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path",

@@ -114,3 +114,57 @@ def test_a_checkpoint_interrupted_between_renames_is_recovered(tmp_path):
     (old / "training_state.pt").write_bytes(b"x")
     _recover(tmp_path / "last")
     assert (tmp_path / "last" / "training_state.pt").read_bytes() == b"x" and not old.exists()
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cli_env, tmp_path):
+    """Files may not grow past 64 KB here (RLIMIT_FSIZE, as a full disk would stop them)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    events = tmp_path / "e.jsonl"
+    r = subprocess.run([sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model),
+                        "--events", str(events), "-q"], env=cli_env, capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fer-stream: error: writing event log") and str(events) in lines[0]
+    records = events.read_text().splitlines()  # kept, complete up to the failure, every line a whole record
+    assert records and all(json.loads(line)["frame"] >= 0 for line in records)
+    assert not list(tmp_path.glob("*.partial.*"))
+
+
+def test_a_planted_partial_file_link_is_replaced_not_written_through(tiny_model, cli_env, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "e.partial.jsonl").symlink_to(victim)
+    r = run_cli(["--source", str(VIDEO), "--events", str(tmp_path / "e.jsonl"), "--max-frames", "3",
+                 "--model", str(tiny_model), "-q"], cli_env)
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "keep me\n" and len((tmp_path / "e.jsonl").read_text().splitlines()) == 3
+
+
+def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model, cli_env, tmp_path):
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    r = subprocess.run([sys.executable, "-m", "fer_stream", "--source", f"a={VIDEO}", "--source", f"b={VIDEO}",
+                        "--model", str(tiny_model), "--events", str(tmp_path / "{source}.jsonl"), "-q"],
+                       env=cli_env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("fer-stream: error:")]
+    assert 1 <= len(errors) <= 2 and all("writing event log" in e for e in errors)
+    wrote = [p.strip() for line in r.stdout.splitlines() if line.startswith("wrote: ") for p in line[7:].split(",")]
+    assert all(Path(p).is_file() for p in wrote)  # only what is there
+    assert " 179 frames out of 179" not in r.stdout  # both cameras stopped early
