@@ -40,6 +40,7 @@ _OVERRIDES = {
     "stall_timeout": "source.stall_timeout_s",
     "transport": "source.transport",
     "max_frames": "source.max_frames",
+    "max_pixels": "source.max_pixels",
     "live": "source.live",
     "precision": "classifier.precision",
     "backend": "classifier.backend",
@@ -124,6 +125,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace outputs that already exist (never the input; default: refuse)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--max-pixels", type=int, metavar="N", help="refuse frames larger than N pixels (default 7680*4320, 8K; 0 = any)")
     p.add_argument("--live", action="store_true", default=None,
                    help="play a file at its own frame rate as a camera would (newest frame wins, drops counted)")
     p.add_argument("--classify-every", type=int, metavar="N",

@@ -98,6 +98,7 @@ class SourceConfig:
     stall_timeout_s: float = _setting(10.0, "network sources: no frame for this long is an outage", _float_range(0.5, 3600.0))
     reconnect_initial_s: float = _setting(1.0, "first pause before reconnecting; doubles after each failure", _float_range(0.1, 3600.0))
     reconnect_max_s: float = _setting(30.0, "longest pause between reconnection attempts", _float_range(0.1, 86400.0))
+    max_pixels: int = _setting(7680 * 4320, "refuse frames larger than this many pixels (default: 8K UHD; 0 = any size)", _int_range(0, 2**40))
     max_reconnects: int = _setting(-1, "failed attempts in a row before giving up (-1 = never give up)", _int_range(-1, 2**31))
 
 
@@ -148,6 +149,7 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class QueuesConfig:
+    max_mb: int = _setting(1024, "most megabytes of frames all queues of one source hold; big frames get shorter queues", _int_range(16, 1 << 20))
     frames: int = _setting(8, "decoded frames waiting for detection", _int_range(1, 1024))
     faces: int = _setting(16, "detected frames waiting for classification", _int_range(1, 1024))
     results: int = _setting(8, "classified frames waiting for overlay and output", _int_range(1, 1024))

@@ -49,14 +49,30 @@ def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any
     """A pipeline with the settings' batching, tracking, smoothing and scheduling; ``kwargs`` add or override."""
     from .pipeline import Pipeline
 
-    c, q = cfg.classifier, cfg.queues
+    c = cfg.classifier
+    frames, faces, results = queue_sizes(cfg, source.width * source.height * 3)
     options: dict[str, Any] = dict(
         max_frames=cfg.source.max_frames or None, batch_wait=c.batch_wait_ms / 1000.0, warmup=c.warmup,
         tracker=make_tracker(cfg), smoother=make_smoother(cfg), classify_every=c.classify_every,
-        live_max_hz=c.live_max_hz, frame_queue=q.frames, face_queue=q.faces, result_queue=q.results,
+        live_max_hz=c.live_max_hz, frame_queue=frames, face_queue=faces, result_queue=results,
     )
     options.update(kwargs)
     return Pipeline(source, clf, det, **options)
+
+
+def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:
+    """The frame, face and result queue lengths: the settings' counts, shortened so that all of
+    them together hold at most ``queues.max_mb`` of frames (results hold two pictures each:
+    the frame and its annotated copy). Each keeps at least 2 so the stages still overlap."""
+    q = cfg.queues
+    if frame_bytes <= 0:  # a camera not connected yet: its size is unknown
+        return q.frames, q.faces, q.results
+    budget = q.max_mb * (1 << 20) // frame_bytes  # frames' worth of memory
+    wanted = q.frames + q.faces + 2 * q.results * 2  # results and the output queue, two pictures each
+    if wanted <= budget:
+        return q.frames, q.faces, q.results
+    scale = budget / wanted
+    return tuple(max(2, int(n * scale)) for n in (q.frames, q.faces, q.results))  # type: ignore[return-value]
 
 
 def _load_models(cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False) -> tuple[Any, Any]:
@@ -147,10 +163,10 @@ def _open(cfg: Config, sid: str, spec: str) -> Source:
         src = ReconnectingSource(
             spec.strip(), source_id=sid, transport=s.transport, open_timeout=s.open_timeout_s,
             stall_timeout=s.stall_timeout_s, backoff_initial=s.reconnect_initial_s, backoff_max=s.reconnect_max_s,
-            max_reconnects=None if s.max_reconnects < 0 else s.max_reconnects,
+            max_reconnects=None if s.max_reconnects < 0 else s.max_reconnects, max_pixels=s.max_pixels,
         )
         return src  # connects on its reading thread, once the models are loaded (no stale burst of frames)
-    return open_source(spec, live=True if s.live else None)
+    return open_source(spec, live=True if s.live else None, max_pixels=s.max_pixels)
 
 
 def _output_path(template: str, sid: str, several: bool, what: str) -> str:

@@ -46,7 +46,9 @@ class ReconnectingSource(Source):
         backoff_max: float = 30.0,
         max_reconnects: int | None = None,
         opener: Callable[..., Source] | None = None,
+        max_pixels: int = 0,
     ) -> None:
+        self.max_pixels = max_pixels
         self.url = url  # opened, never shown
         self.name = redact(url)  # what health, logs and the summary show: no password
         self.source_id = source_id
@@ -151,8 +153,9 @@ class ReconnectingSource(Source):
             if self._closed.is_set():
                 raise SourceError("closed")
             options = {"rtsp_transport": self.transport} if self.url.lower().startswith(("rtsp://", "rtsps://")) else {}
+            extra = {"max_pixels": self.max_pixels} if self.max_pixels else {}
             inner = self._opener(self.url, live=True, open_timeout=self.open_timeout,
-                                 read_timeout=self.stall_timeout, options=options)
+                                 read_timeout=self.stall_timeout, options=options, **extra)
             self._inner = inner
             self.width, self.height, self.fps = inner.width, inner.height, inner.fps
 

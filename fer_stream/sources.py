@@ -66,6 +66,7 @@ class AVSource(Source):
         open_timeout: float = 10.0,
         read_timeout: float = 10.0,
         options: dict[str, str] | None = None,
+        max_pixels: int = 0,
     ) -> None:
         import av
 
@@ -101,6 +102,10 @@ class AVSource(Source):
         stream.thread_type = "SLICE" if self.live else "AUTO"  # frame threading adds latency
         ctx = stream.codec_context
         self.width, self.height = int(ctx.width), int(ctx.height)
+        if max_pixels and self.width * self.height > max_pixels:
+            self._container.close()
+            raise SourceError(f"'{self.name}' is {self.width}x{self.height}, over --max-pixels {max_pixels} "
+                              f"({max_pixels / 1e6:.1f} MP); raise --max-pixels if this machine has the memory for it")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = float(rate) if rate else 30.0
         self.time_base = stream.time_base
@@ -213,14 +218,15 @@ class WebcamSource(Source):
         self._cap.release()
 
 
-def open_source(spec: str | int, *, live: bool | None = None) -> Source:
-    """A webcam index (``0`` or ``"0"``), a video file path, or a URL FFmpeg can open."""
+def open_source(spec: str | int, *, live: bool | None = None, max_pixels: int = 0) -> Source:
+    """A webcam index (``0`` or ``"0"``), a video file path, or a URL FFmpeg can open (frames
+    larger than ``max_pixels`` refused; 0 = any size)."""
     text = str(spec).strip()
     if not text:
         raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
     if text.isdigit():
         return WebcamSource(int(text))
-    return AVSource(text, live=live)
+    return AVSource(text, live=live, max_pixels=max_pixels)
 
 
 def _ffmpeg_reason(e: Exception, url: str = "") -> str:

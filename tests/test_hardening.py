@@ -168,3 +168,17 @@ def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model
     wrote = [p.strip() for line in r.stdout.splitlines() if line.startswith("wrote: ") for p in line[7:].split(",")]
     assert all(Path(p).is_file() for p in wrote)  # only what is there
     assert " 179 frames out of 179" not in r.stdout  # both cameras stopped early
+
+
+def test_frames_beyond_max_pixels_are_refused_and_queues_shrink_for_big_frames(tiny_model, cli_env):
+    from fer_stream.config import load_config
+    from fer_stream.jobs import queue_sizes
+
+    r = run_cli(["--source", str(VIDEO), "--max-pixels", "100000", "--model", str(tiny_model), "-q"], cli_env)
+    assert r.returncode == 1 and "436x384, over --max-pixels 100000" in r.stderr and r.stderr.count("\n") == 1
+    cfg = load_config()
+    assert queue_sizes(cfg, 1920 * 1080 * 3) == (8, 16, 8)  # ordinary frames: the configured lengths
+    for side in (3840, 7680, 16000):
+        sizes = queue_sizes(cfg, side * side * 9 // 16 * 3)
+        frames_held = sizes[0] + sizes[1] + 4 * sizes[2]
+        assert min(sizes) >= 2 and (frames_held * side * side * 9 // 16 * 3 <= 1024 << 20 or sizes == (2, 2, 2))
