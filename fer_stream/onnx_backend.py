@@ -52,8 +52,6 @@ class _Logits(torch.nn.Module):
 
 def export_onnx(model: str, out: str | Path, *, opset: int = 17, tolerance: float = 1e-3, images: int = 8) -> dict[str, Any]:
     """Export ``model`` (hub id or folder) to ``out``; returns the self-check's figures."""
-    import warnings
-
     from .classify import TensorPreprocessor, load_model
     from .parity import synthetic_faces
 
@@ -64,6 +62,17 @@ def export_onnx(model: str, out: str | Path, *, opset: int = 17, tolerance: floa
     faces = synthetic_faces(images, seed=1)
     pixels = pre(faces) if pre is not None else processor(images=faces, return_tensors="pt")["pixel_values"]
     out = Path(out)
+    try:
+        return _export_checked(net, processor, pixels, model, out, opset, tolerance, images, onnx)
+    except BaseException:
+        out.unlink(missing_ok=True)  # a failed export leaves no .onnx behind
+        raise
+
+
+def _export_checked(net: torch.nn.Module, processor: Any, pixels: torch.Tensor, model: str, out: Path, opset: int,
+                    tolerance: float, images: int, onnx: Any) -> dict[str, Any]:
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes about constant shapes in transformers' checks
         torch.onnx.export(
@@ -131,14 +140,28 @@ class OnnxModel:
         if META_LABELS not in meta or META_PROCESSOR not in meta:
             raise ModelError(f"'{path}' was not exported by fer-stream (no labels in its metadata); "
                              "export it with `fer-stream export --format onnx`")
-        id2label = {int(k): v for k, v in json.loads(meta[META_LABELS]).items()}
-        self.labels = tuple(id2label[i] for i in range(len(id2label)))
-        settings = json.loads(meta[META_PROCESSOR])
-        kind = settings.get("image_processor_type", "ViTImageProcessor")
+        bad = f"'{path}' has broken fer-stream metadata"
+        try:
+            id2label = {int(k): str(v) for k, v in json.loads(meta[META_LABELS]).items()}
+            self.labels = tuple(id2label[i] for i in range(len(id2label)))
+            settings = json.loads(meta[META_PROCESSOR])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"{bad} (labels or processor); export it again with `fer-stream export --format onnx`") from None
+        if not self.labels or not isinstance(settings, dict):
+            raise ModelError(f"{bad} (no labels or no processor settings); export it again")
+        kind = str(settings.get("image_processor_type", "ViTImageProcessor"))
         # Without torchvision, transformers 5 offers the PIL flavour of a processor ("...Pil").
         base = kind.removesuffix("Fast").removesuffix("Pil")
-        cls = getattr(transformers, base + "Pil", None) or getattr(transformers, base, None) or transformers.AutoImageProcessor
-        self.processor = cls.from_dict(settings)
+        # The file names a class: only an image processor's, never anything else transformers exports.
+        if not (base.isidentifier() and base.endswith("ImageProcessor")):
+            raise ModelError(f"{bad}: '{kind}' is not an image processor")
+        cls = getattr(transformers, base + "Pil", None) or getattr(transformers, base, None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.image_processing_utils.BaseImageProcessor)):
+            raise ModelError(f"{bad}: '{kind}' is not an image processor transformers knows")
+        try:
+            self.processor = cls.from_dict(settings)
+        except Exception as e:
+            raise ModelError(f"{bad}: its processor settings do not load ({type(e).__name__})") from None
         self.providers = self.session.get_providers()
         self.source_model = meta.get(META_SOURCE, "")  # the hub id or folder it was exported from
 

@@ -74,3 +74,34 @@ def test_parity_of_onnxruntime_against_the_pytorch_model_it_came_from(exported, 
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["passed"] and rep["mean_cosine"] > 0.99999 and rep["top1_agreement"] == 1.0 and rep["images"] == 16
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("fer_stream.id2label", "{not json", "broken fer-stream metadata"),
+    ("fer_stream.id2label", "{}", "no labels"),
+    ("fer_stream.preprocessor", '{"image_processor_type": "AutoModelForCausalLM"}', "is not an image processor"),
+    ("fer_stream.preprocessor", '{"image_processor_type": "os.system"}', "is not an image processor"),
+    ("fer_stream.preprocessor", '["a list"]', "no processor settings"),
+])
+def test_bad_metadata_is_one_clear_error(exported, tmp_path, key, value, expected):
+    import onnx
+
+    from fer_stream.errors import ModelError
+    from fer_stream.onnx_backend import OnnxModel
+
+    proto = onnx.load(str(exported[0]))
+    entries = {p.key: p.value for p in proto.metadata_props}
+    assert key in entries, entries.keys()
+    for p in proto.metadata_props:
+        if p.key == key:
+            p.value = value
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelError, match=expected):
+        OnnxModel(bad)
+
+
+def test_a_failed_export_leaves_no_file(tiny_model, cli_env, tmp_path):
+    out = tmp_path / "m.onnx"
+    r = run_cli(["export", "--format", "onnx", str(out), "--model", str(tiny_model), "--tolerance", "-1"], cli_env)
+    assert r.returncode != 0 and "differs from PyTorch" in r.stderr and not out.exists()
