@@ -134,6 +134,7 @@ class Monitor:
         class Server(ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+            request_queue_size = 64  # waiting connections the kernel holds; beyond them, refused
             _slots = threading.BoundedSemaphore(max_clients)
 
             def process_request(self, request: Any, client_address: Any) -> None:
