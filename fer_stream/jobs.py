@@ -321,7 +321,7 @@ def run_stream(cfg: Config) -> int:
                         for t in threads:
                             t.join(0.2)
                 else:
-                    _consume(streams[0], results[0], bar)
+                    _consume(streams[0], results[0], bar, streams[0].pipeline.stop)
         for st in streams:
             stats = st.pipeline.stats
             if isinstance(st.video, VideoSink) and stats.source_ended and st.tally.frames_out == stats.frames_in:
@@ -383,12 +383,10 @@ def _consume(st: _Stream, results: Any, bar: Any, stop_all: Callable[[], None] |
                     bar.set_postfix(faces=st.tally.faces, flagged=st.tally.flagged, refresh=False)
             if st.window is not None and st.window.quit:
                 st.pipeline.stop()
-    except SinkError as e:
+    except SinkError as e:  # stop everything; the summary is still written, then the error ends the run
         st.error = e
         if stop_all is not None:
             stop_all()
-        if bar is not None:
-            raise
     except FerStreamError as e:
         st.error = e
         if bar is None:  # several sources: the others keep going

@@ -127,16 +127,18 @@ def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cl
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
 
-    events = tmp_path / "e.jsonl"
+    events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
     r = subprocess.run([sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model),
-                        "--events", str(events), "-q"], env=cli_env, capture_output=True, text=True, timeout=300,
-                       preexec_fn=limit)
+                        "--events", str(events), "--summary", str(summary), "-q"], env=cli_env, capture_output=True,
+                       text=True, timeout=300, preexec_fn=limit)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fer-stream: error: writing event log") and str(events) in lines[0]
     records = events.read_text().splitlines()  # kept, complete up to the failure, every line a whole record
     assert records and all(json.loads(line)["frame"] >= 0 for line in records)
-    assert not list(tmp_path.glob("*.partial.*"))
+    assert not list(tmp_path.glob("*.partial.*")) and not list(tmp_path.glob(".*.tmp"))
+    s = json.loads(summary.read_text())  # the summary (small) still made it, with what was done
+    assert 0 < s["frames_out"] < 270 and "error" in s
 
 
 def test_a_planted_partial_file_link_is_replaced_not_written_through(tiny_model, cli_env, tmp_path):
