@@ -66,6 +66,9 @@ _OVERRIDES = {
     "output": "output.video",
     "events": "output.events",
     "summary": "output.summary",
+    "report": "output.report",
+    "timeline": "output.timeline",
+    "timeline_seconds": "output.timeline_seconds",
     "audio": "output.audio",
     "overwrite": "output.overwrite",
     "crf": "output.crf",
@@ -122,6 +125,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="OUT.mp4", help="write the annotated video (H.264, input's audio kept)")
     p.add_argument("--events", metavar="OUT.jsonl", help="write one record per face per frame (.jsonl or .csv)")
     p.add_argument("--summary", metavar="OUT.json", help="write the run's summary as JSON")
+    p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report (timelines, flagged faces, settings)")
+    p.add_argument("--timeline", metavar="OUT.csv", help="write per-second, per-track mean probabilities and dominant label")
+    p.add_argument("--timeline-seconds", type=float, metavar="S", help="timeline bucket length (default 1)")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace outputs that already exist (never the input; default: refuse)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")

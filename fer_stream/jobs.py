@@ -189,6 +189,7 @@ class _Stream:
         self.window: Any = None
         self.pipeline: Any = None
         self.error: BaseException | None = None
+        self.timeline: Any = None
 
     def health(self) -> dict[str, Any]:
         if hasattr(self.source, "health"):
@@ -225,9 +226,11 @@ def run_stream(cfg: Config) -> int:
     out = cfg.output
     paths = {sid: (_output_path(out.video, sid, several, "--output"), _output_path(out.events, sid, several, "--events"))
              for sid, _ in specs}
+    people = {sid: (_output_path(out.report, sid, several, "--report"), _output_path(out.timeline, sid, several, "--timeline"))
+              for sid, _ in specs}  # the HTML report and the per-second CSV
     inputs = tuple(spec for _, spec in specs)
     segmented = out.segment_seconds > 0
-    for path in [p for pair in paths.values() for p in pair] + [out.summary]:
+    for path in [p for pair in paths.values() for p in pair] + [p for pair in people.values() for p in pair] + [out.summary]:
         if path:  # before the models load: never the input, never an existing file unless asked
             if segmented and path in (p[0] for p in paths.values()):
                 writable_path(path)  # segments get new, time-stamped names
@@ -277,6 +280,11 @@ def run_stream(cfg: Config) -> int:
                 st.sinks.append(st.video)
             if events_path:
                 st.sinks.append(stack.enter_context(EventSink(events_path, source_id=st.sid if several else None)))
+            if any(people[st.sid]):
+                from .report import TimelineSink
+
+                st.timeline = TimelineSink(clf.labels, bucket_s=out.timeline_seconds, threshold=cfg.classifier.threshold)
+                st.sinks.append(st.timeline)
             if not several and _want_display(cfg, src):
                 st.window = stack.enter_context(DisplaySink(cfg.display.title))
                 st.sinks.append(st.window)
@@ -341,6 +349,16 @@ def run_stream(cfg: Config) -> int:
                 summary["sources"][st.sid]["segments"] = [str(p) for p in st.video.closed_segments]
     elif isinstance(streams[0].video, SegmentedVideoSink):
         summary["segments"] = [str(p) for p in streams[0].video.closed_segments]
+    for st in streams:
+        report_path, timeline_path = people[st.sid]
+        if st.timeline is not None:
+            from .report import write_report, write_timeline
+
+            if timeline_path:
+                write_timeline(timeline_path, st.timeline)
+            if report_path:
+                write_report(report_path, st.timeline, summaries[st.sid], _report_settings(cfg))
+            summaries[st.sid]["outputs"].update({k: v for k, v in (("report", report_path), ("timeline", timeline_path)) if v})
     if out.summary:
         write_json(out.summary, summary)
     _print_summary(summary)
@@ -393,6 +411,16 @@ def _consume(st: _Stream, results: Any, bar: Any, stop_all: Callable[[], None] |
             log.error("source %s stopped: %s", st.sid, e)
         else:
             raise
+
+
+def _report_settings(cfg: Config) -> dict[str, Any]:
+    """The settings a reader of a report needs to judge it."""
+    c, d, q = cfg.classifier, cfg.detector, cfg.quality
+    return {"model": c.model, "device": c.device, "precision": c.precision, "threshold": c.threshold,
+            "classify every": c.classify_every, "smoothing": cfg.tracking.smoothing, "detector": d.kind,
+            "detector confidence (short / full)": f"{d.min_confidence} / {d.full_min_confidence}",
+            "quality minimums (px / sharpness / score)": f"{q.min_face_px} / {q.min_sharpness} / {q.min_score}",
+            "timeline bucket": f"{cfg.output.timeline_seconds:g} s"}
 
 
 def _combined(summaries: dict[str, dict[str, Any]], signum: int | None) -> dict[str, Any]:
