@@ -1,8 +1,8 @@
 """Is a face good enough to classify? Size, sharpness and detector score, against minimums.
 
 A classifier trained on clear 48-224 px faces answers confidently on a 12 px smudge too; such
-answers are noise. Each detected face gets a :class:`~fer_stream.frames.Quality`: its height in
-pixels, its sharpness (variance of the Laplacian of its grey crop, resized to 64x64 so that the
+answers are noise. Each detected face gets a :class:`~fer_stream.frames.Quality`: its size (the
+shorter side of its box) in pixels, its sharpness (variance of the Laplacian of its grey crop, resized to 64x64 so that the
 figure does not depend on the face's size) and the detector's score. A face under any minimum is
 *unusable*: drawn grey, not classified, counted apart.
 

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .frames import FrameResult
-from .sinks import Sink, SinkError, partial_path, writable_path
+from .sinks import Sink, write_atomic
 
 MAX_BUCKETS = 500_000  # (second, track) cells kept; the oldest go first on endless streams
 MAX_TRACKS_PLOTTED = 12
@@ -108,21 +108,26 @@ class TimelineSink(Sink):
 
 def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path:
     """The timeline as CSV (a row per second and track), written atomically."""
-    p = writable_path(path)
-    tmp = partial_path(p)
-    try:
-        with open(tmp, "x", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["time_s", "track", "faces", "dominant", *timeline.labels])
-            w.writeheader()
-            w.writerows(timeline.rows())
-        os.replace(tmp, p)
-    except OSError as e:
-        raise SinkError(f"cannot write timeline '{p}': {e.strerror or e}") from None
-    return p
+    def write(f: Any) -> None:
+        w = csv.DictWriter(f, fieldnames=["time_s", "track", "faces", "dominant", *timeline.labels])
+        w.writeheader()
+        w.writerows(timeline.rows())
+
+    return write_atomic(path, write, "timeline")
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -136,10 +141,7 @@ COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": 
 
 
 def _track_plot(timeline: TimelineSink, track: int) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     cells = sorted((b, v) for (b, t), v in timeline.cells.items() if t == track)
     x = np.array([b * timeline.bucket_s for b, _ in cells])
@@ -162,10 +164,7 @@ def _track_plot(timeline: TimelineSink, track: int) -> str:
 
 
 def _overview_plots(timeline: TimelineSink, summary: dict[str, Any]) -> tuple[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     labels = list(summary.get("labels", {}))
     counts = [summary["labels"][label] for label in labels]
@@ -191,7 +190,7 @@ def _overview_plots(timeline: TimelineSink, summary: dict[str, Any]) -> tuple[st
 def write_report(path: str | os.PathLike[str], timeline: TimelineSink, summary: dict[str, Any],
                  settings: dict[str, Any] | None = None) -> Path:
     """One self-contained HTML file: overview plots, a timeline per track, flagged moments, settings."""
-    p = writable_path(path)
+    p = Path(path)
     esc = html.escape
     bars, over_time = _overview_plots(timeline, summary)
     faces = max(1, summary.get("faces", 0))
@@ -239,11 +238,4 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #eee; 
 <h2>Settings</h2><table>{settings_rows}</table>
 </body></html>
 """
-    tmp = partial_path(p)
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(doc)
-        os.replace(tmp, p)
-    except OSError as e:
-        raise SinkError(f"cannot write report '{p}': {e.strerror or e}") from None
-    return p
+    return write_atomic(p, lambda f: f.write(doc), "report")

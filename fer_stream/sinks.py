@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import SinkError
 from .frames import FrameResult
@@ -450,19 +450,25 @@ class Tally(Sink):
                 self.flagged += face.prediction.flagged
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[io.TextIOBase], None], what: str = "") -> Path:
+    """Write a whole file through ``write(f)`` to its partial name, then rename it into place;
+    any failure is one SinkError naming the file, and leaves no partial file behind."""
     p = writable_path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
+    tmp = partial_path(p)
     try:
-        tmp.unlink(missing_ok=True)
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
+        with open(tmp, "x", encoding="utf-8", newline="") as f:
+            write(f)
         os.replace(tmp, p)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise SinkError(f"cannot write '{p}': {e.strerror or e}") from None
+        raise SinkError(f"cannot write {what + ' ' if what else ''}'{p}': {e.strerror or e}") from None
+    return p
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
 
 
 __all__ = ["Sink", "VideoSink", "SegmentedVideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path",
-           "check_output", "partial_path"]
+           "check_output", "partial_path", "write_atomic"]
