@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -33,6 +34,9 @@ import numpy as np
 from .errors import ModelError
 
 
+_STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one redirection at a time
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Silence what native code writes to fd 2 (LiteRT logs INFO lines no setting turns off)."""
@@ -41,16 +45,17 @@ def native_stderr_silenced() -> Iterator[None]:
     except (AttributeError, OSError, ValueError):  # no real stderr (pytest capture, embedded)
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            os.close(devnull)
 
 
 @dataclass(frozen=True)

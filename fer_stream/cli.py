@@ -2,6 +2,7 @@
 
     fer-stream --source 0                                   # webcam, on screen
     fer-stream --source talk.mp4 --output talk.annotated.mp4 --events talk.jsonl
+    fer-stream batch ARCHIVE/ more/*.mp4 list.txt --out RESULTS/ [--jobs 2] [--ray auto]
     fer-stream image face.jpg [more.jpg ...] [--dir FACES] [--json] [--no-detect]
     fer-stream bench --video talk.mp4 [--images FACES] [--json]   # speed on this machine
     fer-stream parity --device cuda [--precision fp16] [--images FACES] [--json]   # device vs CPU
@@ -29,7 +30,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import ConfigError, FerStreamError
 
-COMMANDS = ("run", "image", "bench", "parity", "eval", "export", "train", "models", "config")
+COMMANDS = ("run", "batch", "image", "bench", "parity", "eval", "export", "train", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -108,7 +109,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
         epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
-               "fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
+               "fer-stream batch --help | fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
                "fer-stream models pull --help | "
                "fer-stream config --help",
     )
@@ -147,6 +148,39 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", dest="audio", action="store_false", default=None, help="do not copy the input's audio")
     p.add_argument("--crf", type=int, metavar="Q", help="H.264 quality 0-51, lower is better (default 20)")
     p.add_argument("--preset", choices=X264_PRESETS, help="x264 speed preset (default veryfast)")
+    _common(p)
+    return p
+
+
+def _batch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream batch",
+        description="Analyse many videos: each gets OUT/<name>/ with annotated.mp4, events.jsonl, summary.json, "
+                    "report.html and timeline.csv; OUT/manifest.jsonl records every attempt. A re-run skips finished, "
+                    "unchanged videos and runs new, changed, failed and interrupted ones.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, folders (searched recursively), glob patterns ('talks/**/*.mp4') or .txt lists of paths/URLs")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created if missing)")
+    p.add_argument("--jobs", type=int, default=2, metavar="N",
+                   help="videos decoded and detected at once, all feeding one classifier (default 2)")
+    p.add_argument("--force", action="store_true", help="run every input again, finished or not")
+    p.add_argument("--retry-failed", action="store_true", help="run only the inputs whose last attempt failed")
+    p.add_argument("--no-video", dest="video", action="store_false", help="no annotated MP4s (events, summaries and reports only)")
+    p.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="run on a Ray cluster (pip install 'fer-stream[ray]'): auto = the cluster this machine "
+                        "joined with `ray start` (else a local one), or ray://HOST:10001")
+    p.add_argument("--max-frames", type=int, metavar="N", help="at most N frames of each video")
+    p.add_argument("--classify-every", type=int, metavar="N",
+                   help="classify each face track every Nth frame and reuse the result between (default 1: every frame)")
+    p.add_argument("--smoothing", choices=SMOOTHING, help="per-track smoothing of probabilities (default ema; off = raw)")
+    p.add_argument("--timeline-seconds", type=float, metavar="S", help="timeline bucket length (default 1)")
+    p.add_argument("--batch-wait-ms", type=int, metavar="MS", help="longest wait for a batch to fill (default 50)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch")
+    p.add_argument("--no-audio", dest="audio", action="store_false", default=None, help="do not copy the input's audio")
+    p.add_argument("--crf", type=int, metavar="Q", help="H.264 quality 0-51, lower is better (default 20)")
+    p.add_argument("--preset", choices=X264_PRESETS, help="x264 speed preset (default veryfast)")
+    p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
     _common(p)
     return p
 
@@ -360,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
-    parser = {"run": _run_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
+    parser = {"run": _run_parser, "batch": _batch_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
               "eval": _eval_parser, "export": _export_parser, "train": _train_parser, "models": _models_parser,
               "config": _config_parser}[command]()
     args = parser.parse_args(argv)
@@ -372,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .jobs import run_stream
 
             return run_stream(cfg)
+        if command == "batch":
+            from .batch import run_batch
+
+            return run_batch(cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed,
+                             video=args.video, ray=args.ray)
         if command == "image":
             from .jobs import classify_images
 

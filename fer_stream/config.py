@@ -331,3 +331,19 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(v)
+
+
+def with_settings(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """``cfg`` with some settings changed ("table.key" -> value, checked as a file's would be).
+
+    >>> with_settings(Config(), {"output.crf": 30}).output.crf
+    30
+    """
+    sections = _sections()
+    changed: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        table, _, key = dotted.partition(".")
+        if table not in sections or key not in {f.name for f in dataclasses.fields(sections[table])}:
+            raise ConfigError(f"unknown setting '{dotted}'")
+        changed.setdefault(table, {})[key] = _validate(sections[table], key, value, f"[{table}]")
+    return dataclasses.replace(cfg, **{t: dataclasses.replace(getattr(cfg, t), **kv) for t, kv in changed.items()})

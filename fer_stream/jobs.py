@@ -9,10 +9,11 @@ import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .config import Config
 from .errors import ConfigError, SourceError
@@ -113,15 +114,19 @@ def _want_display(cfg: Config, source: Source) -> bool:
     return bool(setting)
 
 
-class _StopOnSignal:
-    """SIGINT/SIGTERM/SIGHUP ask the pipelines to stop (outputs are finalized); a second one aborts."""
+class StopOnSignal:
+    """SIGINT/SIGTERM/SIGHUP ask the pipelines to stop (outputs are finalized); a second one aborts.
 
-    def __init__(self, pipelines: list[Any]) -> None:
-        self.pipelines = pipelines
+    Install it on the main thread; runs on other threads register their pipelines with ``watching``.
+    """
+
+    def __init__(self, pipelines: list[Any] | None = None) -> None:
+        self.pipelines = list(pipelines or [])
         self.signum: int | None = None
         self._saved: dict[int, Any] = {}
+        self._lock = threading.Lock()
 
-    def __enter__(self) -> _StopOnSignal:
+    def __enter__(self) -> StopOnSignal:
         # SIGHUP too: a closed terminal or SSH session finalizes the outputs instead of losing them.
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._saved[s] = signal.signal(s, self._handle)
@@ -131,11 +136,28 @@ class _StopOnSignal:
         for s, handler in self._saved.items():
             signal.signal(s, handler)
 
+    @contextmanager
+    def watching(self, pipelines: list[Any]) -> Iterator[None]:
+        """Stop ``pipelines`` on a signal while the block runs (at once if one came already)."""
+        with self._lock:
+            self.pipelines.extend(pipelines)
+        if self.signum is not None:
+            for p in pipelines:
+                p.stop()
+        try:
+            yield
+        finally:
+            with self._lock:
+                for p in pipelines:
+                    self.pipelines.remove(p)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        for p in self.pipelines:
+        with self._lock:
+            pipelines = list(self.pipelines)
+        for p in pipelines:
             p.stop()
 
 
@@ -213,8 +235,38 @@ class _Stream:
         }
 
 
+@dataclass
+class Outcome:
+    """What one analysis did: its summary (as written to ``--summary``), per-source errors, the signal that stopped it."""
+
+    summary: dict[str, Any]
+    errors: list[tuple[str, BaseException]]
+    signum: int | None
+    several: bool
+
+
 def run_stream(cfg: Config) -> int:
     """Analyse every configured source end to end; returns the process exit code."""
+    outcome = analyse(cfg)
+    _print_summary(outcome.summary)
+    if outcome.errors and not outcome.several:
+        raise outcome.errors[0][1]
+    if outcome.errors:
+        for sid, error in outcome.errors:
+            print(f"fer-stream: error: source {sid}: {error}", file=sys.stderr)
+        return 1
+    if outcome.signum is not None:
+        return 128 + outcome.signum
+    return 0
+
+
+def analyse(cfg: Config, *, classifier: Any = None, detector: Any = None, stopper: StopOnSignal | None = None) -> Outcome:
+    """Run every configured source through the pipeline into its outputs and write the summary.
+
+    ``classifier`` and ``detector`` (one source only) reuse models already loaded, as ``batch``
+    does across videos; they are not closed here. ``stopper`` is a signal handler installed by the
+    caller (runs on other threads); without one, this call installs its own.
+    """
     from tqdm import tqdm
 
     from .live import LiveClassifier
@@ -251,10 +303,13 @@ def run_stream(cfg: Config) -> int:
             stack.callback(monitor.server.server_close)
         streams = [_Stream(sid, stack.enter_context(_open(cfg, sid, spec))) for sid, spec in specs]
         any_live = any(st.source.live for st in streams)
-        clf, _ = _load_models(cfg, detector=False, live=any_live)
-        detectors = [make_detector(cfg, webcam=isinstance(st.source, WebcamSource)) for st in streams]  # one per detect thread
-        for d in detectors:
-            stack.callback(d.close)
+        clf = classifier if classifier is not None else _load_models(cfg, detector=False, live=any_live)[0]
+        if detector is not None and not several:
+            detectors = [detector]
+        else:
+            detectors = [make_detector(cfg, webcam=isinstance(st.source, WebcamSource)) for st in streams]  # one per detect thread
+            for d in detectors:
+                stack.callback(d.close)
         log.info("detector %s", ", ".join(f"{st.sid}: {d.kind}" for st, d in zip(streams, detectors)))
         log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
         shared = None
@@ -310,7 +365,7 @@ def run_stream(cfg: Config) -> int:
             )
             stack.callback(bar.close)
         pipelines = [st.pipeline for st in streams]
-        with _StopOnSignal(pipelines) as stopper:
+        with (nullcontext(stopper) if stopper is not None else StopOnSignal()) as signals, signals.watching(pipelines):
             with ExitStack() as running:
                 results = [running.enter_context(p) for p in pipelines]
                 if shared is not None:
@@ -336,11 +391,11 @@ def run_stream(cfg: Config) -> int:
                 st.video.end_of_input()
         if bar is not None:
             bar.close()
-        summaries = {st.sid: _summary(cfg, st, clf, stopper.signum) for st in streams}
+        summaries = {st.sid: _summary(cfg, st, clf, signals.signum) for st in streams}
         mixed = shared.mixed_batches if shared is not None else 0
-        errors = [st.error for st in streams if st.error is not None]
+        errors = [(st.sid, st.error) for st in streams if st.error is not None]
     # Sinks are closed (MP4 finalized, log flushed) before the summary says they were written.
-    summary = summaries[specs[0][0]] if not several else _combined(summaries, stopper.signum)
+    summary = summaries[specs[0][0]] if not several else _combined(summaries, signals.signum)
     if several:
         summary["mixed_batches"] = mixed  # classifier batches holding faces of more than one camera
     if several:
@@ -361,17 +416,7 @@ def run_stream(cfg: Config) -> int:
             summaries[st.sid]["outputs"].update({k: v for k, v in (("report", report_path), ("timeline", timeline_path)) if v})
     if out.summary:
         write_json(out.summary, summary)
-    _print_summary(summary)
-    if errors and not several:
-        raise errors[0]
-    if errors:
-        for st in streams:
-            if st.error is not None:
-                print(f"fer-stream: error: source {st.sid}: {st.error}", file=sys.stderr)
-        return 1
-    if stopper.signum is not None:
-        return 128 + stopper.signum
-    return 0
+    return Outcome(summary, errors, signals.signum, several)
 
 
 def _run_shared(shared: Any, stop: threading.Event, pipelines: list[Any]) -> None:

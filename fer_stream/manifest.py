@@ -1,0 +1,74 @@
+"""``DIR/manifest.jsonl``: what ``fer-stream batch`` did with each input, one JSON line per attempt.
+
+The file is only ever appended to (one ``write`` of a whole line, flushed and synced), so a
+killed batch leaves every finished video recorded; the last line of an input is its state. A torn
+last line (power cut mid-write) is ignored on reading. Inputs are matched by a key (the SHA-256 of
+the path or URL, so a camera password never has to be stored to recognise it) and a finished one
+is skipped only while its file's size and modification time and the settings' hash are unchanged
+and its outputs are still there.
+
+>>> m = Manifest(Path("out/manifest.jsonl"))            # doctest: +SKIP
+>>> m.latest()["3f2a..."]["status"]                     # doctest: +SKIP
+'done'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+DONE, FAILED, STOPPED = "done", "failed", "stopped"
+
+
+def input_key(spec: str) -> str:
+    """A stable key for an input (path or URL) that does not reveal it."""
+    return hashlib.sha256(spec.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+class Manifest:
+    """Appends records to, and reads the latest record per input from, a JSON-lines file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every whole record in file order (torn or foreign lines skipped)."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("key"), str):
+                out.append(rec)
+        return out
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The last record of each input, by key."""
+        return {rec["key"]: rec for rec in self.records()}
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                if os.fstat(fd).st_size and not _ends_with_newline(fd):
+                    os.write(fd, b"\n")  # a torn line from a killed run stays on its own line
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _ends_with_newline(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, 1, size - 1) == b"\n"
