@@ -3,6 +3,7 @@
     fer-stream --source 0                                   # webcam, on screen
     fer-stream --source talk.mp4 --output talk.annotated.mp4 --events talk.jsonl
     fer-stream batch ARCHIVE/ more/*.mp4 list.txt --out RESULTS/ [--jobs 2] [--ray auto]
+    fer-stream fleet --ray auto site-a.toml site-b.toml     # camera groups as Ray actors, each with /metrics
     fer-stream image face.jpg [more.jpg ...] [--dir FACES] [--json] [--no-detect]
     fer-stream bench --video talk.mp4 [--images FACES] [--json]   # speed on this machine
     fer-stream parity --device cuda [--precision fp16] [--images FACES] [--json]   # device vs CPU
@@ -30,7 +31,7 @@ from . import __version__
 from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
 from .errors import ConfigError, FerStreamError
 
-COMMANDS = ("run", "batch", "image", "bench", "parity", "eval", "export", "train", "models", "config")
+COMMANDS = ("run", "batch", "fleet", "image", "bench", "parity", "eval", "export", "train", "models", "config")
 
 # flag destination -> "table.key" in config.toml
 _OVERRIDES = {
@@ -109,7 +110,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
         epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
-               "fer-stream batch --help | fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
+               "fer-stream batch --help | fer-stream fleet --help | fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
                "fer-stream models pull --help | "
                "fer-stream config --help",
     )
@@ -182,6 +183,20 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=X264_PRESETS, help="x264 speed preset (default veryfast)")
     p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
     _common(p)
+    return p
+
+
+def _fleet_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream fleet",
+        description="Run camera groups across a Ray cluster: each GROUP.toml (its [[sources]], outputs and [serve] "
+                    "address) becomes one Ray actor that analyses its cameras and serves its own /healthz and /metrics. "
+                    "Ctrl-C stops every group; outputs are finalized.",
+    )
+    p.add_argument("groups", nargs="+", metavar="GROUP.toml", help="one settings file per camera group (its name: the file name)")
+    p.add_argument("--ray", default="auto", metavar="auto|ADDRESS",
+                   help="the cluster: auto (the one this machine joined, else a local one) or ray://HOST:10001")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
 
 
@@ -394,14 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
-    parser = {"run": _run_parser, "batch": _batch_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
+    parser = {"run": _run_parser, "batch": _batch_parser, "fleet": _fleet_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
               "eval": _eval_parser, "export": _export_parser, "train": _train_parser, "models": _models_parser,
               "config": _config_parser}[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
     try:
-        cfg = load_config(args.config, _overrides(args))
+        cfg = load_config(getattr(args, "config", None), _overrides(args))
         if command == "run":
             from .jobs import run_stream
 
@@ -411,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_batch(cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed,
                              video=args.video, ray=args.ray)
+        if command == "fleet":
+            from .cluster import run_fleet
+
+            return run_fleet(args.groups, args.ray)
         if command == "image":
             from .jobs import classify_images
 

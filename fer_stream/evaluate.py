@@ -147,33 +147,36 @@ def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict
 
 
 def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
-    """Draw the confusion matrix (cells shaded by row share, counts written in) as a PNG."""
-    import cv2
+    """Draw the confusion matrix (cells shaded by row share, counts written in) as a PNG, with matplotlib."""
+    from .report import _pyplot
+    from .sinks import write_atomic
 
+    plt = _pyplot()
     labels, m = report["labels"], np.array(report["confusion"])
-    n, cell, left, top = len(labels), 64, 110, 110
-    img = np.full((top + n * cell + 40, left + n * cell + 20, 3), 255, np.uint8)
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    font = cv2.FONT_HERSHEY_SIMPLEX
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.1 * n + 2.2, 1.0 * n + 1.8), dpi=100)
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for r in range(n):
         for c in range(n):
-            x, y = left + c * cell, top + r * cell
-            shade = int(255 - 200 * share[r, c])
-            cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), (255, shade, shade) if r != c else (shade, 255, shade), -1)
-            cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), (200, 200, 200), 1)
-            text = str(m[r, c])
-            (tw, th), _ = cv2.getTextSize(text, font, 0.5, 1)
-            cv2.putText(img, text, (x + (cell - tw) // 2, y + (cell + th) // 2), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(img, labels[r][:12], (6, top + r * cell + cell // 2 + 5), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    for c in range(n):
-        x = left + c * cell + 8
-        cv2.putText(img, labels[c][:9], (x, top - 10), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "true (rows) x predicted (columns)", (6, 24), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, f"accuracy {report['accuracy']:.1%} on {report['images']} images", (6, 50), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    out = Path(path)
-    if not cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-        raise SourceError(f"cannot write '{out}'")
-    return out
+            ax.text(c, r, f"{m[r, c]}\n{share[r, c]:.0%}", ha="center", va="center", fontsize=9,
+                    color="white" if share[r, c] > 0.55 else "black")
+    ax.set_xticks(range(n), labels, rotation=35, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {report['accuracy']:.1%}, macro F1 {report['macro_f1']:.3f} on {report['images']} images",
+                 fontsize=10)
+    fig.tight_layout()
+
+    def write(f: Any) -> None:
+        f.flush()
+        fig.savefig(f.buffer, format="png")  # the binary file under write_atomic's text one
+
+    try:
+        return write_atomic(path, write, "confusion matrix")
+    finally:
+        plt.close(fig)
 
 
 def format_report(r: dict[str, Any]) -> str:

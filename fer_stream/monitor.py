@@ -5,6 +5,8 @@
 * ``/metrics``: Prometheus text format (see :mod:`fer_stream.metrics`).
 * ``/sources/<id>/mjpeg``: the live annotated picture as an MJPEG stream (open it in a browser or
   VLC); ``/sources/<id>/jpeg`` gives one still.
+* ``/``: the dashboard (see :mod:`fer_stream.dashboard`): every camera's picture, state, current
+  tracks, label mix and recent flagged faces; ``/api/state`` is its JSON.
 
 The server is the standard library's threading HTTP server, bounded: at most ``max_clients``
 connections at once (``max_viewers`` of them MJPEG streams), each socket timing out after
@@ -33,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .dashboard import PAGE, SourceView
 from .errors import ConfigError
 from .frames import FrameResult
 from .metrics import Metrics
@@ -100,6 +103,17 @@ class PreviewSink(Sink):
             return self._jpeg
 
 
+class _Both(Sink):
+    """Hands each result to the preview and to the dashboard's view."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def write(self, result: FrameResult) -> None:
+        for sink in self.sinks:
+            sink.write(result)
+
+
 class Monitor:
     """The HTTP server of ``--serve``, running on a background thread while the context is open."""
 
@@ -108,6 +122,7 @@ class Monitor:
         self.metrics = metrics
         self.health: dict[str, Callable[[], dict[str, Any]]] = {}
         self.previews: dict[str, PreviewSink] = {}
+        self.views: dict[str, SourceView] = {}
         self.token = token
         self._viewers = threading.BoundedSemaphore(max_viewers)
         monitor = self
@@ -172,10 +187,18 @@ class Monitor:
         host, port = self.server.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    def add_source(self, source_id: str, health: Callable[[], dict[str, Any]]) -> PreviewSink:
+    def add_source(self, source_id: str, health: Callable[[], dict[str, Any]]) -> Sink:
+        """Register a source; the returned sink feeds its preview and its dashboard card."""
         self.health[source_id] = health
         self.previews[source_id] = preview = PreviewSink()
-        return preview
+        self.views[source_id] = view = SourceView()
+        return _Both(preview, view)
+
+    def dashboard_state(self) -> dict[str, Any]:
+        """``/api/state``: each source's health and view (tracks, label mix, flagged faces)."""
+        code, health = self.healthz()
+        return {"status": health["status"],
+                "sources": {sid: {"health": health["sources"][sid], **view.state()} for sid, view in self.views.items()}}
 
     def __enter__(self) -> Monitor:
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -240,12 +263,11 @@ class Monitor:
             else:
                 self._send(req, 404, "text/plain", b"use /sources/<id>/mjpeg or /sources/<id>/jpeg\n")
         elif path == "/":
-            links = "".join(f'<li>{s}: <a href="/sources/{s}/mjpeg">live</a></li>' for s in self.previews)
-            page = f"<html><body><h1>fer-stream</h1><ul>{links}</ul><p><a href='/healthz'>/healthz</a> " \
-                   f"<a href='/metrics'>/metrics</a></p></body></html>"
-            self._send(req, 200, "text/html; charset=utf-8", page.encode())
+            self._send(req, 200, "text/html; charset=utf-8", PAGE.encode())
+        elif path == "/api/state":
+            self._send(req, 200, "application/json", json.dumps(self.dashboard_state()).encode())
         else:
-            self._send(req, 404, "text/plain", b"not found; try /healthz, /metrics or /sources/<id>/mjpeg\n")
+            self._send(req, 404, "text/plain", b"not found; try /, /healthz, /metrics or /sources/<id>/mjpeg\n")
 
     @staticmethod
     def _send(req: BaseHTTPRequestHandler, code: int, ctype: str, body: bytes) -> None:
