@@ -27,40 +27,20 @@ import re
 import sys
 import threading
 import time
-import dataclasses
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .archive import Job, analyse_video, now
 from .config import Config, render, with_settings
-from .errors import ConfigError, FerStreamError, SinkError, SourceError
+from .errors import ConfigError, SinkError, SourceError
 from .manifest import DONE, FAILED, STOPPED, Manifest, input_key
-from .sources import NETWORK_SCHEMES, redact
+from .sources import redact
 
 log = logging.getLogger("fer_stream")
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp")
-OUTPUTS = {"video": "annotated.mp4", "events": "events.jsonl", "summary": "summary.json", "report": "report.html",
-           "timeline": "timeline.csv"}  # what each video's folder holds
 _GLOB = re.compile(r"[*?\[]")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input of the batch, with what identifies its current version."""
-
-    spec: str  # path (absolute) or URL, as opened
-    key: str
-    shown: str  # for people: the path, or the URL without its password
-    size: int | None = None
-    mtime_ns: int | None = None
-    name: str = ""  # its folder under DIR
-
-    @property
-    def is_url(self) -> bool:
-        return self.spec.lower().startswith(NETWORK_SCHEMES) or "://" in self.spec
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -186,56 +166,6 @@ def _unchanged(job: Job, rec: dict[str, Any], out_dir: Path, settings: str) -> b
             and all((out_dir / p).is_file() for p in outputs.values()))
 
 
-def video_config(cfg: Config, job: Job, folder: Path, *, video: bool) -> Config:
-    """The settings of one video's run: its input, its folder's outputs, no progress bar or server."""
-    one = with_settings(cfg, {
-        "source.input": job.spec, "source.id": "cam1", "source.live": False,
-        "output.video": str(folder / OUTPUTS["video"]) if video else "",
-        "output.events": str(folder / OUTPUTS["events"]), "output.summary": str(folder / OUTPUTS["summary"]),
-        "output.report": str(folder / OUTPUTS["report"]), "output.timeline": str(folder / OUTPUTS["timeline"]),
-        "output.overwrite": True,  # the folder is the batch's own (the manifest names it)
-        "output.progress": False, "output.segment_seconds": 0.0, "serve.address": "", "display.enabled": False,
-    })
-    return dataclasses.replace(one, sources=())
-
-
-# -- one video -----------------------------------------------------------------------------------
-
-
-def analyse_video(cfg: Config, job: Job, folder: Path, *, video: bool, classifier: Any, detector: Any,
-                  stopper: Any = None) -> dict[str, Any]:
-    """Run one video into ``folder``; returns its manifest record (status done, failed or stopped)."""
-    from .jobs import analyse
-
-    started = time.time()
-    record: dict[str, Any] = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                              "mtime_ns": job.mtime_ns}
-    remove_outputs(folder)  # a re-run never leaves an older attempt's file looking like this one's
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        outcome = analyse(video_config(cfg, job, folder, video=video), classifier=classifier, detector=detector,
-                          stopper=stopper)
-    except SinkError:
-        raise  # an output failing (disk full) stops the batch
-    except FerStreamError as e:
-        return {**record, "status": FAILED, "error": str(e), "elapsed_s": round(time.time() - started, 3),
-                "finished": _now()}
-    s = outcome.summary
-    error = str(outcome.errors[0][1]) if outcome.errors else None
-    if outcome.errors and isinstance(outcome.errors[0][1], SinkError):
-        raise outcome.errors[0][1]
-    status = FAILED if error else STOPPED if outcome.signum is not None else DONE
-    outputs = {k: f"{job.name}/{name}" for k, name in OUTPUTS.items() if (folder / name).is_file()}
-    return {**record, "status": status, "error": error, "outputs": outputs, "frames": s["frames_out"],
-            "faces": s["faces"], "classified": s["classified"], "flagged": s["flagged"], "unusable": s["unusable"],
-            "tracks": len(s["tracks"]), "labels": {k: v for k, v in s["labels"].items() if v},
-            "elapsed_s": round(time.time() - started, 3), "finished": _now()}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # -- the batch -----------------------------------------------------------------------------------
 
 
@@ -319,14 +249,14 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
                 except SinkError as e:
                     fatal.append(e)
                     record({"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                            "mtime_ns": job.mtime_ns, "status": FAILED, "error": str(e), "finished": _now()})
+                            "mtime_ns": job.mtime_ns, "status": FAILED, "error": str(e), "finished": now()})
                     for p in list(signals.pipelines):
                         p.stop()
                     return
                 except Exception as e:  # a bug on one video: recorded, the others go on
                     log.debug("video %s", job.shown, exc_info=True)
                     rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": _now(),
+                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
                            "error": f"internal error: {type(e).__name__}: {e}"}
                 record(rec)
                 if rec["status"] == FAILED:
@@ -374,7 +304,3 @@ def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
     return 1 if failed else 0
 
 
-def remove_outputs(folder: Path) -> None:
-    """Delete the batch's own files in ``folder`` (before a video runs again); nothing else there."""
-    for name in OUTPUTS.values():
-        (folder / name).unlink(missing_ok=True)

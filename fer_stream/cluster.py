@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .batch import OUTPUTS, Job, analyse_video, _now
+from .archive import OUTPUTS, Job, analyse_video, now, remove_outputs
 from .config import Config
 from .errors import ConfigError
 from .manifest import FAILED
@@ -196,7 +196,7 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
                     result = ray.get(ref)
                 except Exception as e:  # the task itself failed (after Ray's retries of lost workers)
                     rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": _now(),
+                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
                            "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"}
                 else:
                     _write_files(out_dir / job.name, result["files"], result["tmp"])
@@ -223,8 +223,6 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
 
 def _write_files(folder: Path, files: dict[str, bytes], worker_folder: str) -> None:
     """A video's outputs from a task, each written whole then renamed; paths inside name this folder."""
-    from .batch import remove_outputs
-
     folder.mkdir(parents=True, exist_ok=True)
     remove_outputs(folder)
     for name, data in files.items():

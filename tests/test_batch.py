@@ -303,3 +303,43 @@ def test_camera_groups_run_as_ray_actors_each_serving_metrics(local_ray, archive
         assert s["stopped_by"] == "SIGTERM"
     for actor in actors.values():
         local_ray.kill(actor)
+
+
+def test_urls_are_listed_without_their_password(tmp_path):
+    from fer_stream.batch import expand_inputs, make_jobs
+
+    listing = tmp_path / "cams.txt"
+    listing.write_text("rtsp://admin:hunter2@10.0.0.7:554/recordings/day1.mp4\n")
+    (job,) = make_jobs(expand_inputs([str(listing)]), {}, tmp_path / "out")
+    assert job.spec.endswith("hunter2@10.0.0.7:554/recordings/day1.mp4")  # opened as given
+    assert "hunter2" not in job.shown and "hunter2" not in job.name and "hunter2" not in job.key
+    assert job.name.startswith("10.0.0.7")
+
+
+def test_a_killed_ray_worker_s_video_is_run_again(local_ray, archive, single_runs, tiny_model, tmp_path):
+    """SIGKILL the process running a video's task (as a lost node would): Ray runs it again, the batch completes."""
+    import signal
+    import subprocess
+
+    from fer_stream.batch import run_batch
+
+    out = tmp_path / "out"
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(run_batch(
+        _cfg(tiny_model, **{"source.max_frames": FRAMES}), [str(archive)], str(out), ray="auto")))
+    t.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and t.is_alive():
+        pids = subprocess.run(["pgrep", "-f", "ray::_video_task"], capture_output=True, text=True).stdout.split()
+        if pids:
+            killed = int(pids[0])
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    t.join(300)
+    assert killed is not None, "no video task was seen running"
+    assert result == [0]
+    latest = _latest(out)
+    assert sorted(rec["status"] for rec in latest.values()) == ["done", "done"]
+    for rec in latest.values():  # the re-run video's outputs are whole and right
+        assert_same_events(_events(out / rec["name"] / "events.jsonl"), _events(single_runs[rec["name"]] / "e.jsonl"))

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import LABELS
 from rtsp import gst_rtsp_available
+from test_rtsp import long_videos  # noqa: F401  (the looped RTSP media fixture)
 from fer_stream.dashboard import SourceView
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
 
@@ -48,7 +49,7 @@ def test_view_takes_one_thumbnail_per_track_per_interval_and_only_fresh_results(
 
 
 @pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")
-def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env, tmp_path, long_videos):
+def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env, tmp_path, long_videos):  # noqa: F811
     from test_rtsp import RtspServer, Run
 
     import cv2
@@ -93,5 +94,3 @@ def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env
     bar = image[60:80, 30:300].reshape(-1, 3)  # the green "streaming" badge
     assert (np.abs(bar.astype(int) - (0x69, 0x96, 0x05)).sum(1) < 60).any()
 
-
-from test_rtsp import long_videos  # noqa: E402,F401  (the looped RTSP media fixture)
