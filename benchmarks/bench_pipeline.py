@@ -50,8 +50,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from fer_stream import EmotionClassifier, FaceDetector, Pipeline
-    from fer_stream.sinks import EventSink, VideoSink
-    from fer_stream.sources import open_source
+    from fer_stream.io.sinks import EventSink, VideoSink
+    from fer_stream.io.sources import open_source
 
     tmp = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     model = args.model or str(build_vit_b(tmp / "vit-b"))

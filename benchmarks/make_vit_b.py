@@ -30,8 +30,8 @@ def build_vit_b(folder: Path, probe_on: Path | None = None, steps: int = 500) ->
     processor = (getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor)(
         size={"height": 224, "width": 224})
     if probe_on is not None:
-        from fer_stream.classify import TensorPreprocessor
-        from fer_stream.images import list_images, read_image
+        from fer_stream.model.preprocess import TensorPreprocessor
+        from fer_stream.io.images import list_images, read_image
 
         pre = TensorPreprocessor.from_processor(processor)
         xs, ys = [], []

@@ -2,7 +2,7 @@
 
     python benchmarks/serve_flood.py --connections 1100 --seconds 25
 
-The server (fer_stream.monitor.Monitor, as --serve runs it) lives in this process; the clients in a
+The server (fer_stream.serve.monitor.Monitor, as --serve runs it) lives in this process; the clients in a
 child process (so their descriptors do not count). Prints the server's peak thread and descriptor
 counts while the clients hold their connections, and when /healthz answered again.
 """
@@ -17,8 +17,8 @@ import textwrap
 import threading
 import time
 
-from fer_stream.metrics import Metrics
-from fer_stream.monitor import Monitor
+from fer_stream.serve.metrics import Metrics
+from fer_stream.serve.monitor import Monitor
 
 CLIENT = textwrap.dedent("""
     import resource, socket, sys, time, urllib.request

@@ -5,6 +5,12 @@
 'happy'
 
 Heavy modules (torch, transformers, MediaPipe) load on first use of the names below.
+
+The package's folders follow the data: ``io`` (sources, sinks, images, reports), ``model``
+(classifier, detectors, devices), ``stream`` (pipeline, batching, live classification, tracking,
+smoothing, overlay), ``serve`` (monitoring server, metrics, dashboard), ``commands`` (one module per
+``fer-stream`` command); ``build`` turns settings into those objects. The 0.1 module paths
+(``fer_stream.sources`` ...) still import, with a DeprecationWarning (see ``_compat``).
 """
 
 from __future__ import annotations
@@ -12,17 +18,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from fer_stream import _compat
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "EmotionClassifier": "classify",
-    "FaceDetector": "detect",
-    "Pipeline": "pipeline",
-    "PipelineStats": "stats",
-    "IoUTracker": "track",
-    "Smoother": "smooth",
-    "Overlay": "overlay",
-    "open_source": "sources",
+    "EmotionClassifier": "model.classifier",
+    "FaceDetector": "model.detector",
+    "Pipeline": "stream.pipeline",
+    "PipelineStats": "stream.stats",
+    "IoUTracker": "stream.track",
+    "Smoother": "stream.smooth",
+    "Overlay": "stream.overlay",
+    "open_source": "io.sources",
     "Box": "frames",
     "Face": "frames",
     "Frame": "frames",
@@ -35,18 +43,20 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "__version__"]
 
+_compat.install()
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .classify import EmotionClassifier
-    from .config import Config, load_config
-    from .detect import FaceDetector
-    from .errors import FerStreamError
-    from .frames import Box, Face, Frame, FrameResult, Prediction
-    from .overlay import Overlay
-    from .pipeline import Pipeline
-    from .smooth import Smoother
-    from .stats import PipelineStats
-    from .track import IoUTracker
-    from .sources import open_source
+    from fer_stream.model.classifier import EmotionClassifier
+    from fer_stream.config import Config, load_config
+    from fer_stream.model.detector import FaceDetector
+    from fer_stream.errors import FerStreamError
+    from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
+    from fer_stream.stream.overlay import Overlay
+    from fer_stream.stream.pipeline import Pipeline
+    from fer_stream.stream.smooth import Smoother
+    from fer_stream.stream.stats import PipelineStats
+    from fer_stream.stream.track import IoUTracker
+    from fer_stream.io.sources import open_source
 
 
 def __getattr__(name: str) -> Any:

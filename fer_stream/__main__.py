@@ -1,5 +1,5 @@
 """``python -m fer_stream`` runs the command line."""
 
-from .cli import main
+from fer_stream.cli import main
 
 raise SystemExit(main())

@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
-from .errors import ConfigError, FerStreamError
+from fer_stream import __version__
+from fer_stream.config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
+from fer_stream.errors import ConfigError, FerStreamError
 
 COMMANDS = ("run", "batch", "fleet", "image", "bench", "parity", "eval", "export", "train", "models", "config")
 
@@ -307,7 +307,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    from .train import Recipe
+    from fer_stream.commands.train import Recipe
 
     d = Recipe()
     p = argparse.ArgumentParser(
@@ -359,7 +359,7 @@ def _config_parser() -> argparse.ArgumentParser:
 
 
 def _cpu_only(cfg: Any) -> bool:
-    from .devices import resolve_device
+    from fer_stream.model.devices import resolve_device
 
     return resolve_device(cfg.classifier.device).type == "cpu"
 
@@ -383,7 +383,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _named_source(text: str, n: int) -> tuple[str | None, str]:
     """``door=rtsp://...`` -> ("door", "rtsp://..."); a plain source has no name."""
-    from .config import valid_id
+    from fer_stream.config import valid_id
 
     name, sep, rest = text.partition("=")
     if sep and valid_id(name) and not Path(text).exists():
@@ -418,28 +418,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(getattr(args, "config", None), _overrides(args))
         if command == "run":
-            from .jobs import run_stream
+            from fer_stream.commands.run import run_stream
 
             return run_stream(cfg)
         if command == "batch":
-            from .batch import run_batch
+            from fer_stream.commands.batch import run_batch
 
             return run_batch(cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed,
                              video=args.video, ray=args.ray)
         if command == "fleet":
-            from .cluster import run_fleet
+            from fer_stream.commands.cluster import run_fleet
 
             return run_fleet(args.groups, args.ray)
         if command == "image":
-            from .jobs import classify_images
+            from fer_stream.commands.image import classify_images
 
             return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
         if command == "bench" and args.detection:
-            from .detection_bench import run_detection_bench
+            from fer_stream.commands.detection_bench import run_detection_bench
 
             return run_detection_bench(cfg, args.video, kinds=args.detectors, canvases=args.canvases, as_json=args.json)
         if command == "bench":
-            from .bench import run_bench
+            from fer_stream.commands.bench import run_bench
 
             if len(args.video) > 1:
                 raise ConfigError("bench takes one --video (several only with --detection)")
@@ -453,19 +453,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
             )
         if command == "parity":
-            from .parity import run_parity
+            from fer_stream.commands.parity import run_parity
 
             if args.count < 1:
                 raise ConfigError("--count must be at least 1")
             return run_parity(cfg, device=cfg.classifier.device, precision=cfg.classifier.precision, images=args.images,
                               count=args.count, min_cosine=args.min_cosine, min_top1=args.min_top1, as_json=args.json)
         if command == "eval":
-            from .evaluate import run_eval
+            from fer_stream.commands.evaluate import run_eval
 
             return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only)
         if command == "export":
-            from .onnx_backend import export_onnx
-            from .sinks import writable_path
+            from fer_stream.commands.export import export_onnx
+            from fer_stream.io.sinks import writable_path
 
             if not args.out.lower().endswith(".onnx"):
                 raise ConfigError(f"export file '{args.out}' must end in .onnx")
@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{result['top1_agreement']:.0%}")
             return 0
         if command == "train":
-            from .train import Recipe, run_train
+            from fer_stream.commands.train import Recipe, run_train
 
             recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             label_smoothing=args.label_smoothing, accumulate=args.accumulate, val_fraction=args.val_fraction,
@@ -493,10 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume,
                              as_json=args.json, workers=args.workers)
         if command == "models":
-            from .jobs import pull_models
+            from fer_stream.commands.pull import pull_models
 
             return pull_models(cfg, force=args.force)
-        from .config import render
+        from fer_stream.config import render
 
         sys.stdout.write(render(cfg))
         return 0

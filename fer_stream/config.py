@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import ConfigError
+from fer_stream.errors import ConfigError
 
 DEFAULT_MODEL = "trpakov/vit-face-expression"
 DEVICES = ("auto", "npu", "cuda", "mps", "cpu")

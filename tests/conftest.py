@@ -107,7 +107,7 @@ def detector():
 @pytest.fixture(scope="session")
 def tiled_detector():
     """The tiled detector (the default for files, cameras and images) on ../shared's models."""
-    from fer_stream.detect import make_detector
+    from fer_stream.model.detector import make_detector
 
     with make_detector("tiled", short_model=DETECTOR, full_model=FULL_RANGE) as d:
         yield d

@@ -176,7 +176,7 @@ class _Doubler:
 def test_classifier_service_merges_requests_and_keeps_rows_apart():
     import torch
 
-    from fer_stream.classifier_service import ClassifierService
+    from fer_stream.model.service import ClassifierService
 
     clf = _Doubler()
     service = ClassifierService(clf)
@@ -207,7 +207,7 @@ def test_classifier_service_merges_requests_and_keeps_rows_apart():
 def test_classifier_service_passes_errors_to_every_waiting_caller():
     import torch
 
-    from fer_stream.classifier_service import ClassifierService
+    from fer_stream.model.service import ClassifierService
 
     class Broken(_Doubler):
         def forward(self, pixels):
@@ -241,7 +241,7 @@ def _cfg(tiny_model, **more):
 
 
 def test_batch_on_ray_equals_single_process_runs(local_ray, archive, single_runs, tiny_model, tmp_path, capsys):
-    from fer_stream.batch import run_batch
+    from fer_stream.commands.batch import run_batch
 
     out = tmp_path / "out"
     assert run_batch(_cfg(tiny_model, **{"source.max_frames": FRAMES}), [str(archive)], str(out), ray="auto") == 0
@@ -267,7 +267,7 @@ def test_camera_groups_run_as_ray_actors_each_serving_metrics(local_ray, archive
 
     from rtsp import free_port
 
-    from fer_stream.cluster import start_groups
+    from fer_stream.commands.cluster import start_groups
 
     videos = sorted(archive.iterdir())
     ports = {"east": free_port(), "west": free_port()}
@@ -306,7 +306,7 @@ def test_camera_groups_run_as_ray_actors_each_serving_metrics(local_ray, archive
 
 
 def test_urls_are_listed_without_their_password(tmp_path):
-    from fer_stream.batch import expand_inputs, make_jobs
+    from fer_stream.commands.batch import expand_inputs, make_jobs
 
     listing = tmp_path / "cams.txt"
     listing.write_text("rtsp://admin:hunter2@10.0.0.7:554/recordings/day1.mp4\n")
@@ -321,7 +321,7 @@ def test_a_killed_ray_worker_s_video_is_run_again(local_ray, archive, single_run
     import signal
     import subprocess
 
-    from fer_stream.batch import run_batch
+    from fer_stream.commands.batch import run_batch
 
     out = tmp_path / "out"
     result: list[int] = []

@@ -14,7 +14,7 @@ import pytest
 from conftest import LABELS
 from rtsp import gst_rtsp_available
 from test_rtsp import long_videos  # noqa: F401  (the looped RTSP media fixture)
-from fer_stream.dashboard import SourceView
+from fer_stream.serve.dashboard import SourceView
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import FACES, MEDIA
 from fer_stream.frames import Box
-from fer_stream.images import read_image
+from fer_stream.io.images import read_image
 
 
 def _iou(a: Box, b: Box) -> float:

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import DETECTOR, FACES, FULL_RANGE, MEDIA
-from fer_stream.blazeface import FULL_RANGE as FULL_SPEC
-from fer_stream.blazeface import SHORT_RANGE, BlazeFace, iou_matrix, weighted_nms
-from fer_stream.detect import FullRangeDetector, make_detector, merge, resolve_kind, tile_grid
-from fer_stream.detection_bench import _heads_and_backgrounds, evaluate_kind, make_scenes
+from fer_stream.model.blazeface import FULL_RANGE as FULL_SPEC
+from fer_stream.model.blazeface import SHORT_RANGE, BlazeFace, iou_matrix, weighted_nms
+from fer_stream.model.detector import FullRangeDetector, make_detector, merge, resolve_kind, tile_grid
+from fer_stream.commands.detection_bench import _heads_and_backgrounds, evaluate_kind, make_scenes
 from fer_stream.errors import ModelError
 from fer_stream.frames import Box
-from fer_stream.images import read_image
-from fer_stream.quality import QualityGate, sharpness
+from fer_stream.io.images import read_image
+from fer_stream.model.quality import QualityGate, sharpness
 
 
 def _xyxy(b: Box) -> np.ndarray:

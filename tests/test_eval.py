@@ -8,8 +8,8 @@ import pytest
 
 from conftest import EXPRESSIONS, LABELS, run_cli
 from fer_stream.errors import SourceError
-from fer_stream.evaluate import evaluate, map_classes
-from fer_stream.images import find_images, read_image
+from fer_stream.commands.evaluate import evaluate, map_classes
+from fer_stream.io.images import find_images, read_image
 
 
 def test_eval_figures_equal_an_independent_confusion_matrix(clf, cli_env, tiny_model, tmp_path):

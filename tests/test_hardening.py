@@ -107,7 +107,7 @@ def test_a_reconnect_pause_of_zero_is_refused(cli_env, tmp_path):
 
 
 def test_a_checkpoint_interrupted_between_renames_is_recovered(tmp_path):
-    from fer_stream.train import _recover
+    from fer_stream.commands.train import _recover
 
     old = tmp_path / "last.old"
     old.mkdir()
@@ -174,7 +174,7 @@ def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model
 
 def test_frames_beyond_max_pixels_are_refused_and_queues_shrink_for_big_frames(tiny_model, cli_env):
     from fer_stream.config import load_config
-    from fer_stream.jobs import queue_sizes
+    from fer_stream.build import queue_sizes
 
     r = run_cli(["--source", str(VIDEO), "--max-pixels", "100000", "--model", str(tiny_model), "-q"], cli_env)
     assert r.returncode == 1 and "436x384, over --max-pixels 100000" in r.stderr and r.stderr.count("\n") == 1

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, run_cli
 from fer_stream.errors import ModelError
-from fer_stream.models import ENV_DETECTOR, download_detector, resolve_detector_model
+from fer_stream.model.detector_files import ENV_DETECTOR, download_detector, resolve_detector_model
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fer_stream.frames import Frame, FrameResult
-from fer_stream.metrics import Metrics
-from fer_stream.monitor import Monitor, PreviewSink, parse_address
+from fer_stream.serve.metrics import Metrics
+from fer_stream.serve.monitor import Monitor, PreviewSink, parse_address
 
 
 def _get(port, path, host=None, headers=None, family_host="127.0.0.1"):

@@ -8,7 +8,7 @@ import pytest
 from conftest import EXPRESSIONS, MEDIA, SHARED, run_cli
 from fer_stream import EmotionClassifier
 from fer_stream.errors import ModelError
-from fer_stream.images import find_images, read_image
+from fer_stream.io.images import find_images, read_image
 
 PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
 
@@ -87,7 +87,7 @@ def test_bad_metadata_is_one_clear_error(exported, tmp_path, key, value, expecte
     import onnx
 
     from fer_stream.errors import ModelError
-    from fer_stream.onnx_backend import OnnxModel
+    from fer_stream.model.onnx_runtime import OnnxModel
 
     proto = onnx.load(str(exported[0]))
     entries = {p.key: p.value for p in proto.metadata_props}

@@ -7,8 +7,9 @@ import torch
 
 from conftest import EXPRESSIONS, run_cli
 from fer_stream import EmotionClassifier
-from fer_stream.images import find_images, read_image
-from fer_stream.parity import compare, synthetic_faces
+from fer_stream.io.images import find_images, read_image
+from fer_stream.commands.parity import compare
+from fer_stream.io.images import synthetic_faces
 
 
 def test_synthetic_set_is_fixed():

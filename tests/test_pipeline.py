@@ -7,8 +7,8 @@ from conftest import MEDIA
 from fer_stream import Pipeline, Smoother
 from fer_stream.errors import PipelineError
 from fer_stream.frames import Frame
-from fer_stream.pipeline import LatestSlot
-from fer_stream.sources import Source, open_source
+from fer_stream.stream.pipeline import LatestSlot
+from fer_stream.io.sources import Source, open_source
 
 PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
 

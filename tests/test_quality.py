@@ -6,8 +6,8 @@ import cv2
 
 from conftest import FACES, MEDIA, run_cli
 from fer_stream.frames import Box, Face, Prediction, Quality
-from fer_stream.overlay import UNUSABLE, Overlay
-from fer_stream.sinks import Tally
+from fer_stream.stream.overlay import UNUSABLE, Overlay
+from fer_stream.io.sinks import Tally
 from fer_stream.frames import Frame, FrameResult
 
 import numpy as np

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import EXPRESSIONS, MEDIA, SHARED, run_cli
 from fer_stream import EmotionClassifier, Pipeline, Smoother
-from fer_stream.classify import TensorPreprocessor
-from fer_stream.images import list_images, read_image
-from fer_stream.sources import AVSource
+from fer_stream.model.preprocess import TensorPreprocessor
+from fer_stream.io.images import list_images, read_image
+from fer_stream.io.sources import AVSource
 
 PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
 TWO_PEOPLE = next(p for p in MEDIA if "two_people" in p.name)

@@ -8,8 +8,8 @@ import pytest
 
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
-from fer_stream.reconnect import ReconnectingSource
-from fer_stream.sources import Source
+from fer_stream.io.reconnect import ReconnectingSource
+from fer_stream.io.sources import Source
 
 
 class ScriptedCamera:
@@ -84,7 +84,7 @@ def test_max_reconnects_zero_fails_with_the_reason_itself():
 
 
 def test_redact_hides_passwords_in_urls_and_messages():
-    from fer_stream.sources import redact, redact_text
+    from fer_stream.io.sources import redact, redact_text
 
     assert redact("rtsp://admin:S3cret@10.0.0.7:554/s1") == "rtsp://admin:***@10.0.0.7:554/s1"
     assert redact("rtsp://a:p%40ss@[::1]:8554/x") == "rtsp://a:***@[::1]:8554/x"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fer_stream.frames import Box
-from fer_stream.schedule import EveryN, LiveScheduler
-from fer_stream.smooth import Smoother
-from fer_stream.track import IoUTracker, iou_matrix
+from fer_stream.stream.schedule import EveryN, LiveScheduler
+from fer_stream.stream.smooth import Smoother
+from fer_stream.stream.track import IoUTracker, iou_matrix
 
 
 def test_iou_matrix_against_hand_computed_values():
@@ -111,7 +111,7 @@ def test_live_scheduler_caps_each_tracks_rate_but_not_others():
 
 
 def test_track_log_keeps_the_newest_tracks_within_its_capacity():
-    from fer_stream.stats import TrackLog
+    from fer_stream.stream.stats import TrackLog
 
     log = TrackLog(capacity=3)
     for i in range(1, 6):

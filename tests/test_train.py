@@ -6,8 +6,8 @@ import torch
 
 from conftest import EXPRESSIONS, run_cli
 from fer_stream import EmotionClassifier
-from fer_stream.evaluate import evaluate
-from fer_stream.train import augment, split
+from fer_stream.commands.evaluate import evaluate
+from fer_stream.commands.train import augment, split
 
 
 def test_split_is_stratified_and_fixed():

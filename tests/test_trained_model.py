@@ -59,7 +59,7 @@ def test_a_smiling_face_is_happy_detected_or_cropped(cli_env, tmp_path):
 def test_the_model_is_colour_blind_by_construction(trained):
     """Trained on grey crops, its first convolution weighs R, G and B alike: a colour face and its grey
     version give the same answer, so camera colour cannot push it off its training data."""
-    from fer_stream.images import read_image
+    from fer_stream.io.images import read_image
 
     conv = trained.net.resnet.embedder.embedder.convolution.weight
     assert np.allclose(conv[:, 0].detach().numpy(), conv[:, 1].detach().numpy(), atol=1e-6)

@@ -1,0 +1,100 @@
+"""Settings -> objects: the classifier, detector, tracker, smoother and pipeline a config describes.
+
+Every command builds its models here, so a setting means the same thing everywhere.
+
+>>> from fer_stream.config import load_config
+>>> queue_sizes(load_config(None, {"queues.max_mb": 64}), 1920 * 1080 * 3)
+(3, 3, 2)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fer_stream.config import Config
+from fer_stream.io.sources import Source
+
+
+def auto_threads(live: bool) -> int | None:
+    """CPU threads for the classifier: live runs leave one core to decoding, detection and output."""
+    if not live:
+        return None  # torch's default: every core
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def make_classifier(cfg: Config, *, model: str | None = None, device: str | None = None, precision: str | None = None,
+                    threads: int | None = None, backend: str | None = None) -> Any:
+    """The classifier the settings describe; keyword arguments override single settings."""
+    from fer_stream.model.classifier import EmotionClassifier
+
+    c = cfg.classifier
+    return EmotionClassifier(
+        model or c.model, device or c.device, max_batch=c.max_batch, threshold=c.threshold,
+        precision=precision or c.precision, threads=threads, fast_preprocess=c.tensor_preprocess,
+        backend=backend or c.backend,
+    )
+
+
+def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any) -> Any:
+    """A pipeline with the settings' batching, tracking, smoothing and scheduling; ``kwargs`` add or override."""
+    from fer_stream.stream.pipeline import Pipeline
+
+    c = cfg.classifier
+    frames, faces, results = queue_sizes(cfg, source.width * source.height * 3)
+    options: dict[str, Any] = dict(
+        max_frames=cfg.source.max_frames or None, batch_wait=c.batch_wait_ms / 1000.0, warmup=c.warmup,
+        tracker=make_tracker(cfg), smoother=make_smoother(cfg), classify_every=c.classify_every,
+        live_max_hz=c.live_max_hz, frame_queue=frames, face_queue=faces, result_queue=results,
+    )
+    options.update(kwargs)
+    return Pipeline(source, clf, det, **options)
+
+
+def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:
+    """The frame, face and result queue lengths: the settings' counts, shortened so that all of
+    them together hold at most ``queues.max_mb`` of frames (results hold two pictures each:
+    the frame and its annotated copy). Each keeps at least 2 so the stages still overlap."""
+    q = cfg.queues
+    if frame_bytes <= 0:  # a camera not connected yet: its size is unknown
+        return q.frames, q.faces, q.results
+    budget = q.max_mb * (1 << 20) // frame_bytes  # frames' worth of memory
+    wanted = q.frames + q.faces + 2 * q.results * 2  # results and the output queue, two pictures each
+    if wanted <= budget:
+        return q.frames, q.faces, q.results
+    scale = budget / wanted
+    return tuple(max(2, int(n * scale)) for n in (q.frames, q.faces, q.results))  # type: ignore[return-value]
+
+
+def load_models(cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False) -> tuple[Any, Any]:
+    """The classifier (threads for a live run) and, unless ``detector`` is false, the detector."""
+    clf = make_classifier(cfg, threads=cfg.classifier.threads or auto_threads(live))
+    return clf, make_detector(cfg, webcam=webcam) if detector else None
+
+
+def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Any:
+    """The configured detector; ``auto`` resolves by source (``webcam``), ``kind`` overrides the setting."""
+    from fer_stream.model.detector import make_detector as build, resolve_kind
+    from fer_stream.model.quality import QualityGate
+
+    d, q = cfg.detector, cfg.quality
+    return build(resolve_kind(kind or d.kind, webcam=webcam), short_model=d.model or None, full_model=d.full_model or None,
+                 min_confidence=d.min_confidence, full_min_confidence=d.full_min_confidence, margin=d.crop_margin, tile=d.tile_size, overlap=d.tile_overlap,
+                 quality=QualityGate(q.min_face_px, q.min_sharpness, q.min_score))
+
+
+def make_tracker(cfg: Config) -> Any:
+    from fer_stream.stream.track import IoUTracker
+
+    return IoUTracker(cfg.tracking.iou_threshold, cfg.tracking.max_missed)
+
+
+def make_smoother(cfg: Config) -> Any:
+    from fer_stream.stream.smooth import Smoother
+
+    t = cfg.tracking
+    return Smoother(t.smoothing, alpha=t.ema_alpha, window=t.window)

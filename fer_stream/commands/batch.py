@@ -1,0 +1,307 @@
+"""``fer-stream batch INPUTS... --out DIR``: a video archive, every video analysed once.
+
+Inputs are video files, folders (searched recursively for videos), glob patterns and text files
+listing paths or URLs (one per line, ``#`` comments). Each video gets ``DIR/<name>/`` with
+``annotated.mp4``, ``events.jsonl``, ``summary.json``, ``report.html`` and ``timeline.csv``;
+``DIR/manifest.jsonl`` records every attempt (see :mod:`fer_stream.io.manifest`). A re-run skips
+finished, unchanged videos and runs the rest (new, changed, failed or interrupted ones);
+``--retry-failed`` runs only those that failed, ``--force`` runs them all again.
+
+On one machine, ``--jobs`` videos are decoded, detected and tracked at once, each in its own
+pipeline, while one classifier (loaded once) serves them all and fills its batches with faces of
+whichever videos have some waiting (:mod:`fer_stream.model.service`). With ``--ray`` the
+videos go to a Ray cluster instead (:mod:`fer_stream.commands.cluster`).
+
+>>> run_batch(load_config(), ["talks/"], "out")         # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fer_stream.commands.archive import Job, analyse_video, now
+from fer_stream.config import Config, render, with_settings
+from fer_stream.errors import ConfigError, SinkError, SourceError
+from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key
+from fer_stream.io.sources import redact
+
+log = logging.getLogger("fer_stream")
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp")
+_GLOB = re.compile(r"[*?\[]")
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def expand_inputs(items: Sequence[str], *, exclude: Path | None = None) -> list[str]:
+    """Files, folders, globs and list files -> video paths (absolute) and URLs, in order, each once."""
+    found: list[str] = []
+    for item in items:
+        found += _expand(item, depth=0)
+    out, seen = [], set()
+    for spec in found:
+        if "://" not in spec:
+            p = Path(spec).resolve()
+            if exclude is not None and p.is_relative_to(exclude):
+                continue  # never our own outputs
+            spec = str(p)
+        if spec not in seen:
+            seen.add(spec)
+            out.append(spec)
+    return out
+
+
+def _expand(item: str, depth: int) -> list[str]:
+    text = item.strip()
+    if "://" in text:
+        return [text]
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
+    if p.is_file() and p.suffix.lower() in (".txt", ".list", ".lst"):
+        if depth > 0:
+            raise ConfigError(f"list file '{p}' names another list file; lists cannot nest")
+        out = []
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                target = line if "://" in line or Path(line).expanduser().is_absolute() else str(p.parent / line)
+                out += _expand(target, depth + 1)
+        return out
+    if p.is_file():
+        return [str(p)]
+    if _GLOB.search(text):
+        return sorted(f for f in glob.glob(os.path.expanduser(text), recursive=True)
+                      if Path(f).suffix.lower() in VIDEO_SUFFIXES and Path(f).is_file())
+    raise SourceError(f"input '{text}' does not exist; give video files, folders, glob patterns or a .txt list of paths")
+
+
+def make_jobs(specs: Sequence[str], known: dict[str, dict[str, Any]], out_dir: Path) -> list[Job]:
+    """Jobs with their version (size, mtime) and folder name; names already in the manifest are kept."""
+    taken = {rec.get("name") for rec in known.values()}
+    jobs = []
+    for spec in specs:
+        key = input_key(spec)
+        url = "://" in spec
+        size = mtime = None
+        if not url:
+            try:
+                st = os.stat(spec)
+            except OSError as e:
+                raise SourceError(f"cannot read '{spec}': {e.strerror}") from None
+            size, mtime = st.st_size, st.st_mtime_ns
+        name = known.get(key, {}).get("name") or ""
+        if not name:
+            name = _free_name(_base_name(spec, url), key, taken, out_dir)
+            taken.add(name)
+        jobs.append(Job(spec, key, redact(spec) if url else spec, size, mtime, name))
+    return jobs
+
+
+def _base_name(spec: str, url: bool) -> str:
+    if url:
+        rest = redact(spec).split("://", 1)[1].rsplit("@", 1)[-1]
+        base = rest.split("?")[0]
+    else:
+        base = Path(spec).stem
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "video"
+    return base[:80]
+
+
+def _free_name(base: str, key: str, taken: set[Any], out_dir: Path) -> str:
+    """``base``, unless another input has it or a folder of that name exists that the batch did not make."""
+    for name in (base, f"{base}-{key[:8]}", f"{base}-{key}"):
+        if name not in taken and not (out_dir / name).exists():
+            return name
+    raise ConfigError(f"cannot name an output folder for '{base}' in {out_dir}; remove stale folders there")
+
+
+# -- what to run ---------------------------------------------------------------------------------
+
+
+def settings_hash(cfg: Config, *, video: bool) -> str:
+    """What decides the results: every setting except inputs, output paths and interface ones."""
+    neutral = with_settings(cfg, {
+        "source.input": "", "source.id": "cam1", "output.video": "", "output.events": "", "output.summary": "",
+        "output.report": "", "output.timeline": "", "output.overwrite": False, "output.progress": True,
+        "serve.address": "", "serve.token": "", "display.enabled": "auto",
+    })
+    text = render(neutral) + f"video={video}\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan(jobs: list[Job], known: dict[str, dict[str, Any]], out_dir: Path, settings: str, *, force: bool,
+         retry_failed: bool) -> tuple[list[Job], list[Job]]:
+    """(to run, to skip)."""
+    todo, skip = [], []
+    for job in jobs:
+        rec = known.get(job.key)
+        if force:
+            todo.append(job)
+        elif rec is None or rec.get("status") == DONE and not _unchanged(job, rec, out_dir, settings):
+            (skip if retry_failed else todo).append(job)  # new or changed
+        elif rec.get("status") == DONE:
+            skip.append(job)
+        else:  # failed or interrupted
+            todo.append(job)
+    return todo, skip
+
+
+def _unchanged(job: Job, rec: dict[str, Any], out_dir: Path, settings: str) -> bool:
+    outputs = rec.get("outputs") or {}
+    return (rec.get("size") == job.size and rec.get("mtime_ns") == job.mtime_ns and rec.get("settings") == settings
+            and all((out_dir / p).is_file() for p in outputs.values()))
+
+
+# -- the batch -----------------------------------------------------------------------------------
+
+
+def run_batch(cfg: Config, inputs: Sequence[str], out: str, *, jobs: int = 2, force: bool = False,
+              retry_failed: bool = False, video: bool = True, ray: str | None = None) -> int:
+    """Analyse every input into ``out``; returns the exit code (1 if any video failed)."""
+    if force and retry_failed:
+        raise ConfigError("--force runs everything again; --retry-failed only what failed: choose one")
+    if jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    out_dir = Path(out).expanduser().resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out '{out}' is a file; give a folder (it is created if missing)")
+    specs = expand_inputs(inputs, exclude=out_dir)
+    if not specs:
+        raise SourceError(f"no videos found in {', '.join(inputs)} (looked for {', '.join(VIDEO_SUFFIXES)})")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SinkError(f"cannot create output folder '{out}': {e.strerror}") from None
+    manifest = Manifest(out_dir / "manifest.jsonl")
+    known = manifest.latest()
+    all_jobs = make_jobs(specs, known, out_dir)
+    settings = settings_hash(cfg, video=video)
+    todo, skipped = plan(all_jobs, known, out_dir, settings, force=force, retry_failed=retry_failed)
+    print(f"{len(all_jobs)} inputs: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); "
+          f"results in {out_dir}", file=sys.stderr, flush=True)
+    if not todo:
+        return _report(manifest, all_jobs, 0.0)
+    started = time.monotonic()
+
+    def record(rec: dict[str, Any]) -> None:
+        manifest.append({**rec, "settings": settings})
+
+    if ray:
+        from fer_stream.commands.cluster import run_on_ray
+
+        run_on_ray(cfg, todo, out_dir, ray, video=video, record=record)
+    else:
+        _run_local(cfg, todo, out_dir, jobs=jobs, video=video, record=record)
+    return _report(manifest, all_jobs, time.monotonic() - started)
+
+
+def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool,
+               record: Callable[[dict[str, Any]], None]) -> None:
+    from tqdm import tqdm
+
+    from fer_stream.model.service import ClassifierService
+    from fer_stream.build import make_classifier, make_detector
+    from fer_stream.commands.signals import StopOnSignal
+
+    clf = make_classifier(cfg, threads=cfg.classifier.threads or None)
+    log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
+    if cfg.classifier.warmup:
+        clf.warmup()
+    workers = min(jobs, len(todo))
+    pending: queue.Queue[Job] = queue.Queue()
+    for job in todo:
+        pending.put(job)
+    fatal: list[BaseException] = []
+    bar = tqdm(total=len(todo), unit="video", disable=not cfg.output.progress, dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    faces = [0]
+    service = ClassifierService(clf)
+    with ExitStack() as stack:
+        detectors = [stack.enter_context(make_detector(cfg)) for _ in range(workers)]  # one per worker, loaded here
+        stack.enter_context(service)
+        signals = stack.enter_context(StopOnSignal())
+
+        def work(detector: Any) -> None:
+            client = service.client()
+            while not fatal and signals.signum is None:
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                folder = out_dir / job.name
+                bar.set_description_str(job.name[:30], refresh=False)
+                try:
+                    rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector,
+                                        stopper=signals)
+                except SinkError as e:
+                    fatal.append(e)
+                    record({"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
+                            "mtime_ns": job.mtime_ns, "status": FAILED, "error": str(e), "finished": now()})
+                    for p in list(signals.pipelines):
+                        p.stop()
+                    return
+                except Exception as e:  # a bug on one video: recorded, the others go on
+                    log.debug("video %s", job.shown, exc_info=True)
+                    rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
+                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
+                           "error": f"internal error: {type(e).__name__}: {e}"}
+                record(rec)
+                if rec["status"] == FAILED:
+                    tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
+                faces[0] += rec.get("faces", 0)
+                bar.update(1)
+                bar.set_postfix(faces=faces[0], refresh=False)
+
+        threads = [threading.Thread(target=_guarded, args=(lambda d=d: work(d), fatal), name=f"fer-batch-{i}", daemon=True)
+                   for i, d in enumerate(detectors)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+    bar.close()
+    log.info("classifier batches %s, %d mixed across videos, model busy %.1f s", dict(service.batch_sizes),
+             service.mixed_batches, service.busy_s)
+    if fatal:
+        raise fatal[0]
+    if signals.signum is not None:
+        raise KeyboardInterrupt
+
+
+def _guarded(work: Callable[[], None], fatal: list[BaseException]) -> None:
+    try:
+        work()
+    except BaseException as e:  # e.g. the detector failing to load: the batch ends with its error
+        fatal.append(e)
+
+
+def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
+    """Print the batch's outcome from the manifest; 1 if any input's last attempt failed."""
+    latest = manifest.latest()
+    recs = [latest.get(j.key, {}) for j in jobs]
+    done = [r for r in recs if r.get("status") == DONE]
+    failed = [(j, r) for j, r in zip(jobs, recs) if r.get("status") in (FAILED, STOPPED)]
+    faces = sum(r.get("faces", 0) for r in done)
+    line = f"{len(done)} of {len(jobs)} videos done, {len(failed)} failed"
+    if elapsed:
+        line += f"; this run {elapsed:.1f} s"
+    print(f"{line}; {faces} faces in all; manifest {manifest.path}", flush=True)
+    for job, rec in failed:
+        print(f"  failed: {job.shown}: {rec.get('error') or rec.get('status')}", flush=True)
+    return 1 if failed else 0
+
+

@@ -1,0 +1,330 @@
+"""Ray: ``fer-stream batch --ray`` (an archive across machines) and ``fer-stream fleet`` (camera groups).
+
+Ray does the scheduling, placement, retries and object transfer; this module only says what runs
+where (``pip install 'fer-stream[ray]'``):
+
+* batch: one Ray task per video (a video's frames must stay in order for tracking), each decoding
+  and detecting on its node; one classifier actor per node (on its GPU, ``num_gpus=1``, or an
+  Ascend NPU, custom resource ``NPU``) batches the faces of every video on that node through a
+  :class:`~fer_stream.model.service.ClassifierService`. A task writes its outputs in a
+  temporary folder and returns them; the driver writes them into ``DIR/<name>/`` and the
+  manifest. Ray re-runs the task of a worker or node that died (``max_retries``); a video that
+  fails by itself (unreadable file) is recorded as failed, not retried.
+* fleet: one actor per camera group (a config file with ``[[sources]]`` and ``[serve]``), each
+  running the usual multi-camera analysis and serving its own ``/healthz`` and ``/metrics`` on
+  the node Ray put it on; Prometheus scrapes them all.
+
+Inputs must be readable from every node (a shared file system, or URLs); the classifier too (a
+hub id, or a folder present on every node).
+
+>>> import ray; ray.init(num_cpus=2, include_dashboard=False)      # doctest: +SKIP
+>>> run_batch(load_config(), ["talks/"], "out", ray="auto")       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fer_stream.commands.archive import OUTPUTS, Job, analyse_video, now, remove_outputs
+from fer_stream.config import Config
+from fer_stream.errors import ConfigError
+from fer_stream.io.manifest import FAILED
+
+log = logging.getLogger("fer_stream")
+
+
+def connect(address: str) -> Any:
+    """The ``ray`` module, connected: to ``address``, or with ``auto`` to the cluster this machine
+    joined (``ray start``), else a new local one. An already initialised Ray is used as it is."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'fer-stream[ray]'") from None
+    if ray.is_initialized():
+        return ray
+    try:
+        if address == "auto":
+            try:
+                ray.init(address="auto", logging_level=logging.WARNING, log_to_driver=False)
+            except ConnectionError:
+                ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as e:  # Ray raises several types for an unreachable or refused cluster
+        raise ConfigError(f"cannot join the Ray cluster at '{address}': {str(e).splitlines()[0]}; "
+                          "start one with `ray start --head` or give --ray ray://HOST:10001") from None
+    return ray
+
+
+def _accelerator(cfg: Config, resources: dict[str, float]) -> dict[str, Any] | None:
+    """Ray options giving a classifier the node's accelerator the settings ask for; None: unusable node."""
+    device = cfg.classifier.device
+    if device in ("auto", "cuda") and resources.get("GPU", 0) >= 1:
+        return {"num_gpus": 1}
+    if device in ("auto", "npu") and resources.get("NPU", 0) >= 1:
+        return {"resources": {"NPU": 1}}
+    if device in ("auto", "cpu", "mps"):
+        return {}
+    return None
+
+
+# -- classifier actors ---------------------------------------------------------------------------
+
+
+class ClassifierActor:
+    """One classifier on one node, batching the faces of every video task that calls it."""
+
+    def __init__(self, cfg: Config) -> None:
+        from fer_stream.model.service import ClassifierService
+        from fer_stream.build import make_classifier
+
+        self.clf = make_classifier(cfg)
+        if cfg.classifier.warmup:
+            self.clf.warmup()
+        self.service = ClassifierService(self.clf).__enter__()
+
+    def describe(self) -> dict[str, Any]:
+        c = self.clf
+        return {"labels": c.labels, "threshold": c.threshold, "max_batch": c.max_batch, "device": str(c.device),
+                "precision": c.precision, "processor": c.processor, "fast": c._fast is not None}
+
+    def forward(self, pixels: np.ndarray, owner: int) -> np.ndarray:
+        import torch
+
+        return self.service.submit(torch.from_numpy(pixels), owner)
+
+    def stats(self) -> dict[str, Any]:
+        s = self.service
+        return {"batches": dict(s.batch_sizes), "mixed_batches": s.mixed_batches, "busy_s": round(s.busy_s, 3)}
+
+
+class RemoteClassifier:
+    """Stands in for :class:`~fer_stream.model.classifier.EmotionClassifier` in a task: preprocessing and
+    postprocessing here, the forward pass on a :class:`ClassifierActor`."""
+
+    def __init__(self, actor: Any, owner: int) -> None:
+        import ray
+
+        from fer_stream.model.preprocess import TensorPreprocessor
+
+        info = ray.get(actor.describe.remote())
+        self._actor, self._owner = actor, owner
+        self.labels, self.threshold, self.max_batch = info["labels"], info["threshold"], info["max_batch"]
+        self.device, self.precision, self.processor = info["device"], info["precision"], info["processor"]
+        self._fast = TensorPreprocessor.from_processor(self.processor) if info["fast"] else None
+
+    def preprocess(self, images: Any) -> Any:
+        from fer_stream.model.classifier import EmotionClassifier
+
+        return EmotionClassifier.preprocess(self, images)  # type: ignore[arg-type]
+
+    def forward(self, pixel_values: Any) -> np.ndarray:
+        import ray
+
+        return ray.get(self._actor.forward.remote(pixel_values.numpy(), self._owner))
+
+    def postprocess(self, probs: np.ndarray) -> list[Any]:
+        from fer_stream.model.classifier import EmotionClassifier
+
+        return EmotionClassifier.postprocess(self, probs)  # type: ignore[arg-type]
+
+    def warmup(self) -> None:  # the actor warmed its model up when it started
+        pass
+
+
+def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any]) -> dict[str, Any]:
+    """One video on whichever node Ray chose: its record and its output files' bytes."""
+    import ray
+
+    from fer_stream.build import make_detector
+    from fer_stream.commands.signals import StopOnSignal
+
+    node = ray.get_runtime_context().get_node_id()
+    actor = actors.get(node) or list(actors.values())[int(job.key, 16) % len(actors)]
+    client = RemoteClassifier(actor, owner=int(job.key[:8], 16))
+    with tempfile.TemporaryDirectory(prefix="fer-stream-") as tmp:
+        folder = Path(tmp) / job.name
+        with make_detector(cfg) as detector:
+            # A StopOnSignal never entered: no signal handlers in a Ray worker; the driver cancels instead.
+            record = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector,
+                                   stopper=StopOnSignal())
+        files = {name: (folder / name).read_bytes() for name in OUTPUTS.values() if (folder / name).is_file()}
+    return {"record": {**record, "node": node[:12]}, "files": files, "tmp": str(folder)}
+
+
+def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, video: bool,
+               record: Callable[[dict[str, Any]], None]) -> None:
+    """Every job as a Ray task; outputs and manifest records written here, as each finishes."""
+    from tqdm import tqdm
+
+    ray = connect(address)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    actor_cls = ray.remote(ClassifierActor)
+    actors: dict[str, Any] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        options = _accelerator(cfg, node.get("Resources", {}))
+        if options is None:
+            continue
+        actors[node["NodeID"]] = actor_cls.options(
+            num_cpus=1, max_concurrency=64, max_restarts=3, max_task_retries=3,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True), **options,
+        ).remote(cfg)
+    if not actors:
+        raise ConfigError(f"no node of the Ray cluster offers the device '{cfg.classifier.device}' "
+                          "(GPU for cuda, custom resource NPU for npu)")
+    ray.get([a.describe.remote() for a in actors.values()])  # loaded everywhere before videos start
+    task = ray.remote(_video_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
+    running = {task.remote(cfg, job, video, actors): job for job in todo}
+    bar = tqdm(total=len(todo), unit="video", disable=not cfg.output.progress, dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    faces = 0
+    try:
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in done:
+                job = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as e:  # the task itself failed (after Ray's retries of lost workers)
+                    rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
+                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
+                           "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"}
+                else:
+                    _write_files(out_dir / job.name, result["files"], result["tmp"])
+                    rec = result["record"]
+                record(rec)
+                if rec["status"] == FAILED:
+                    tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
+                faces += rec.get("faces", 0)
+                bar.update(1)
+                bar.set_postfix(faces=faces, refresh=False)
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
+        for name, actor in actors.items():
+            try:
+                log.info("classifier on node %s: %s", name[:12], ray.get(actor.stats.remote(), timeout=5))
+            except Exception:  # an actor lost with its node: nothing to report
+                pass
+            ray.kill(actor)
+
+
+def _write_files(folder: Path, files: dict[str, bytes], worker_folder: str) -> None:
+    """A video's outputs from a task, each written whole then renamed; paths inside name this folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_outputs(folder)
+    for name, data in files.items():
+        if name in (OUTPUTS["summary"], OUTPUTS["report"]):  # they name the outputs: where they are now
+            data = data.replace(worker_folder.encode(), str(folder).encode())
+        partial = folder / f"{Path(name).stem}.partial{Path(name).suffix}"
+        partial.unlink(missing_ok=True)
+        with open(partial, "xb") as f:
+            f.write(data)
+        os.replace(partial, folder / name)
+
+
+# -- camera groups -------------------------------------------------------------------------------
+
+
+class CameraGroup:
+    """One config's cameras, analysed by one process (a Ray actor) that serves its own /metrics."""
+
+    def __init__(self, cfg: Config, name: str) -> None:
+        from fer_stream.commands.signals import StopOnSignal
+
+        self.cfg, self.name = cfg, name
+        self.stopper = StopOnSignal()  # not entered: ``stop`` stands in for signals
+
+    def where(self) -> str:
+        import ray
+
+        host, port = self.cfg.serve.address.rpartition(":")[::2]
+        if host in ("", "0.0.0.0", "::"):
+            host = ray.util.get_node_ip_address()
+        return f"http://{host}:{port}"
+
+    def run(self) -> dict[str, Any]:
+        """Analyse the group's cameras until they end or ``stop``; returns the summary."""
+        from fer_stream.commands.run import analyse
+
+        outcome = analyse(self.cfg, stopper=self.stopper)
+        errors = [f"{sid}: {e}" for sid, e in outcome.errors]
+        return {"group": self.name, "summary": outcome.summary, "errors": errors}
+
+    def stop(self) -> None:
+        self.stopper._handle(15, None)  # as SIGTERM would: outputs are finalized
+
+
+def start_groups(cfgs: dict[str, Config], address: str) -> dict[str, Any]:
+    """A :class:`CameraGroup` actor per config, placed by Ray (accelerator resources as for batch)."""
+    ray = connect(address)
+    group_cls = ray.remote(CameraGroup)
+    cluster = ray.cluster_resources()
+    actors = {}
+    for name, cfg in cfgs.items():
+        if not cfg.serve.address:
+            raise ConfigError(f"camera group '{name}' needs [serve] address (e.g. \"0.0.0.0:9108\") so Prometheus can scrape it")
+        options = _accelerator(cfg, cluster) or {}
+        actors[name] = group_cls.options(num_cpus=1, max_concurrency=4, name=f"fer-stream-{name}", **options).remote(cfg, name)
+    return actors
+
+
+def run_fleet(paths: list[str], address: str) -> int:
+    """``fer-stream fleet``: every group config as an actor until they end or Ctrl-C; exit 1 if any failed."""
+    from fer_stream.config import load_config
+    from fer_stream.commands.signals import StopOnSignal
+
+    cfgs = {}
+    for p in paths:
+        name = Path(p).stem
+        if name in cfgs:
+            raise ConfigError(f"two group configs are named '{name}'; group names come from the file names")
+        cfgs[name] = load_config(p)
+        if not cfgs[name].sources and not cfgs[name].source.input:
+            raise ConfigError(f"group config '{p}' names no cameras; add [[sources]] tables")
+    ray = connect(address)
+    actors = start_groups(cfgs, address)
+    runs = {actors[name].run.remote(): name for name in cfgs}
+    for name, actor in actors.items():
+        print(f"group {name}: /healthz and /metrics at {ray.get(actor.where.remote())}", flush=True)
+    failed = 0
+    with StopOnSignal() as signals:
+        stopping = False
+        while runs:
+            if signals.signum is not None and not stopping:
+                stopping = True
+                for actor in actors.values():
+                    actor.stop.remote()
+            done, _ = ray.wait(list(runs), num_returns=1, timeout=0.5)
+            for ref in done:
+                name = runs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as e:
+                    failed += 1
+                    print(f"fer-stream: error: group {name}: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+                    continue
+                s = result["summary"]
+                print(f"group {name}: {s['frames_out']} frames, {s['faces']} faces, {s['flagged']} flagged", flush=True)
+                for err in result["errors"]:
+                    failed += 1
+                    print(f"fer-stream: error: group {name}: {err}", file=sys.stderr)
+    for actor in actors.values():
+        ray.kill(actor)
+    if signals.signum is not None:
+        return 128 + signals.signum
+    return 1 if failed else 0
+

@@ -1,0 +1,87 @@
+"""``fer-stream export --format onnx OUT.onnx``: the classifier as an ONNX file, checked against PyTorch.
+
+The model is written with a dynamic batch axis (``pixel_values`` -> ``logits``) and what
+fer-stream needs to use it alone in the file's metadata: the labels (``id2label``) and the image
+processor's settings. The export checks itself: the same fixed-seed images go through PyTorch and
+ONNX Runtime, and the largest difference of the probabilities is reported (and must stay under
+``tolerance``). Run the file with :class:`fer_stream.model.onnx_runtime.OnnxModel`
+(``--backend onnxruntime``).
+
+>>> export_onnx("trpakov/vit-face-expression", "fer.onnx")["max_abs_diff"] < 1e-4   # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_stream.errors import ModelError
+from fer_stream.io.images import synthetic_faces
+from fer_stream.model.hub import load_model
+from fer_stream.model.onnx_runtime import META_LABELS, META_PROCESSOR, META_SOURCE, _session, _softmax, need_onnx
+from fer_stream.model.preprocess import TensorPreprocessor
+
+
+class _Logits(torch.nn.Module):
+    """The classifier as a plain ``pixel_values -> logits`` module, as ONNX wants it."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.net(pixel_values=pixel_values).logits
+
+
+def export_onnx(model: str, out: str | Path, *, opset: int = 17, tolerance: float = 1e-3, images: int = 8) -> dict[str, Any]:
+    """Export ``model`` (hub id or folder) to ``out``; returns the self-check's figures."""
+    onnx = need_onnx()
+    processor, net = load_model(model)
+    net = net.eval().float()
+    pre = TensorPreprocessor.from_processor(processor)
+    faces = synthetic_faces(images, seed=1)
+    pixels = pre(faces) if pre is not None else processor(images=faces, return_tensors="pt")["pixel_values"]
+    out = Path(out)
+    try:
+        return _export_checked(net, processor, pixels, model, out, opset, tolerance, images, onnx)
+    except BaseException:
+        out.unlink(missing_ok=True)  # a failed export leaves no .onnx behind
+        raise
+
+
+def _export_checked(net: torch.nn.Module, processor: Any, pixels: torch.Tensor, model: str, out: Path, opset: int,
+                    tolerance: float, images: int, onnx: Any) -> dict[str, Any]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes about constant shapes in transformers' checks
+        torch.onnx.export(
+            _Logits(net), (pixels[:2],), str(out), input_names=["pixel_values"], output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
+        )
+    proto = onnx.load(str(out))
+    id2label = {int(k): str(v) for k, v in net.config.id2label.items()}
+    for key, value in ((META_LABELS, json.dumps(id2label)), (META_PROCESSOR, json.dumps(processor.to_dict())),
+                       (META_SOURCE, model)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(out))
+    session = _session(out, "cpu")
+    ort_logits = session.run(None, {"pixel_values": pixels.numpy()})[0]
+    with torch.inference_mode():
+        torch_logits = net(pixel_values=pixels).logits.numpy()
+    p_ort, p_torch = _softmax(ort_logits), _softmax(torch_logits)
+    diff = float(np.abs(p_ort - p_torch).max())
+    result = {
+        "path": str(out), "model": model, "opset": opset, "images": images, "size_mb": round(out.stat().st_size / 1e6, 1),
+        "max_abs_diff": diff, "max_abs_diff_logits": float(np.abs(ort_logits - torch_logits).max()),
+        "top1_agreement": float(np.mean(p_ort.argmax(1) == p_torch.argmax(1))),
+    }
+    if diff > tolerance:
+        raise ModelError(f"ONNX export of '{model}' differs from PyTorch by {diff:.2e} (tolerance {tolerance:g}); try another --opset")
+    return result

@@ -1,0 +1,111 @@
+"""``fer-stream image``: the faces in still images and their emotions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from fer_stream.build import load_models
+from fer_stream.config import Config
+from fer_stream.errors import SourceError
+
+
+def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, detect: bool, as_json: bool) -> int:
+    """Print the faces and their 7 emotions for each image."""
+    import numpy as np
+
+    from fer_stream.frames import Box, Face
+    from fer_stream.io.images import IMAGE_SUFFIXES, check_image_file, list_images, read_image
+
+    files = [Path(p) for p in paths]
+    if folder:
+        found = list_images(folder)
+        if not found:
+            raise SourceError(f"folder '{folder}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+        files += found
+    if not files:
+        raise SourceError("no images given; pass image files or --dir FOLDER")
+    for f in files:
+        check_image_file(f)  # before the models load
+    clf, det = load_models(cfg, detector=detect)
+    if det is None:  # ready-cropped faces: each image is one face, checked for quality like a detected one
+        from fer_stream.model.quality import QualityGate
+
+        q = cfg.quality
+        gate = QualityGate(q.min_face_px, q.min_sharpness, 0.0)
+    doc: list[dict[str, Any]] = []
+    failed = 0
+    try:
+        # In chunks: a folder of large photos never sits in memory at once; batches still span images.
+        for start in range(0, len(files), IMAGE_CHUNK):
+            per_image: list[tuple[Path, list[Face]]] = []
+            for f in files[start : start + IMAGE_CHUNK]:
+                try:
+                    image = read_image(f)
+                except SourceError as e:  # one bad image is reported; the others go on
+                    failed += 1
+                    print(f"fer-stream: warning: skipped {e}", file=sys.stderr)
+                    doc.append({"image": str(f), "error": str(e)})
+                    continue
+                if det is not None:
+                    faces = det.detect(image)
+                else:
+                    box = Box(0, 0, image.shape[1], image.shape[0])
+                    faces = [Face(box, 1.0, np.ascontiguousarray(image), quality=gate.assess(image, box, 1.0))]
+                per_image.append((f, faces))
+                del image
+            crops = [face.crop for _, faces in per_image for face in faces if face.usable]
+            predictions = iter(clf.predict(crops))
+            for f, faces in per_image:
+                faces = [face.with_prediction(next(predictions)) if face.usable else face for face in faces]
+                if as_json:
+                    doc.append({"image": str(f), "faces": [_face_json(face, detect) for face in faces]})
+                else:
+                    _print_image(f, faces, detect)
+    finally:
+        if det is not None:
+            det.close()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    return 1 if failed else 0
+
+
+IMAGE_CHUNK = 16  # images read, detected and classified together
+
+
+def _print_image(f: Path, faces: list[Any], detect: bool) -> None:
+    if not faces:
+        print(f"{f}: no face found")
+        return
+    print(f"{f}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+    for i, face in enumerate(faces, 1):
+        p = face.prediction
+        b = face.box
+        where = f"box x={b.x} y={b.y} w={b.w} h={b.h}" if detect else "whole image"
+        if p is None:
+            q = face.quality
+            print(f"  face {i}: {where}  unusable ({q.reason}: {q.size_px} px, sharpness {q.sharpness:g}, "
+                  f"score {q.score:.2f}); not classified")
+            continue
+        flag = "  (low confidence)" if p.flagged else ""
+        print(f"  face {i}: {where}{flag}")
+        for label, prob in p.probs:
+            print(f"    {label:<10} {prob:6.1%}")
+
+
+def _face_json(face: Any, detected: bool) -> dict[str, Any]:
+    p = face.prediction
+    out: dict[str, Any] = {"box": face.box.as_list(), "score": round(face.score, 4) if detected else None}
+    if face.quality is not None:
+        out["quality"] = face.quality.as_dict()
+    if p is None:
+        return out
+    return {
+        **out,
+        "label": p.label,
+        "confidence": round(p.confidence, 6),
+        "flagged": p.flagged,
+        "probs": {k: round(v, 6) for k, v in p.probs},
+    }

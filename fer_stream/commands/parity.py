@@ -1,0 +1,97 @@
+"""``fer-stream parity``: does a device (and precision) give the CPU's answers?
+
+The same face images, preprocessed once on the host, go through the classifier on the CPU in fp32
+(the reference) and on the candidate device in the candidate precision. The report gives the mean
+cosine similarity and mean absolute error of the probability vectors, the top-1 agreement, and
+both throughputs, and passes or fails against tolerances (defaults: cosine >= 0.999, top-1 >= 99 %),
+which is how a port to a new accelerator is checked before it is trusted.
+
+>>> report = compare(reference, candidate, pixels)        # doctest: +SKIP
+>>> report["passed"], report["mean_cosine"]               # doctest: +SKIP
+(True, 0.999983)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_stream.config import Config
+from fer_stream.io.images import SYNTHETIC_SEED, find_images, read_image, synthetic_faces
+
+
+
+def _probs_and_rate(clf: Any, pixels: torch.Tensor) -> tuple[np.ndarray, float]:
+    clf.forward(pixels[: clf.max_batch])  # warm-up (NPU kernels compile on the first batch)
+    start = time.perf_counter()
+    out = [clf.forward(pixels[i : i + clf.max_batch]) for i in range(0, len(pixels), clf.max_batch)]
+    if clf.device.type == "cuda":
+        torch.cuda.synchronize()
+    return np.concatenate(out), len(pixels) / (time.perf_counter() - start)
+
+
+def agreement(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """How closely two ``(N, labels)`` probability arrays agree: cosine, MAE and top-1 agreement."""
+    cos = np.sum(ref * cand, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
+    return {
+        "mean_cosine": round(float(np.mean(cos)), 6),
+        "min_cosine": round(float(np.min(cos)), 6),
+        "mae": round(float(np.mean(np.abs(ref - cand))), 6),
+        "top1_agreement": round(float(np.mean(ref.argmax(1) == cand.argmax(1))), 4),
+    }
+
+
+def compare(reference: Any, candidate: Any, pixels: torch.Tensor, *, min_cosine: float = 0.999,
+            min_top1: float = 0.99) -> dict[str, Any]:
+    """Run ``pixels`` through both classifiers; figures and the verdict as a dict."""
+    if tuple(reference.labels) != tuple(candidate.labels):
+        raise ValueError("reference and candidate list different labels")
+    ref, ref_rate = _probs_and_rate(reference, pixels)
+    cand, cand_rate = _probs_and_rate(candidate, pixels)
+    figures = agreement(ref, cand)
+    return {
+        "images": len(pixels),
+        "reference": {"device": str(reference.device), "precision": reference.precision, "faces_per_s": round(ref_rate, 2)},
+        "candidate": {"device": str(candidate.device), "precision": candidate.precision, "faces_per_s": round(cand_rate, 2)},
+        **figures,
+        "tolerances": {"mean_cosine": min_cosine, "top1_agreement": min_top1},
+        "passed": figures["mean_cosine"] >= min_cosine and figures["top1_agreement"] >= min_top1,
+    }
+
+
+def run_parity(cfg: Config, *, device: str, precision: str, images: str | None, count: int,
+               min_cosine: float, min_top1: float, as_json: bool) -> int:
+    """The ``parity`` command: print the report; exit 0 when it passes, 1 when it does not."""
+    from fer_stream.build import make_classifier
+
+    if images:
+        files = find_images(images)
+        inputs, where = [read_image(f) for f in files], images
+    else:
+        inputs, where = synthetic_faces(count), f"{count} synthetic images (seed {SYNTHETIC_SEED})"
+    c = cfg.classifier
+    ref_model = c.model
+    if c.backend == "onnxruntime":  # ONNX Runtime against the PyTorch model it was exported from
+        from fer_stream.model.onnx_runtime import OnnxModel
+
+        ref_model = OnnxModel(c.model).source_model
+    reference = make_classifier(cfg, model=ref_model, device="cpu", precision="fp32", backend="torch")
+    candidate = make_classifier(cfg, device=device, precision=precision)
+    pixels = torch.cat([reference.preprocess(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
+    report = {"model": c.model, "on": where, **compare(reference, candidate, pixels, min_cosine=min_cosine, min_top1=min_top1)}
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        r, k = report["reference"], report["candidate"]
+        verdict = "PASSED" if report["passed"] else "FAILED"
+        backend = " (onnxruntime)" if c.backend == "onnxruntime" else ""
+        print(f"parity {verdict}: {k['device']} {k['precision']}{backend} against cpu fp32 on {report['images']} images ({where})")
+        print(f"  mean cosine {report['mean_cosine']:.6f} (min {report['min_cosine']:.6f}; needs >= {min_cosine})")
+        print(f"  top-1 agreement {report['top1_agreement']:.2%} (needs >= {min_top1:.0%})")
+        print(f"  mean absolute error {report['mae']:.6f}")
+        print(f"  throughput: cpu fp32 {r['faces_per_s']:.1f} faces/s, {k['device']} {k['precision']} {k['faces_per_s']:.1f} faces/s")
+    return 0 if report["passed"] else 1

@@ -1,0 +1,320 @@
+"""``fer-stream train``: fine-tune any Hugging Face image classifier on a folder-per-class data set.
+
+The recipe of the system this project grew from: random flips, colour jitter and small affine
+changes (rotation, shift, scale); cross-entropy weighted by the inverse class frequencies, with
+label smoothing; AdamW with cosine annealing and warm restarts; gradient clipping; mixed precision
+on accelerators; gradient accumulation; a held-out validation split (stratified by class). The
+best epoch by validation accuracy is saved with ``save_pretrained`` (labels from the folder
+names, the base model's image processor beside it), ready for every other command; ``OUT/last``
+holds the latest epoch and the optimizer state, from which ``--resume`` continues.
+
+Augmentation is written with torch tensor operations (``affine_grid``/``grid_sample``) because
+torchvision's transforms need a torchvision built for the installed torch, which the CPU wheel
+does not have.
+
+>>> summary = train("faces_by_class/", "google/vit-base-patch16-224-in21k", "my-model/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fer_stream.errors import ModelError, SourceError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training settings (``fer-stream train --help`` names each)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    accumulate: int = 1
+    val_fraction: float = 0.15
+    clip: float = 1.0
+    restart_epochs: int = 5  # the cosine schedule restarts every this many epochs
+    seed: int = 0
+    augment: bool = True
+    class_weights: str = "inverse"  # inverse | sqrt | none: how rare classes are weighted in the loss
+
+
+def split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices for training and validation, stratified: each class gives ``fraction`` of its items (at least one)."""
+    rng = random.Random(seed)
+    train_idx, val_idx = [], []
+    for c in sorted(set(labels)):
+        items = [i for i, y in enumerate(labels) if y == c]
+        rng.shuffle(items)
+        k = min(len(items) - 1, max(1, round(len(items) * fraction))) if fraction > 0 else 0
+        val_idx += items[:k]
+        train_idx += items[k:]
+    return sorted(train_idx), sorted(val_idx)
+
+
+def class_weights(counts: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss weight per class from its training count: ``inverse`` (balanced), ``sqrt`` (half-way) or ``none``.
+
+    Scaled so that the mean weight over the training images is 1.
+    """
+    w = (1 / counts.clamp(min=1)) ** {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[kind]
+    return w * counts.sum() / (w * counts).sum()
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flips, colour jitter (+-20 % brightness, contrast, saturation) and small affine changes of a 0-255 batch."""
+    n = x.shape[0]
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    b = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    c = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    s = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    x = x * b
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    grey = x.mean(dim=1, keepdim=True)
+    x = (x - grey) * s + grey
+    angle = (torch.rand(n, generator=gen) - 0.5) * math.radians(20)  # +-10 degrees
+    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.1
+    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.1  # +-5 % of the size
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return x.clamp(0, 255)
+
+
+def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
+    """The base model's processor and the model with a head for ``labels`` (a new one if they differ)."""
+    from transformers import AutoModelForImageClassification
+
+    from fer_stream.model.hub import _looks_like_path, load_model
+
+    processor, net = load_model(base)  # checks the folder or hub id and finds it offline when cached
+    id2label = dict(enumerate(labels))
+    if [net.config.id2label.get(i) for i in range(len(labels))] == labels and net.config.num_labels == len(labels):
+        return processor, net
+    source = str(Path(base).expanduser()) if _looks_like_path(base) else base
+    net = AutoModelForImageClassification.from_pretrained(
+        source, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=False, local_files_only=True,
+    )
+    return processor, net
+
+
+def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(), *, device: str = "auto",
+          resume: bool = False, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+    """Fine-tune ``base`` on ``data``; writes the best model to ``out`` and returns the run's figures."""
+    from tqdm import tqdm
+
+    from fer_stream.model.hub import _quiet_transformers
+    from fer_stream.model.preprocess import TensorPreprocessor
+    from fer_stream.model.devices import resolve_device
+    from fer_stream.commands.evaluate import load_dataset
+    _quiet_transformers()
+    if workers is None:
+        workers = min(4, max(1, (os.cpu_count() or 1) - 1))
+    files, folders = load_dataset(data)
+    labels = sorted(set(folders))
+    if len(labels) < 2:
+        raise SourceError(f"'{data}' has one class folder; training needs at least two")
+    y = [labels.index(f) for f in folders]
+    out = Path(out)
+    last = out / "last"
+    _recover(last)
+    dev = resolve_device(device)
+    torch.manual_seed(recipe.seed)
+    processor, net = _load_base(str(last) if resume and last.is_dir() else base, labels)
+    if resume and not last.is_dir():
+        raise ModelError(f"nothing to resume in '{out}' (no {last}); run without --resume first")
+    pre = TensorPreprocessor.from_processor(processor)
+    if pre is None:
+        raise ModelError(f"'{base}' uses an image processor that crops; fer-stream train supports resize-and-normalize processors (ViT-style)")
+    # Images stay on disk: workers decode and resize each batch to 0-255 floats at the model's
+    # input size; augmentation and normalization run on the batch in the training process.
+    raw = TensorPreprocessor(*pre.size, pre.mode, 1.0, torch.zeros(3), torch.ones(3))
+    loader = _Loader(files, y, raw, workers)
+    train_idx, val_idx = split(y, recipe.val_fraction, recipe.seed)
+    targets = torch.tensor(y)
+    counts = torch.bincount(targets[train_idx], minlength=len(labels)).float()
+    weights = class_weights(counts, recipe.class_weights).to(dev)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=recipe.label_smoothing)
+    net = net.to(dev).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / (recipe.batch_size * recipe.accumulate)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(1, recipe.restart_epochs * steps_per_epoch))
+    amp_dtype = {"cuda": torch.float16, "npu": torch.float16, "mps": torch.float16}.get(dev.type)
+    scaler = torch.amp.GradScaler(dev.type) if amp_dtype is torch.float16 and dev.type == "cuda" else None
+    history: list[dict[str, Any]] = []
+    start_epoch, best = 0, {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
+    if resume:
+        state = _load_state(last / "training_state.pt")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, best, history = state["epoch"], state["best"], state["history"]
+    gen = torch.Generator().manual_seed(recipe.seed + start_epoch)
+    norm = lambda x: x.mul(pre._mul).sub(pre._sub)  # noqa: E731
+    bar = tqdm(range(start_epoch, recipe.epochs), desc="train", unit="epoch", disable=not progress, initial=start_epoch,
+               total=recipe.epochs)
+    for epoch in bar:
+        net.train()
+        order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+        total, seen = 0.0, 0
+        opt.zero_grad(set_to_none=True)
+        batches = [order[i : i + recipe.batch_size].tolist() for i in range(0, len(order), recipe.batch_size)]
+        steps = tqdm(loader(batches), total=len(batches), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                     disable=not progress)
+        for k, (images, t) in enumerate(steps):
+            x = norm(augment(images, gen) if recipe.augment else images).to(dev)
+            t = t.to(dev)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = loss_fn(net(pixel_values=x).logits.float(), t)
+            (scaler.scale(loss / recipe.accumulate) if scaler else loss / recipe.accumulate).backward()
+            total += float(loss.detach()) * len(t)
+            seen += len(t)
+            if (k + 1) % recipe.accumulate == 0 or k + 1 == len(batches):
+                if scaler:
+                    scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.clip)
+                if scaler:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+        val = _evaluate(net, loader, val_idx, norm, loss_fn, dev) if val_idx else {"val_loss": None, "val_accuracy": None}
+        row = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5), **val, "lr": opt.param_groups[0]["lr"]}
+        history.append(row)
+        score = (val["val_accuracy"] if val_idx else -row["train_loss"], -(val["val_loss"] or row["train_loss"]))
+        if score > (best["val_accuracy"], -best["val_loss"]):
+            best = {"val_accuracy": score[0], "val_loss": -score[1], "epoch": epoch + 1}
+            _save(net, processor, out)
+        _checkpoint(net, processor, last, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                           "best": best, "history": history, "recipe": asdict(recipe), "labels": labels})
+        bar.set_postfix(loss=row["train_loss"], val_acc=val["val_accuracy"], refresh=False)
+    bar.close()
+    # The held-out images, for `fer-stream eval DATA --only OUT/heldout.txt` on exactly what training never saw.
+    base_dir = Path(data)
+    (out / "heldout.txt").write_text("".join(f"{files[i].relative_to(base_dir).as_posix()}\n" for i in val_idx),
+                                     encoding="utf-8")
+    summary = {"data": str(data), "base": base, "out": str(out), "labels": labels, "train_images": len(train_idx),
+               "val_images": len(val_idx), "best_epoch": best["epoch"],
+               "best_val_accuracy": best["val_accuracy"] if val_idx else None,  # without a split: lowest training loss
+               "history": history, "recipe": asdict(recipe), "device": str(dev)}
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+class _Batch:
+    """Decodes a batch of image files and resizes them with the model's resampling (picklable, for workers)."""
+
+    def __init__(self, files: list[Path], targets: list[int], raw: Any) -> None:
+        self.files, self.targets, self.raw = files, targets, raw
+
+    def __call__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        from fer_stream.io.images import read_image
+
+        return self.raw([read_image(self.files[i]) for i in idx]), torch.tensor([self.targets[i] for i in idx])
+
+
+class _Loader:
+    """Batches of ``(images 0-255, targets)`` in a given order, decoded ahead by worker processes.
+
+    Only the file list is held: memory does not grow with the data set, and ``workers`` processes
+    decode the next batches while the model trains on this one.
+    """
+
+    def __init__(self, files: list[Path], targets: list[int], raw: Any, workers: int) -> None:
+        self.batch = _Batch(files, targets, raw)
+        self.workers = workers
+
+    def __call__(self, batches: list[list[int]]) -> Any:
+        from torch.utils.data import DataLoader
+
+        # Each "item" is a whole batch: one task per batch keeps worker round-trips few.
+        return DataLoader(batches, batch_size=None, collate_fn=self.batch, num_workers=self.workers,
+                          prefetch_factor=4 if self.workers else None)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """The optimizer/scheduler checkpoint, loaded without unpickling code (``weights_only``)."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot resume from '{path}': not a plain training checkpoint ({first[:160]}); "
+                         "delete it or train again without --resume") from None
+
+
+@torch.inference_mode()
+def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, loss_fn: Any,
+              dev: torch.device) -> dict[str, float]:
+    net.eval()
+    parts = [(net(pixel_values=norm(x).to(dev)).logits.float().cpu(), t)
+             for x, t in loader([idx[i : i + 128] for i in range(0, len(idx), 128)])]
+    logits = torch.cat([p for p, _ in parts])
+    t = torch.cat([t for _, t in parts])
+    return {"val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
+            "val_accuracy": round(float((logits.argmax(1) == t).float().mean()), 4)}
+
+
+def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[str, Any]) -> None:
+    """Model and optimizer state of one epoch, together or not at all: both are written to
+    ``last.new`` first, which then replaces ``last`` (a crash leaves one whole checkpoint)."""
+    import shutil
+
+    new, old = last.with_name(last.name + ".new"), last.with_name(last.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    _save(net, processor, new)
+    torch.save(state, new / "training_state.pt")
+    if last.exists():
+        last.rename(old)
+    new.rename(last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(last: Path) -> None:
+    """After a crash between the two renames of :func:`_checkpoint`, the previous checkpoint is ``last.old``."""
+    old = last.with_name(last.name + ".old")
+    if not last.exists() and old.is_dir():
+        old.rename(last)
+
+
+def _save(net: torch.nn.Module, processor: Any, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    net.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+
+
+def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool,
+              workers: int | None = None) -> int:
+    """The ``train`` command."""
+    from fer_stream.io.sinks import writable_path
+
+    writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)
+    summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress,
+                    workers=workers)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        h = summary["history"]
+        best = (f"best validation accuracy {summary['best_val_accuracy']:.1%}" if summary["best_val_accuracy"] is not None
+                else "lowest training loss")
+        print(f"trained {len(h)} epochs on {summary['train_images']} images ({summary['val_images']} held out) on "
+              f"{summary['device']}: train loss {h[0]['train_loss']:.4f} -> {h[-1]['train_loss']:.4f}; {best} at epoch "
+              f"{summary['best_epoch']}")
+        print(f"saved the best model to {summary['out']} (labels {', '.join(summary['labels'])}); try "
+              f"`fer-stream eval DATA --model {summary['out']}`")
+    return 0

@@ -1,0 +1,113 @@
+"""Reading still images from disk as RGB arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from fer_stream.errors import SourceError
+
+ImageLike = Union[str, Path, np.ndarray]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 120_000_000  # a 12000 x 10000 photo; a bigger "image" is refused before it is decoded
+
+
+def check_image_file(path: str | Path) -> Path:
+    """``path`` as a Path, or a SourceError saying why it is not an image file."""
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"image '{p}' does not exist; check the path")
+    if p.is_dir():
+        raise SourceError(f"'{p}' is a folder; pass image files, or the folder with --dir")
+    return p
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file's header, without decoding it (Pillow reads headers lazily)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: we check the size ourselves
+            with Image.open(p := Path(path)) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        raise SourceError(f"'{path}' declares an image too large to decode (over {MAX_IMAGE_PIXELS // 1_000_000} MP)") from None
+    except Exception:
+        raise SourceError(f"'{p}' is not an image that can be read (supported: {', '.join(IMAGE_SUFFIXES)})") from None
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """The image at ``path`` as ``H x W x 3`` uint8 RGB (EXIF orientation applied, grey made RGB).
+
+    The size is checked from the header first: an image over ``max_pixels`` is an error, not an
+    attempt to allocate gigabytes; an empty or broken file is an error naming it.
+    """
+    p = check_image_file(path)
+    if p.stat().st_size == 0:
+        raise SourceError(f"'{p}' is empty (0 bytes); not an image")
+    w, h = image_size(p)
+    if w * h > max_pixels:
+        raise SourceError(f"'{p}' is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP fer-stream reads; "
+                          "scale it down first")
+    # cv2.imread cannot take non-ASCII paths on every platform; decoding the bytes always works.
+    data = np.fromfile(str(p), dtype=np.uint8)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
+    if bgr is None:
+        raise SourceError(f"'{p}' is not an image OpenCV can read (supported: {', '.join(IMAGE_SUFFIXES)})")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def as_rgb(image: ImageLike) -> np.ndarray:
+    """A path or array as a C-contiguous ``H x W x 3`` uint8 RGB array."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise SourceError(f"folder '{d}' does not exist; check the --dir path")
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` (subfolders too), sorted by path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SourceError(f"image folder '{folder}' does not exist; pass a folder of face images (subfolders are searched)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise SourceError(f"folder '{folder}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+SYNTHETIC_SEED = 0
+
+
+def synthetic_faces(n: int, seed: int = SYNTHETIC_SEED, size: int = 224) -> list[np.ndarray]:
+    """``n`` fixed-seed RGB images: smooth random fields, so every run and machine sees the same set."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 14, 14, 3), dtype=np.uint8)
+    return [cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small]

@@ -1,0 +1,208 @@
+"""Network cameras that come back: a source that reconnects with exponential backoff.
+
+An IP camera reboots, a switch drops a link, a stream stalls: :class:`ReconnectingSource` wraps
+the PyAV source of a URL and, when opening fails, reading fails, the stream ends or no frame
+arrives for ``stall_timeout`` seconds, closes it and opens it again after a pause that doubles
+from ``backoff_initial`` up to ``backoff_max``, for ever unless ``max_reconnects`` is set. Each
+outage is logged once when it starts and once when it ends. Frame indices and times continue
+across outages (times are seconds since the source started, by the wall clock), so the pipeline,
+its sinks and its metrics simply see a gap.
+
+>>> cam = ReconnectingSource("rtsp://10.0.0.7/stream1", source_id="door")   # doctest: +SKIP
+>>> cam.health()["state"]                                                    # doctest: +SKIP
+'streaming'
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from fer_stream.errors import SourceError
+from fer_stream.frames import Frame
+from fer_stream.io.sources import AVSource, Source, redact, redact_text
+
+log = logging.getLogger("fer_stream")
+
+CONNECTING, STREAMING, RECONNECTING, FAILED, STOPPED = "connecting", "streaming", "reconnecting", "failed", "stopped"
+
+
+class ReconnectingSource(Source):
+    """A live network source that survives outages; see the module docstring."""
+
+    live = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        source_id: str = "cam",
+        transport: str = "tcp",
+        open_timeout: float = 10.0,
+        stall_timeout: float = 10.0,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        max_reconnects: int | None = None,
+        opener: Callable[..., Source] | None = None,
+        max_pixels: int = 0,
+    ) -> None:
+        self.max_pixels = max_pixels
+        self.url = url  # opened, never shown
+        self.name = redact(url)  # what health, logs and the summary show: no password
+        self.source_id = source_id
+        self.transport = transport
+        self.open_timeout = open_timeout
+        self.stall_timeout = stall_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.max_reconnects = max_reconnects
+        self._opener = opener or AVSource
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._inner: Source | None = None
+        self.state = CONNECTING
+        self.reconnects = 0  # successful re-openings after an outage
+        self.attempts = 0  # failed openings and lost streams, in all
+        self._failures = 0  # the same since the last frame
+        self.frames_read = 0
+        self.last_error: str | None = None
+        self.outage_since: float | None = None  # wall-clock time the current outage began
+        self.outages = 0
+        self.down_s = 0.0  # time spent in finished outages
+        self._last_frame_at: float | None = None
+        self.on_reconnect: Callable[[], None] | None = None
+
+    # -- Source interface --------------------------------------------------------------------
+
+    def frames(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        backoff = self.backoff_initial
+        failures_in_row = 0
+        while not self._closed.is_set():
+            if self._inner is None:
+                try:
+                    self._connect()
+                except SourceError as e:
+                    failures_in_row += 1
+                    self._begin_outage(str(e))
+                    if not self._may_retry():
+                        return
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+                    continue
+            assert self._inner is not None
+            try:
+                for frame in self._inner.frames():
+                    if self._closed.is_set():
+                        return
+                    if self.state != STREAMING:
+                        self._end_outage()
+                        backoff, failures_in_row = self.backoff_initial, 0
+                    now = time.monotonic()
+                    self._last_frame_at = now
+                    yield Frame(index=self.frames_read, time=now - start, image=frame.image, captured=frame.captured)
+                    self.frames_read += 1
+                if self._inner is not None and self._inner.frame_count:
+                    return  # finite media (a video file over HTTP) ends; a camera's stream has no length
+                reason = "the stream ended"
+            except SourceError as e:
+                reason = str(e)
+            self._drop_inner()
+            if self._closed.is_set():
+                return
+            self._begin_outage(reason)
+            if not self._may_retry():
+                return
+            if failures_in_row:
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+            failures_in_row += 1
+
+    def interrupt(self) -> None:
+        """Stop between frames or attempts, without closing a connection another thread is reading."""
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.state = STOPPED if self.state != FAILED else FAILED
+        self._drop_inner()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """State for /healthz: ``state``, frame count and age, reconnects, the outage and its reason."""
+        age = None if self._last_frame_at is None else round(time.monotonic() - self._last_frame_at, 3)
+        return {
+            "url": self.name,
+            "state": self.state,
+            "frames": self.frames_read,
+            "last_frame_age_s": age,
+            "reconnects": self.reconnects,
+            "outages": self.outages,
+            "down_s": round(self.down_s + (time.time() - self.outage_since if self.outage_since else 0.0), 3),
+            "outage_since": self.outage_since,
+            "last_error": self.last_error,
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                raise SourceError("closed")
+            options = {"rtsp_transport": self.transport} if self.url.lower().startswith(("rtsp://", "rtsps://")) else {}
+            extra = {"max_pixels": self.max_pixels} if self.max_pixels else {}
+            inner = self._opener(self.url, live=True, open_timeout=self.open_timeout,
+                                 read_timeout=self.stall_timeout, options=options, **extra)
+            self._inner = inner
+            self.width, self.height, self.fps = inner.width, inner.height, inner.fps
+
+    def _drop_inner(self) -> None:
+        with self._lock:
+            inner, self._inner = self._inner, None
+        if inner is not None:
+            try:
+                inner.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                pass
+
+    def _begin_outage(self, reason: str) -> None:
+        reason = redact_text(reason, self.url)  # whatever raised it, no password goes further
+        self.attempts += 1
+        self._failures += 1
+        self.last_error = reason
+        if self.state in (STREAMING, CONNECTING) and self.outage_since is None:
+            self.outage_since = time.time()
+            self.outages += 1
+            if self.max_reconnects == 0:
+                return  # not retrying: the caller's error says it
+            log.warning("source %s: %s; reconnecting (%s)", self.source_id, reason,
+                        "for ever" if self.max_reconnects is None else f"at most {self.max_reconnects} times")
+        self.state = RECONNECTING
+
+    def _end_outage(self) -> None:
+        if self.outage_since is not None:
+            lasted = time.time() - self.outage_since
+            self.down_s += lasted
+            self.reconnects += 1 if self.frames_read else 0
+            log.warning("source %s: streaming again after %.1f s", self.source_id, lasted)
+            if self.on_reconnect is not None and self.frames_read:
+                self.on_reconnect()
+        self.outage_since = None
+        self._failures = 0
+        self.state = STREAMING
+
+    def _may_retry(self) -> bool:
+        if self.max_reconnects is not None and self._failures > self.max_reconnects:
+            self.state = FAILED
+            if self.max_reconnects == 0:
+                raise SourceError(self.last_error or f"cannot read stream '{self.name}'")
+            raise SourceError(
+                f"source {self.source_id} ({self.name}) gave up after {self.max_reconnects} reconnect attempts: {self.last_error}"
+            )
+        return not self._closed.is_set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._closed.wait(seconds)

@@ -1,0 +1,241 @@
+"""What a run saw, for people: a per-second timeline (CSV) and a self-contained HTML report.
+
+:class:`TimelineSink` is a sink like the others: it keeps, per second (``bucket_s``) and per
+track, the number of faces and the sum of their probabilities, one thumbnail per track and the
+flagged moments (confidence under the threshold) with a crop each, all bounded in memory.
+:func:`write_timeline` writes the CSV spreadsheet users want; :func:`write_report` writes one HTML
+file with the plots inline (matplotlib SVG) and the thumbnails as data URIs: it opens anywhere,
+offline, and can be mailed.
+
+>>> with TimelineSink(clf.labels) as tl:                    # doctest: +SKIP
+...     for result in results: tl.write(result)
+>>> write_timeline("talk.timeline.csv", tl); write_report("talk.html", tl, summary)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+from collections import Counter, OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from fer_stream.frames import FrameResult
+from fer_stream.io.sinks import Sink, write_atomic
+
+MAX_BUCKETS = 500_000  # (second, track) cells kept; the oldest go first on endless streams
+MAX_TRACKS_PLOTTED = 12
+
+
+def _thumb(crop: np.ndarray, size: int = 64) -> str:
+    """A crop as a small JPEG data URI."""
+    h, w = crop.shape[:2]
+    s = size / max(h, w)
+    small = cv2.resize(crop, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode() if ok else ""
+
+
+class TimelineSink(Sink):
+    """Per-second, per-track means of the probabilities, thumbnails and flagged moments."""
+
+    def __init__(self, labels: Sequence[str], *, bucket_s: float = 1.0, threshold: float = 0.7, max_flagged: int = 60) -> None:
+        self.labels = tuple(labels)
+        self.bucket_s = bucket_s
+        self.threshold = threshold
+        self.max_flagged = max_flagged
+        self.cells: OrderedDict[tuple[int, int], list[Any]] = OrderedDict()  # (bucket, track) -> [n, sum probs]
+        self.faces: Counter[int] = Counter()  # bucket -> faces
+        self.flagged_per: Counter[int] = Counter()
+        self.unusable_per: Counter[int] = Counter()
+        self.thumbs: dict[int, str] = {}
+        self.track_frames: Counter[int] = Counter()
+        self.flagged: list[dict[str, Any]] = []
+        self._flag_seen: set[tuple[int, int]] = set()
+        self.omitted = 0
+        self.last_time = 0.0
+
+    def write(self, result: FrameResult) -> None:
+        t = result.frame.time
+        self.last_time = max(self.last_time, t)
+        b = int(t // self.bucket_s)
+        for face in result.faces:
+            self.faces[b] += 1
+            track = face.track if face.track is not None else -1
+            if not face.usable:
+                self.unusable_per[b] += 1
+                continue
+            p = face.prediction
+            if p is None:
+                continue
+            self.track_frames[track] += 1
+            if track not in self.thumbs and face.crop is not None:
+                self.thumbs[track] = _thumb(face.crop)
+            probs = p.as_dict()
+            vec = np.array([probs.get(label, 0.0) for label in self.labels])
+            cell = self.cells.get((b, track))
+            if cell is None:
+                cell = self.cells[(b, track)] = [0, np.zeros(len(self.labels))]
+                if len(self.cells) > MAX_BUCKETS:
+                    self.cells.popitem(last=False)
+                    self.omitted += 1
+            cell[0] += 1
+            cell[1] += vec
+            if p.flagged:
+                self.flagged_per[b] += 1
+                key = (b, track)
+                if key not in self._flag_seen and len(self.flagged) < self.max_flagged and face.crop is not None:
+                    self._flag_seen.add(key)
+                    self.flagged.append({"time": round(t, 2), "track": track, "label": p.label,
+                                         "confidence": round(p.confidence, 3), "thumb": _thumb(face.crop, 96)})
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (second, track): start time, faces, mean probabilities, dominant label."""
+        out = []
+        for (b, track), (n, total) in sorted(self.cells.items()):
+            mean = total / n
+            out.append({"time_s": round(b * self.bucket_s, 3), "track": track, "faces": n,
+                        "dominant": self.labels[int(mean.argmax())],
+                        **{label: round(float(v), 6) for label, v in zip(self.labels, mean)}})
+        return out
+
+
+def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path:
+    """The timeline as CSV (a row per second and track), written atomically."""
+    def write(f: Any) -> None:
+        w = csv.DictWriter(f, fieldnames=["time_s", "track", "faces", "dominant", *timeline.labels])
+        w.writeheader()
+        w.writerows(timeline.rows())
+
+    return write_atomic(path, write, "timeline")
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _svg(fig: Any) -> str:
+    plt = _pyplot()
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog: inline SVG
+
+
+COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#2ca02c", "neutral": "#7f7f7f",
+          "sad": "#1f77b4", "surprise": "#ff7f0e", "contempt": "#e377c2"}
+
+
+def _track_plot(timeline: TimelineSink, track: int) -> str:
+    plt = _pyplot()
+
+    cells = sorted((b, v) for (b, t), v in timeline.cells.items() if t == track)
+    x = np.array([b * timeline.bucket_s for b, _ in cells])
+    means = np.array([total / n for _, (n, total) in cells])
+    fig, ax = plt.subplots(figsize=(9, 2.2))
+    # Steps drawn to the end of each bucket: the last point repeated one bucket later.
+    ax.stackplot(np.append(x, x[-1] + timeline.bucket_s), np.vstack([means, means[-1:]]).T, labels=timeline.labels,
+                 step="post", colors=[COLORS.get(label, None) for label in timeline.labels])
+    low = means.max(axis=1) < timeline.threshold
+    for xi, is_low in zip(x, low):  # an amber strip above the seconds to review, as the overlay flags them
+        if is_low:
+            ax.fill_between([xi, xi + timeline.bucket_s], 1.02, 1.08, color="#ffb000", lw=0)
+    ax.set_xlim(0, max(timeline.last_time, x.max() + timeline.bucket_s if len(x) else 1))
+    ax.set_ylim(0, 1.09)
+    ax.set_yticks([0, 0.5, 1])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    return _svg(fig)
+
+
+def _overview_plots(timeline: TimelineSink, summary: dict[str, Any]) -> tuple[str, str]:
+    plt = _pyplot()
+
+    labels = list(summary.get("labels", {}))
+    counts = [summary["labels"][label] for label in labels]
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    ax.bar(labels, counts, color=[COLORS.get(label, "#999999") for label in labels])
+    ax.set_ylabel("faces")
+    ax.set_title("label distribution")
+    ax.tick_params(axis="x", labelrotation=30)
+    bars = _svg(fig)
+    buckets = sorted(timeline.faces)
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    xs = [b * timeline.bucket_s for b in buckets]
+    ax.plot(xs, [timeline.faces[b] for b in buckets], label="faces", color="#333333")
+    ax.plot(xs, [timeline.flagged_per[b] for b in buckets], label="flagged", color="#ffb000")
+    ax.plot(xs, [timeline.unusable_per[b] for b in buckets], label="unusable", color="#808080", linestyle="--")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(f"per {timeline.bucket_s:g} s")
+    ax.set_title("faces over time")
+    ax.legend(fontsize=7, frameon=False)
+    return bars, _svg(fig)
+
+
+def write_report(path: str | os.PathLike[str], timeline: TimelineSink, summary: dict[str, Any],
+                 settings: dict[str, Any] | None = None) -> Path:
+    """One self-contained HTML file: overview plots, a timeline per track, flagged moments, settings."""
+    p = Path(path)
+    esc = html.escape
+    bars, over_time = _overview_plots(timeline, summary)
+    faces = max(1, summary.get("faces", 0))
+    figures = [("frames", summary.get("frames_out")), ("faces", summary.get("faces")),
+               ("tracks", len(summary.get("tracks", []))), ("flagged", f"{summary.get('flagged', 0)} ({summary.get('flagged', 0) / faces:.0%})"),
+               ("unusable", summary.get("unusable")), ("fps", summary.get("fps")), ("model", summary.get("model")),
+               ("device", summary.get("device")), ("precision", summary.get("precision")),
+               ("detector", summary.get("detector")), ("threshold", summary.get("threshold"))]
+    tracks = [t for t, _ in timeline.track_frames.most_common(MAX_TRACKS_PLOTTED)]
+    track_html = []
+    for t in sorted(tracks):
+        cells = [v for (b, tr), v in timeline.cells.items() if tr == t]
+        total = sum((v[1] for v in cells), np.zeros(len(timeline.labels)))
+        share = total / max(total.sum(), 1e-9)
+        top = sorted(zip(timeline.labels, share), key=lambda kv: -kv[1])[:3]
+        shares = ", ".join(f"{esc(label)} {v:.0%}" for label, v in top)
+        thumb = timeline.thumbs.get(t, "")
+        track_html.append(
+            f'<section class="track"><div class="who"><img alt="track {t}" src="{thumb}"><b>#{t}</b><br>'
+            f"<small>{timeline.track_frames[t]} face{'s' if timeline.track_frames[t] != 1 else ''}<br>{shares}</small></div>"
+            f'<div class="plot">{_track_plot(timeline, t)}</div></section>')
+    flagged_rows = "".join(
+        f'<tr><td>{f["time"]:.2f} s</td><td>#{f["track"]}</td><td>{esc(f["label"])}</td><td>{f["confidence"]:.0%}</td>'
+        f'<td><img alt="face" src="{f["thumb"]}"></td></tr>' for f in timeline.flagged)
+    settings_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in (settings or {}).items())
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fer-stream report: {esc(str(summary.get("source", "")))}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }}
+h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; border-bottom: 1px solid #ddd; }}
+.figures {{ display: flex; flex-wrap: wrap; gap: 8px; }} .figures div {{ background: #f4f4f4; padding: 6px 10px; border-radius: 4px; }}
+.overview {{ display: flex; flex-wrap: wrap; gap: 16px; }} .overview svg, .plot svg {{ max-width: 100%; height: auto; }}
+.track {{ display: flex; align-items: center; gap: 12px; margin: 8px 0; }} .who {{ width: 110px; text-align: center; }}
+.who img {{ display: block; margin: 0 auto 4px; width: 64px; }} .plot {{ flex: 1; }}
+table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #eee; padding: 4px 8px; text-align: left; }}
+</style></head><body>
+<h1>fer-stream report: {esc(str(summary.get("source", "")))}</h1>
+<div class="figures">{"".join(f"<div><b>{esc(k)}</b> {esc(str(v))}</div>" for k, v in figures)}</div>
+<h2>Whole video</h2><div class="overview"><div>{bars}</div><div>{over_time}</div></div>
+<h2>Tracks ({len(tracks)} of {len(timeline.track_frames)} shown: the longest)</h2>
+<p>Each band is a label's mean probability per {timeline.bucket_s:g} s; an amber strip above marks seconds whose best label is under {timeline.threshold:.0%}.</p>
+{"".join(track_html) or "<p>No classified faces.</p>"}
+<h2>Flagged moments ({len(timeline.flagged)}{" shown" if len(timeline.flagged) >= timeline.max_flagged else ""}): for a person to review</h2>
+<table><tr><th>time</th><th>track</th><th>label</th><th>confidence</th><th>face</th></tr>{flagged_rows}</table>
+<h2>Settings</h2><table>{settings_rows}</table>
+</body></html>
+"""
+    return write_atomic(p, lambda f: f.write(doc), "report")

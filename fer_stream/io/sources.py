@@ -1,0 +1,263 @@
+"""Video sources: files and network URLs through PyAV, webcams through OpenCV.
+
+>>> from fer_stream.io.sources import open_source
+>>> with open_source("talk.mp4") as source:           # doctest: +SKIP
+...     for frame in source.frames():
+...         print(frame.index, frame.time, frame.image.shape)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fer_stream.errors import SourceError
+from fer_stream.frames import Frame
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+class Source:
+    """A stream of :class:`Frame` objects. ``live`` sources (cameras) run in real time and may drop."""
+
+    name: str = ""
+    live: bool = False
+    fps: float = 30.0
+    frame_count: int | None = None
+    width: int = 0
+    height: int = 0
+    time_base: Fraction | None = None  # of Frame.pts; None when frames carry no decoder timestamps
+    audio_path: str | None = None  # a file whose audio stream the annotated output may copy
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AVSource(Source):
+    """A video file or network stream decoded by PyAV (FFmpeg).
+
+    ``live=True`` on a file plays it at its own frame rate, as a camera would deliver it: each
+    frame is released at its presentation time (a decoder that falls behind releases late frames
+    at once), and the pipeline treats it as a live source.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        live: bool | None = None,
+        open_timeout: float = 10.0,
+        read_timeout: float = 10.0,
+        options: dict[str, str] | None = None,
+        max_pixels: int = 0,
+    ) -> None:
+        import av
+
+        self.url = url  # opened, never shown: self.name is what messages and outputs carry
+        self.name = redact(url)
+        is_network = url.lower().startswith(NETWORK_SCHEMES)
+        self.live = is_network if live is None else live
+        self._paced = self.live and not is_network
+        if not is_network:
+            p = Path(url)
+            if not p.exists():
+                raise SourceError(f"video file '{url}' does not exist; check the path (webcams are given by index, e.g. --source 0)")
+            if p.is_dir():
+                raise SourceError(f"'{url}' is a folder, not a video; for images use `fer-stream image --dir {url}`")
+        defaults = {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
+        options = {**defaults, **(options or {})}
+        started = time.monotonic()
+        try:
+            self._container = av.open(url, options=options, timeout=(open_timeout, read_timeout))
+        except av.error.FFmpegError as e:
+            if not is_network:
+                raise SourceError(f"cannot open video file '{url}': {_ffmpeg_reason(e)}") from None
+            if time.monotonic() - started >= open_timeout:
+                raise SourceError(
+                    f"cannot open stream '{self.name}': no answer within {open_timeout:g} s "
+                    "(camera down, wrong address or port, or a firewall in between)"
+                ) from None
+            raise SourceError(f"cannot open stream '{self.name}': {_ffmpeg_reason(e, url)}") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"'{self.name}' has no video stream")
+        self._stream = stream = self._container.streams.video[0]
+        stream.thread_type = "SLICE" if self.live else "AUTO"  # frame threading adds latency
+        ctx = stream.codec_context
+        self.width, self.height = int(ctx.width), int(ctx.height)
+        if max_pixels and self.width * self.height > max_pixels:
+            self._container.close()
+            raise SourceError(f"'{self.name}' is {self.width}x{self.height}, over --max-pixels {max_pixels} "
+                              f"({max_pixels / 1e6:.1f} MP); raise --max-pixels if this machine has the memory for it")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.fps = float(rate) if rate else 30.0
+        self.time_base = stream.time_base
+        self._start = stream.start_time or 0
+        if stream.frames:
+            self.frame_count = int(stream.frames)
+        elif stream.duration and stream.time_base:
+            self.frame_count = round(float(stream.duration * stream.time_base) * self.fps) or None
+        if not is_network and self._container.streams.audio:
+            self.audio_path = url
+
+    def frames(self) -> Iterator[Frame]:
+        import av
+
+        index = 0
+        last_pts: int | None = None
+        errors = 0
+        clock = time.monotonic()
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as e:
+                raise SourceError(f"reading '{self.name}' failed: {_ffmpeg_reason(e, self.url)}") from None
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError as e:
+                errors += 1
+                if errors == 1:
+                    log.warning("skipping undecodable data in '%s' (%s)", self.name, _ffmpeg_reason(e, self.url))
+                if index == 0 and errors >= 50:
+                    raise SourceError(f"'{self.name}' is not a video PyAV can decode: {_ffmpeg_reason(e, self.url)}") from None
+                continue
+            for vf in decoded:
+                pts = vf.pts
+                if pts is None or (last_pts is not None and pts <= last_pts):
+                    # Missing or repeated timestamps: continue the sequence so the output stays valid.
+                    step = round(1 / (self.fps * self.time_base)) if self.time_base else 1
+                    pts = (last_pts + max(1, step)) if last_pts is not None else self._start
+                last_pts = pts
+                t = float((pts - self._start) * self.time_base) if self.time_base else index / self.fps
+                # to_ndarray returns row-padded views for many widths; downstream needs contiguous RGB.
+                image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+                if self._paced and (ahead := clock + t - time.monotonic()) > 0:
+                    if ahead > MAX_PACE_WAIT_S:  # a jump in the timestamps: play on instead of sleeping it out
+                        clock -= ahead
+                    else:
+                        time.sleep(ahead)
+                yield Frame(index=index, time=t, image=image, pts=pts, captured=time.monotonic())
+                index += 1
+
+    def close(self) -> None:
+        self._container.close()
+
+
+MAX_PACE_WAIT_S = 1.0  # --live never sleeps longer than this between frames (so stopping stays prompt)
+
+
+class WebcamSource(Source):
+    """A local camera by index, read with OpenCV."""
+
+    live = True
+
+    def __init__(self, index: int) -> None:
+        import cv2
+
+        self.name = f"webcam {index}"
+        # OpenCV logs every backend it tries for a missing camera; our error says it once.
+        log_utils = getattr(getattr(cv2, "utils", None), "logging", None)
+        previous = log_utils.getLogLevel() if log_utils else None
+        if log_utils:
+            log_utils.setLogLevel(log_utils.LOG_LEVEL_SILENT)
+        try:
+            self._cap = cv2.VideoCapture(index)
+        finally:
+            if log_utils and previous is not None:
+                log_utils.setLogLevel(previous)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(
+                f"cannot open webcam {index}: no camera at that index or no permission "
+                "(list cameras with `ls /dev/video*`; on Linux add yourself to the 'video' group)"
+            )
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
+        self._cv2 = cv2
+
+    def frames(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        index = 0
+        failures = 0
+        while True:
+            ok, bgr = self._cap.read()
+            now = time.monotonic()
+            if not ok:
+                failures += 1
+                if failures >= 30:
+                    raise SourceError(f"{self.name} stopped delivering frames (unplugged or in use by another program)")
+                time.sleep(0.01)
+                continue
+            failures = 0
+            rgb = self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
+            yield Frame(index=index, time=now - start, image=rgb, captured=now)
+            index += 1
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+def open_source(spec: str | int, *, live: bool | None = None, max_pixels: int = 0) -> Source:
+    """A webcam index (``0`` or ``"0"``), a video file path, or a URL FFmpeg can open (frames
+    larger than ``max_pixels`` refused; 0 = any size)."""
+    text = str(spec).strip()
+    if not text:
+        raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
+    if text.isdigit():
+        return WebcamSource(int(text))
+    return AVSource(text, live=live, max_pixels=max_pixels)
+
+
+def _ffmpeg_reason(e: Exception, url: str = "") -> str:
+    reason = getattr(e, "strerror", None) or str(e)
+    reason = reason.strip().rstrip(".").split(";")[0] or type(e).__name__
+    return redact_text(reason, url) if url else reason
+
+
+def redact(url: str) -> str:
+    """``url`` as it may be shown or stored: a password in it becomes ``***``
+    (``rtsp://admin:S3cret@cam/s1`` -> ``rtsp://admin:***@cam/s1``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL (a path with odd characters): nothing to hide
+        return url
+    if not password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (an error message, say) with ``url`` and its password replaced by their redacted forms."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    text = text.replace(url, redact(url))
+    for form in {password, urllib.parse.unquote(password)}:
+        text = text.replace(form, "***")
+    return text

@@ -1,0 +1,143 @@
+"""Where model files come from: the detectors' cache and download, and ``models pull``.
+
+Each detector model (short-range and full-range BlazeFace) is looked for, in order: an explicit
+path (``--detector-model`` / ``--full-range-model`` or the config), its environment variable
+(``$FER_STREAM_DETECTOR_MODEL`` / ``$FER_STREAM_FULL_RANGE_MODEL``), the user cache; failing all
+three, MediaPipe's published file is downloaded once into the cache. The classifier is loaded by
+transformers from a local folder or the Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from fer_stream.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A published detector model: its file name, where MediaPipe publishes it, the variables that override it."""
+
+    file: str
+    url: str
+    env_path: str
+    env_url: str  # a mirror, for sites that cannot reach Google's storage
+    flag: str
+    sha256: str  # of the published file: a download that differs is refused
+
+
+DETECTOR_MODELS = {
+    "short": ModelFile(
+        "blaze_face_short_range.tflite",
+        "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/latest/"
+        "blaze_face_short_range.tflite",
+        "FER_STREAM_DETECTOR_MODEL", "FER_STREAM_DETECTOR_URL", "--detector-model",
+        "2099d256f1290a0727ef5f3c561e3e23f3595aef8764b9edb4ab221d12c7bd5e"),
+    # MediaPipe's full-range model, as its face_detection module uses it (published with MediaPipe's assets).
+    "full": ModelFile(
+        "face_detection_full_range_sparse.tflite",
+        "https://storage.googleapis.com/mediapipe-assets/face_detection_full_range_sparse.tflite",
+        "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_FULL_RANGE_URL", "--full-range-model",
+        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
+}
+DETECTOR_FILE = DETECTOR_MODELS["short"].file
+DETECTOR_URL = DETECTOR_MODELS["short"].url
+ENV_DETECTOR = DETECTOR_MODELS["short"].env_path
+ENV_DETECTOR_URL = DETECTOR_MODELS["short"].env_url
+ENV_CACHE = "FER_STREAM_CACHE"
+ENV_TRUST_MIRROR = "FER_STREAM_TRUST_MIRROR"  # "1": a mirror may use plain http (a local one, say)
+MAX_DOWNLOAD_BYTES = 16 << 20  # the models are under 1 MB; more is not a model
+
+
+def cache_dir() -> Path:
+    """``$FER_STREAM_CACHE``, else ``$XDG_CACHE_HOME/fer-stream``, else ``~/.cache/fer-stream``."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fer-stream"
+
+
+def cached_detector_path(kind: str = "short") -> Path:
+    return cache_dir() / DETECTOR_MODELS[kind].file
+
+
+def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, kind: str = "short",
+                           download: bool = True) -> Path:
+    """The ``kind`` (short or full) detector model file to use, downloading it into the cache if nothing else is found."""
+    m = DETECTOR_MODELS[kind]
+    for origin, value in ((m.flag, explicit), (f"${m.env_path}", os.environ.get(m.env_path))):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ModelError(f"detector model '{path}' (from {origin}) does not exist; point it at {m.file}")
+            return path
+    cached = cached_detector_path(kind)
+    if cached.is_file():
+        return cached
+    if not download:
+        raise ModelError(f"no detector model cached at {cached}; run `fer-stream models pull`")
+    return download_detector(cached, kind=kind)
+
+
+def download_detector(dest: Path | None = None, url: str | None = None, *, kind: str = "short") -> Path:
+    """Download a BlazeFace model to ``dest`` atomically, checking that it loads."""
+    m = DETECTOR_MODELS[kind]
+    dest = dest or cached_detector_path(kind)
+    url = url or os.environ.get(m.env_url) or m.url
+    if not url.lower().startswith("https://") and os.environ.get(ENV_TRUST_MIRROR) != "1":
+        raise ModelError(f"refusing to download {m.file} from '{url}': not https; set {ENV_TRUST_MIRROR}=1 to trust "
+                         f"this mirror, or point {m.env_path} at a local copy")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tflite", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            digest, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+                declared = resp.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                    raise ModelError(f"refusing {m.file} from '{url}': it is {int(declared) / 1e6:.0f} MB, no model is that big")
+                while chunk := resp.read(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise ModelError(f"refusing {m.file} from '{url}': more than {MAX_DOWNLOAD_BYTES >> 20} MB, no model is that big")
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ModelError(
+                f"no face-detector model: cannot download {m.file} ({reason}); run "
+                f"`fer-stream models pull` while online, or set {m.env_path} to a local copy"
+            ) from None
+        if digest.hexdigest() != m.sha256:
+            raise ModelError(f"the downloaded {m.file} is not MediaPipe's published file (SHA-256 {digest.hexdigest()[:16]}..., "
+                             f"expected {m.sha256[:16]}...); not kept. Check the mirror, or point {m.env_path} at a copy you trust")
+        _check_detector_loads(tmp, kind)
+        os.replace(tmp, dest)  # atomic: a reader never sees half a file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _check_detector_loads(path: Path, kind: str) -> None:
+    """The file loads as the model it claims to be: LiteRT for the full-range one, MediaPipe Tasks
+    (what runs it) for the short-range one."""
+    from fer_stream.model.blazeface import FULL_RANGE, BlazeFace, native_stderr_silenced
+
+    try:
+        if kind == "full":
+            BlazeFace(path, FULL_RANGE).close()
+        else:
+            from mediapipe.tasks.python import BaseOptions, vision
+
+            options = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_path=str(path)))
+            with native_stderr_silenced():
+                vision.FaceDetector.create_from_options(options).close()
+    except Exception as e:
+        raise ModelError(f"the downloaded detector model does not load ({e}); try `fer-stream models pull` again") from None

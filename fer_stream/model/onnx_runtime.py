@@ -1,0 +1,104 @@
+"""ONNX Runtime as the classifier's backend, for models written by ``fer-stream export``.
+
+``EmotionClassifier("model.onnx", backend="onnxruntime")`` (``--backend onnxruntime``) runs the
+exported model with ONNX Runtime instead of PyTorch, on the CPU, or CUDA when ONNX Runtime has it.
+The file carries what it needs in its metadata: labels and the image processor's settings.
+
+>>> OnnxModel("fer.onnx").labels                                    # doctest: +SKIP
+('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_stream.errors import ModelError
+
+META_LABELS = "fer_stream.id2label"
+META_PROCESSOR = "fer_stream.preprocessor"
+META_SOURCE = "fer_stream.source_model"
+
+
+def need_onnx() -> Any:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+        raise ModelError("ONNX export and runtime need onnx and onnxruntime: pip install 'fer-stream[onnx]'")
+    import onnx
+
+    return onnx
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _session(path: str | Path, device: str) -> Any:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+class OnnxModel:
+    """An exported classifier: labels, image processor and an ONNX Runtime session."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        need_onnx()
+        import transformers
+
+        from fer_stream.model.hub import _quiet_transformers
+
+        _quiet_transformers()
+
+        p = Path(path)
+        if not p.is_file():
+            raise ModelError(f"ONNX model '{path}' does not exist; make one with `fer-stream export --format onnx {p.name}`")
+        try:
+            self.session = _session(p, device)
+        except Exception as e:  # onnxruntime raises its own types for broken files
+            raise ModelError(f"'{path}' is not an ONNX model ONNX Runtime can load ({str(e).splitlines()[0][:120]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if META_LABELS not in meta or META_PROCESSOR not in meta:
+            raise ModelError(f"'{path}' was not exported by fer-stream (no labels in its metadata); "
+                             "export it with `fer-stream export --format onnx`")
+        bad = f"'{path}' has broken fer-stream metadata"
+        try:
+            id2label = {int(k): str(v) for k, v in json.loads(meta[META_LABELS]).items()}
+            self.labels = tuple(id2label[i] for i in range(len(id2label)))
+            settings = json.loads(meta[META_PROCESSOR])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"{bad} (labels or processor); export it again with `fer-stream export --format onnx`") from None
+        if not self.labels or not isinstance(settings, dict):
+            raise ModelError(f"{bad} (no labels or no processor settings); export it again")
+        kind = str(settings.get("image_processor_type", "ViTImageProcessor"))
+        # Without torchvision, transformers 5 offers the PIL flavour of a processor ("...Pil").
+        base = kind.removesuffix("Fast").removesuffix("Pil")
+        # The file names a class: only an image processor's, never anything else transformers exports.
+        if not (base.isidentifier() and base.endswith("ImageProcessor")):
+            raise ModelError(f"{bad}: '{kind}' is not an image processor")
+        cls = getattr(transformers, base + "Pil", None) or getattr(transformers, base, None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.image_processing_utils.BaseImageProcessor)):
+            raise ModelError(f"{bad}: '{kind}' is not an image processor transformers knows")
+        try:
+            self.processor = cls.from_dict(settings)
+        except Exception as e:
+            raise ModelError(f"{bad}: its processor settings do not load ({type(e).__name__})") from None
+        self.providers = self.session.get_providers()
+        self.source_model = meta.get(META_SOURCE, "")  # the hub id or folder it was exported from
+
+    def logits(self, pixel_values: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {"pixel_values": pixel_values.float().numpy()})[0]
+
+    def probs(self, pixel_values: torch.Tensor) -> np.ndarray:
+        return _softmax(self.logits(pixel_values)).astype(np.float32)

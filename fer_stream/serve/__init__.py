@@ -1,0 +1,1 @@
+"""Watching a running analysis: the ``--serve`` HTTP server (monitor), Prometheus metrics and the dashboard."""
