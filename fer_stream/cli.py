@@ -28,80 +28,57 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fer_stream import __version__
-from fer_stream.config import DEFAULT_MODEL, PRECISIONS, SMOOTHING, X264_PRESETS, load_config
+from fer_stream.config import PRECISIONS, check_unique_ids, default_id, load_config
 from fer_stream.errors import ConfigError, FerStreamError
 
 COMMANDS = ("run", "batch", "fleet", "image", "bench", "parity", "eval", "export", "train", "models", "config")
 
-# flag destination -> "table.key" in config.toml
-_OVERRIDES = {
-    "serve": "serve.address",
-    "serve_token": "serve.token",
-    "segment_seconds": "output.segment_seconds",
-    "max_reconnects": "source.max_reconnects",
-    "stall_timeout": "source.stall_timeout_s",
-    "transport": "source.transport",
-    "max_frames": "source.max_frames",
-    "max_pixels": "source.max_pixels",
-    "live": "source.live",
-    "precision": "classifier.precision",
-    "backend": "classifier.backend",
-    "threads": "classifier.threads",
-    "classify_every": "classifier.classify_every",
-    "live_max_hz": "classifier.live_max_hz",
-    "smoothing": "tracking.smoothing",
-    "model": "classifier.model",
-    "device": "classifier.device",
-    "max_batch": "classifier.max_batch",
-    "batch_wait_ms": "classifier.batch_wait_ms",
-    "threshold": "classifier.threshold",
-    "warmup": "classifier.warmup",
-    "detector": "detector.kind",
-    "detector_model": "detector.model",
-    "full_range_model": "detector.full_model",
-    "tile_size": "detector.tile_size",
-    "min_face_px": "quality.min_face_px",
-    "min_sharpness": "quality.min_sharpness",
-    "min_detection_confidence": "detector.min_confidence",
-    "crop_margin": "detector.crop_margin",
-    "display": "display.enabled",
-    "output": "output.video",
-    "events": "output.events",
-    "summary": "output.summary",
-    "report": "output.report",
-    "timeline": "output.timeline",
-    "timeline_seconds": "output.timeline_seconds",
-    "audio": "output.audio",
-    "overwrite": "output.overwrite",
-    "crf": "output.crf",
-    "preset": "output.preset",
-    "progress": "output.progress",
-}
+# Settings every model-using command takes as flags (see config.FLAGS).
+MODEL_SETTINGS = (
+    "classifier.model", "classifier.device", "classifier.max_batch", "classifier.precision", "classifier.backend",
+    "classifier.threads", "classifier.threshold", "detector.kind", "detector.model", "detector.full_model",
+    "detector.tile_size", "quality.min_face_px", "quality.min_sharpness", "detector.min_confidence",
+    "detector.crop_margin",
+)
+_DEST = "setting:"  # argparse destination prefix of a flag that sets "table.key"
+
+
+def _setting_flags(p: argparse.ArgumentParser | Any, names: Sequence[str]) -> None:
+    """Add the flags of ``names`` ("table.key"), with the schema's help, default and choices."""
+    from fer_stream.config import FLAGS, setting
+
+    for dotted in names:
+        field = setting(dotted)
+        spec = FLAGS[dotted].split(" ", 1)
+        flags, metavar = spec[0].split("/"), (spec[1] if len(spec) > 1 else None)
+        help_text = field.metadata["help"].replace(" (\"\" = none)", "").replace(" (\"\" = off)", "")
+        default = field.default
+        kw: dict[str, Any] = {"dest": _DEST + dotted, "default": None}
+        if isinstance(default, bool) or dotted == "display.enabled":
+            if len(flags) == 2 and flags[1].startswith("--no-"):
+                kw["action"] = argparse.BooleanOptionalAction
+                flags = flags[:1]
+            elif flags[-1].startswith("--no-") or dotted == "output.progress":
+                kw["action"] = "store_false"
+                help_text = f"turn off: {help_text}"
+            else:
+                kw["action"] = "store_true"
+        else:
+            kw["type"] = type(default) if default is not None else str
+            choices = getattr(field.metadata["check"], "choices", None)
+            if choices:
+                kw["choices"] = choices
+            elif metavar:
+                kw["metavar"] = metavar
+            if default not in ("", None):
+                help_text += f" (default {default})"
+        p.add_argument(*flags, help=help_text, **kw)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and settings")
     g.add_argument("--config", metavar="PATH", help="settings file (TOML); flags override it")
-    g.add_argument("--model", help=f"classifier: Hugging Face hub id or local folder (default {DEFAULT_MODEL})")
-    g.add_argument("--device", help="auto | npu | cuda | mps | cpu (default auto: the first of those present)")
-    g.add_argument("--max-batch", type=int, metavar="N", help="most faces per classifier batch (default 8)")
-    g.add_argument("--precision", choices=PRECISIONS,
-                   help="classifier precision (default fp32); int8 = dynamic quantization on the CPU, fp16/bf16 for accelerators")
-    g.add_argument("--backend", choices=("torch", "onnxruntime"),
-                   help="run the classifier with PyTorch (default) or ONNX Runtime (--model file.onnx from `fer-stream export`)")
-    g.add_argument("--threads", type=int, metavar="N", help="CPU threads for the classifier (default: all cores; live, all but one)")
-    g.add_argument("--threshold", type=float, metavar="P", help="flag predictions under this confidence (default 0.7)")
-    g.add_argument("--detector", choices=("auto", "short", "full", "tiled"),
-                   help="face detector: short (faces near the camera), full (up to ~5 m), tiled (full-range on tiles: "
-                        "small, far faces) or auto (default: short for webcams, tiled otherwise)")
-    g.add_argument("--detector-model", metavar="PATH", help="blaze_face_short_range.tflite (default: $FER_STREAM_DETECTOR_MODEL or the cached download)")
-    g.add_argument("--full-range-model", metavar="PATH",
-                   help="face_detection_full_range_sparse.tflite (default: $FER_STREAM_FULL_RANGE_MODEL or the cached download)")
-    g.add_argument("--tile-size", type=int, metavar="PX", help="tiled detector: tile side in frame pixels (default 640)")
-    g.add_argument("--min-face-px", type=int, metavar="PX", help="smaller faces are unusable, not classified (default 20)")
-    g.add_argument("--min-sharpness", type=float, metavar="S", help="blurrier faces are unusable, not classified (default 10)")
-    g.add_argument("--min-detection-confidence", type=float, metavar="P", help="minimum face-detection score (default 0.5)")
-    g.add_argument("--crop-margin", type=float, metavar="F", help="grow face boxes by this fraction before cropping (default 0.1)")
+    _setting_flags(g, MODEL_SETTINGS)
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
@@ -118,37 +95,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="[ID=]SRC", action="append",
                    help="webcam index (0), video file, or URL (rtsp://...); repeat for several cameras, "
                         "optionally named: --source door=rtsp://...")
-    p.add_argument("--serve", metavar="[HOST:]PORT", help="serve /healthz, /metrics and /sources/<id>/mjpeg (host 127.0.0.1 unless given)")
-    p.add_argument("--serve-token", metavar="TOKEN", help="--serve: require this token (or set $FER_STREAM_SERVE_TOKEN)")
-    p.add_argument("--segment-seconds", type=float, metavar="S", help="cut the MP4 into S-second segments named by source and start time")
-    p.add_argument("--max-reconnects", type=int, metavar="N", help="network cameras: give up after N failed attempts in a row (default: never)")
-    p.add_argument("--stall-timeout", type=float, metavar="S", help="network cameras: no frame for S seconds is an outage (default 10)")
-    p.add_argument("--transport", choices=("tcp", "udp", "http"), help="RTSP transport (default tcp)")
-    p.add_argument("--output", metavar="OUT.mp4", help="write the annotated video (H.264, input's audio kept)")
-    p.add_argument("--events", metavar="OUT.jsonl", help="write one record per face per frame (.jsonl or .csv)")
-    p.add_argument("--summary", metavar="OUT.json", help="write the run's summary as JSON")
-    p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report (timelines, flagged faces, settings)")
-    p.add_argument("--timeline", metavar="OUT.csv", help="write per-second, per-track mean probabilities and dominant label")
-    p.add_argument("--timeline-seconds", type=float, metavar="S", help="timeline bucket length (default 1)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace outputs that already exist (never the input; default: refuse)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--max-pixels", type=int, metavar="N", help="refuse frames larger than N pixels (default 7680*4320, 8K; 0 = any)")
-    p.add_argument("--live", action="store_true", default=None,
-                   help="play a file at its own frame rate as a camera would (newest frame wins, drops counted)")
-    p.add_argument("--classify-every", type=int, metavar="N",
-                   help="files: classify each face track every Nth frame and reuse the result between (default 1: every frame)")
-    p.add_argument("--live-max-hz", type=float, metavar="HZ",
-                   help="live: most classifications per face track per second (default 5; 0 = as fast as possible)")
-    p.add_argument("--smoothing", choices=SMOOTHING, help="per-track smoothing of probabilities (default ema; off = raw)")
-    p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
-                   help="show an on-screen window (default: on for webcams when a screen exists); q or Esc quits")
-    p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
-    p.add_argument("--batch-wait-ms", type=int, metavar="MS", help="longest wait for a batch to fill (default 50)")
-    p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch")
-    p.add_argument("--no-audio", dest="audio", action="store_false", default=None, help="do not copy the input's audio")
-    p.add_argument("--crf", type=int, metavar="Q", help="H.264 quality 0-51, lower is better (default 20)")
-    p.add_argument("--preset", choices=X264_PRESETS, help="x264 speed preset (default veryfast)")
+    _setting_flags(p, (
+        "serve.address", "serve.token", "output.segment_seconds", "source.max_reconnects", "source.stall_timeout_s",
+        "source.transport", "output.video", "output.events", "output.summary", "output.report", "output.timeline",
+        "output.timeline_seconds", "output.overwrite", "source.max_frames", "source.max_pixels", "source.live",
+        "classifier.classify_every", "classifier.live_max_hz", "tracking.smoothing", "display.enabled",
+        "output.progress", "classifier.batch_wait_ms", "classifier.warmup", "output.audio", "output.crf", "output.preset",
+    ))
     _common(p)
     return p
 
@@ -171,17 +124,10 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", metavar="auto|ADDRESS",
                    help="run on a Ray cluster (pip install 'fer-stream[ray]'): auto = the cluster this machine "
                         "joined with `ray start` (else a local one), or ray://HOST:10001")
-    p.add_argument("--max-frames", type=int, metavar="N", help="at most N frames of each video")
-    p.add_argument("--classify-every", type=int, metavar="N",
-                   help="classify each face track every Nth frame and reuse the result between (default 1: every frame)")
-    p.add_argument("--smoothing", choices=SMOOTHING, help="per-track smoothing of probabilities (default ema; off = raw)")
-    p.add_argument("--timeline-seconds", type=float, metavar="S", help="timeline bucket length (default 1)")
-    p.add_argument("--batch-wait-ms", type=int, metavar="MS", help="longest wait for a batch to fill (default 50)")
-    p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch")
-    p.add_argument("--no-audio", dest="audio", action="store_false", default=None, help="do not copy the input's audio")
-    p.add_argument("--crf", type=int, metavar="Q", help="H.264 quality 0-51, lower is better (default 20)")
-    p.add_argument("--preset", choices=X264_PRESETS, help="x264 speed preset (default veryfast)")
-    p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
+    _setting_flags(p, (
+        "source.max_frames", "classifier.classify_every", "tracking.smoothing", "output.timeline_seconds",
+        "classifier.batch_wait_ms", "classifier.warmup", "output.audio", "output.crf", "output.preset", "output.progress",
+    ))
     _common(p)
     return p
 
@@ -254,8 +200,7 @@ def _bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-seconds", type=float, default=20.0, metavar="S", help="longest live run (default 20)")
     p.add_argument("--min-time", type=float, default=3.0, metavar="S", help="least time per classifier measurement (default 3)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--live-max-hz", type=float, metavar="HZ", help="live: most classifications per track per second (default 5)")
-    p.add_argument("--classify-every", type=int, metavar="N", help="exact pipeline: classify each track every Nth frame (default 1)")
+    _setting_flags(p, ("classifier.live_max_hz", "classifier.classify_every"))
     _common(p)
     return p
 
@@ -346,7 +291,7 @@ def _models_parser() -> argparse.ArgumentParser:
                           description="Download MediaPipe's face detector into the cache and the classifier into the Hugging Face cache.")
     pull.add_argument("--force", action="store_true", help="download the detector again even if cached")
     pull.add_argument("--config", metavar="PATH", help="settings file naming the classifier")
-    pull.add_argument("--model", help=f"classifier hub id (default {DEFAULT_MODEL})")
+    _setting_flags(pull, ("classifier.model",))
     pull.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -365,7 +310,7 @@ def _cpu_only(cfg: Any) -> bool:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {key: getattr(args, dest) for dest, key in _OVERRIDES.items() if getattr(args, dest, None) is not None}
+    out = {dest[len(_DEST):]: value for dest, value in vars(args).items() if dest.startswith(_DEST) and value is not None}
     sources = getattr(args, "source", None)
     if sources:
         named = [_named_source(text, n) for n, text in enumerate(sources, 1)]
@@ -374,9 +319,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         elif len(named) == 1:
             out["source.id"], out["source.input"] = named[0]
         else:
-            ids = [sid or f"cam{n}" for n, (sid, _) in enumerate(named, 1)]
-            if len(set(ids)) != len(ids):
-                raise ConfigError(f"--source ids must differ; got {', '.join(ids)}")
+            ids = [sid or default_id(n) for n, (sid, _) in enumerate(named, 1)]
+            check_unique_ids(ids, "--source")
             out["sources"] = [(sid, spec) for sid, (_, spec) in zip(ids, named)]
     return out
 

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from fer_stream.errors import ConfigError
+from fer_stream.errors import ConfigError, SourceError
 
 DEFAULT_MODEL = "trpakov/vit-face-expression"
 DEVICES = ("auto", "npu", "cuda", "mps", "cpu")
@@ -56,6 +56,7 @@ def _float_range(lo: float, hi: float) -> Check:
 def _choice(*choices: Any) -> Check:
     def check(v: Any) -> str | None:
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+    check.choices = choices  # type: ignore[attr-defined]  # the command line offers them
     return check
 
 
@@ -98,7 +99,7 @@ class SourceConfig:
     stall_timeout_s: float = _setting(10.0, "network sources: no frame for this long is an outage", _float_range(0.5, 3600.0))
     reconnect_initial_s: float = _setting(1.0, "first pause before reconnecting; doubles after each failure", _float_range(0.1, 3600.0))
     reconnect_max_s: float = _setting(30.0, "longest pause between reconnection attempts", _float_range(0.1, 86400.0))
-    max_pixels: int = _setting(7680 * 4320, "refuse frames larger than this many pixels (default: 8K UHD; 0 = any size)", _int_range(0, 2**40))
+    max_pixels: int = _setting(7680 * 4320, "refuse frames larger than this many pixels (7680*4320, 8K UHD; 0 = any size)", _int_range(0, 2**40))
     max_reconnects: int = _setting(-1, "failed attempts in a row before giving up (-1 = never give up)", _int_range(-1, 2**31))
 
 
@@ -173,7 +174,7 @@ class OutputConfig:
     audio: bool = _setting(True, "copy the input's audio stream into the annotated MP4", _bool)
     crf: int = _setting(20, "H.264 quality: lower is better and larger (0-51)", _int_range(0, 51))
     preset: str = _setting("veryfast", "x264 speed preset (ultrafast ... veryslow)", _choice(*X264_PRESETS))
-    progress: bool = _setting(True, "progress bar for files (--quiet turns it off)", _bool)
+    progress: bool = _setting(True, "progress bar for files", _bool)
     segment_seconds: float = _setting(0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7))
 
 
@@ -191,6 +192,61 @@ class ServeConfig:
     token: str = _setting("", "require this token (Authorization: Bearer or ?token=); \"\" = $FER_STREAM_SERVE_TOKEN or none", _str)
     max_clients: int = _setting(32, "most connections served at once; more are turned away", _int_range(1, 4096))
     max_viewers: int = _setting(8, "most MJPEG previews watched at once", _int_range(0, 1024))
+
+
+# The command-line flag of each setting that has one, "FLAG METAVAR"; the help text, the default
+# and the choices come from the setting above (fer_stream.cli builds the flags from both). A
+# true/false setting's plain flag sets it true, a "--no-..." flag false, "--x/--no-x" either; a
+# "-q/--quiet" pair is a short and a long name for one flag.
+FLAGS: dict[str, str] = {
+    "source.max_frames": "--max-frames N",
+    "source.max_pixels": "--max-pixels N",
+    "source.live": "--live",
+    "source.transport": "--transport",
+    "source.stall_timeout_s": "--stall-timeout S",
+    "source.max_reconnects": "--max-reconnects N",
+    "classifier.model": "--model MODEL",
+    "classifier.device": "--device DEVICE",
+    "classifier.max_batch": "--max-batch N",
+    "classifier.batch_wait_ms": "--batch-wait-ms MS",
+    "classifier.threshold": "--threshold P",
+    "classifier.warmup": "--no-warmup",
+    "classifier.backend": "--backend",
+    "classifier.precision": "--precision",
+    "classifier.threads": "--threads N",
+    "classifier.classify_every": "--classify-every N",
+    "classifier.live_max_hz": "--live-max-hz HZ",
+    "tracking.smoothing": "--smoothing",
+    "detector.kind": "--detector",
+    "detector.model": "--detector-model PATH",
+    "detector.full_model": "--full-range-model PATH",
+    "detector.min_confidence": "--min-detection-confidence P",
+    "detector.crop_margin": "--crop-margin F",
+    "detector.tile_size": "--tile-size PX",
+    "quality.min_face_px": "--min-face-px PX",
+    "quality.min_sharpness": "--min-sharpness S",
+    "display.enabled": "--display/--no-display",
+    "output.video": "--output OUT.mp4",
+    "output.events": "--events OUT.jsonl",
+    "output.summary": "--summary OUT.json",
+    "output.report": "--report OUT.html",
+    "output.timeline": "--timeline OUT.csv",
+    "output.timeline_seconds": "--timeline-seconds S",
+    "output.overwrite": "--overwrite",
+    "output.audio": "--no-audio",
+    "output.crf": "--crf Q",
+    "output.preset": "--preset",
+    "output.progress": "-q/--quiet",
+    "output.segment_seconds": "--segment-seconds S",
+    "serve.address": "--serve [HOST:]PORT",
+    "serve.token": "--serve-token TOKEN",
+}
+
+
+def setting(dotted: str) -> dataclasses.Field[Any]:
+    """The schema field of ``"table.key"`` (its default, and its help and check in ``metadata``)."""
+    table, _, key = dotted.partition(".")
+    return {f.name: f for f in dataclasses.fields(_sections()[table])}[key]
 
 
 @dataclass(frozen=True)
@@ -270,15 +326,48 @@ def _streams(tables: Any, origin: str) -> list[tuple[str, str]]:
         unknown = set(t) - {"id", "input"}
         if unknown:
             raise ConfigError(f"{origin}: [[sources]] number {n} has unknown key '{sorted(unknown)[0]}'; it knows id and input")
-        sid, spec = t.get("id", f"cam{n}"), t.get("input")
+        sid, spec = t.get("id", default_id(n)), t.get("input")
         if not isinstance(spec, str) or not spec or not isinstance(sid, str) or not valid_id(sid):
             raise ConfigError(f"{origin}: [[sources]] number {n} needs input = \"URL, file or webcam index\" and an id of "
                               "letters, digits, - and _")
         out.append((sid, spec))
-    ids = [sid for sid, _ in out]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{origin}: [[sources]] ids must differ; got {', '.join(ids)}")
+    check_unique_ids([sid for sid, _ in out], f"{origin}: [[sources]]")
     return out
+
+
+def default_id(n: int) -> str:
+    """The id of the ``n``-th source (from 1) when none is given: cam1, cam2, ..."""
+    return f"cam{n}"
+
+
+def check_unique_ids(ids: list[str], origin: str) -> None:
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{origin} ids must differ; got {', '.join(ids)}")
+
+
+def source_ids(cfg: Config) -> list[tuple[str, str]]:
+    """``(id, input)`` for every source: ``[[sources]]`` / repeated ``--source``, else ``[source].input``."""
+    if cfg.sources:
+        return list(cfg.sources)
+    if not cfg.source.input:
+        raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
+    sid = cfg.source.id or default_id(1)
+    if not valid_id(sid):
+        raise ConfigError(f"source id '{sid}' must be letters, digits, - and _ (it names files and metrics)")
+    return [(sid, cfg.source.input)]
+
+
+def output_path(template: str, sid: str, several: bool, what: str) -> str:
+    """An output path for source ``sid``: ``{source}`` replaced; with several sources it must be there.
+
+    >>> output_path("out/{source}.mp4", "door", True, "--output")
+    'out/door.mp4'
+    """
+    if not template:
+        return ""
+    if several and "{source}" not in template:
+        raise ConfigError(f"with several sources, put {{source}} in the {what} path (e.g. out/{{source}}.mp4) so each camera has its own")
+    return template.replace("{source}", sid)
 
 
 def valid_id(text: str) -> bool:

@@ -33,3 +33,18 @@ class SinkError(FerStreamError):
 
 class PipelineError(FerStreamError):
     """A pipeline stage failed; the message names the stage and the cause."""
+
+
+def first_line(error: BaseException, *, last: bool = False, limit: int = 200) -> str:
+    """One line of an exception's message for an error line: its first (or ``last``), at most
+    ``limit`` characters, or the exception's type when it has no message.
+
+    >>> first_line(ValueError("bad header\\n  at byte 12"))
+    'bad header'
+    >>> first_line(OSError())
+    'OSError'
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return (lines[-1] if last else lines[0])[:limit]

@@ -8,7 +8,7 @@ frame with all of its faces, which is what the pipeline yields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -156,6 +156,13 @@ class Face:
         return out
 
 
+class TrackKey(NamedTuple):
+    """A face track across cameras: the source's id and the track's id in it (hashable, a dict key)."""
+
+    source: str
+    track: int
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class FrameResult:
     """A frame with every face found in it and, when the pipeline draws, the annotated picture."""
@@ -163,3 +170,8 @@ class FrameResult:
     frame: Frame
     faces: tuple[Face, ...] = ()
     annotated: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def picture(self) -> np.ndarray:
+        """What to show or write: the annotated picture when drawn, else the frame itself."""
+        return self.annotated if self.annotated is not None else self.frame.image

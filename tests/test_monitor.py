@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fer_stream.frames import Frame, FrameResult
+from fer_stream.health import SourceHealth
 from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.monitor import Monitor, PreviewSink, parse_address
 
@@ -34,7 +35,7 @@ def _get(port, path, host=None, headers=None, family_host="127.0.0.1"):
 @pytest.fixture
 def monitor():
     with Monitor("127.0.0.1", 0, Metrics(), max_clients=8, max_viewers=2, timeout=1.0) as mon:
-        mon.health["cam1"] = lambda: {"state": "streaming"}
+        mon.health["cam1"] = lambda: SourceHealth("cam", "streaming")
         yield mon
 
 
@@ -71,7 +72,7 @@ def test_clients_hanging_up_are_silent(monitor, capfd):
 
 def test_host_header_token_and_plain_headers():
     with Monitor("127.0.0.1", 0, Metrics(), token="s3cr3t") as mon:
-        mon.add_source("door", lambda: {"state": "streaming"})
+        mon.add_source("door", lambda: SourceHealth("cam", "streaming"))
         port = mon.server.server_address[1]
         assert _get(port, "/healthz")[0] == 401
         assert _get(port, "/healthz", headers={"Authorization": "Bearer s3cr3t"})[0] == 200
@@ -94,7 +95,7 @@ def test_ipv6_loopback_address():
     except Exception as e:  # a machine with IPv6 switched off
         pytest.skip(f"no IPv6 loopback: {e}")
     with mon:
-        mon.health["cam1"] = lambda: {"state": "streaming"}
+        mon.health["cam1"] = lambda: SourceHealth("cam", "streaming")
         port = mon.server.server_address[1]
         assert mon.url == f"http://[::1]:{port}"
         assert _get(port, "/healthz", family_host="::1")[0] == 200

@@ -69,7 +69,7 @@ def test_backoff_is_capped_and_retries_go_on_until_closed():
     t.start()
     time.sleep(0.5)
     h = src.health()
-    assert h["state"] == "reconnecting" and h["frames"] == 0 and h["last_error"] == "refused"
+    assert h.state == "reconnecting" and h.frames == 0 and h.last_error == "refused"
     assert np.median(np.diff(cam.opened_at)[3:]) < 0.1  # pauses stop growing at the cap
     assert len(cam.opened_at) >= 8
     src.interrupt()

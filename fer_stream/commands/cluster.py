@@ -34,7 +34,7 @@ import numpy as np
 
 from fer_stream.commands.archive import OUTPUTS, Job, analyse_video, now, remove_outputs
 from fer_stream.config import Config
-from fer_stream.errors import ConfigError
+from fer_stream.errors import ConfigError, first_line
 from fer_stream.io.manifest import FAILED
 
 log = logging.getLogger("fer_stream")
@@ -58,7 +58,7 @@ def connect(address: str) -> Any:
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as e:  # Ray raises several types for an unreachable or refused cluster
-        raise ConfigError(f"cannot join the Ray cluster at '{address}': {str(e).splitlines()[0]}; "
+        raise ConfigError(f"cannot join the Ray cluster at '{address}': {first_line(e)}; "
                           "start one with `ray start --head` or give --ray ray://HOST:10001") from None
     return ray
 
@@ -198,7 +198,7 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
                 except Exception as e:  # the task itself failed (after Ray's retries of lost workers)
                     rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
                            "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
-                           "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"}
+                           "error": f"{type(e).__name__}: {first_line(e, last=True)}"}
                 else:
                     _write_files(out_dir / job.name, result["files"], result["tmp"])
                     rec = result["record"]
@@ -315,7 +315,7 @@ def run_fleet(paths: list[str], address: str) -> int:
                     result = ray.get(ref)
                 except Exception as e:
                     failed += 1
-                    print(f"fer-stream: error: group {name}: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+                    print(f"fer-stream: error: group {name}: {first_line(e, last=True)}", file=sys.stderr)
                     continue
                 s = result["summary"]
                 print(f"group {name}: {s['frames_out']} frames, {s['faces']} faces, {s['flagged']} flagged", flush=True)

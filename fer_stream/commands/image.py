@@ -96,16 +96,8 @@ def _print_image(f: Path, faces: list[Any], detect: bool) -> None:
 
 
 def _face_json(face: Any, detected: bool) -> dict[str, Any]:
-    p = face.prediction
-    out: dict[str, Any] = {"box": face.box.as_list(), "score": round(face.score, 4) if detected else None}
-    if face.quality is not None:
-        out["quality"] = face.quality.as_dict()
-    if p is None:
-        return out
-    return {
-        **out,
-        "label": p.label,
-        "confidence": round(p.confidence, 6),
-        "flagged": p.flagged,
-        "probs": {k: round(v, 6) for k, v in p.probs},
-    }
+    """A face as the event log writes it, without track and freshness (no tracks in still images)."""
+    out = {k: v for k, v in face.record().items() if k not in ("track", "fresh")}
+    if not detected:
+        out["score"] = None  # the whole image, not a detection
+    return out

@@ -8,6 +8,7 @@ models they loaded once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -20,8 +21,9 @@ from typing import Any, Callable
 
 from fer_stream.build import load_models, make_detector, make_pipeline, make_smoother
 from fer_stream.commands.signals import StopOnSignal
-from fer_stream.config import Config
-from fer_stream.errors import ConfigError, SourceError
+from fer_stream.config import Config, output_path, source_ids
+from fer_stream.errors import ConfigError
+from fer_stream.health import SourceHealth, SourceState
 from fer_stream.io.sources import Source, WebcamSource, open_source
 
 log = logging.getLogger("fer_stream")
@@ -34,20 +36,6 @@ def _want_display(cfg: Config, source: Source) -> bool:
     if setting == "auto":
         return isinstance(source, WebcamSource) and display_available()
     return bool(setting)
-
-
-def _source_ids(cfg: Config) -> list[tuple[str, str]]:
-    """``(id, input)`` for every source: ``[[sources]]`` / repeated ``--source``, else ``[source].input``."""
-    from fer_stream.config import valid_id
-
-    if cfg.sources:
-        return list(cfg.sources)
-    if not cfg.source.input:
-        raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
-    sid = cfg.source.id or "cam1"
-    if not valid_id(sid):
-        raise ConfigError(f"source id '{sid}' must be letters, digits, - and _ (it names files and metrics)")
-    return [(sid, cfg.source.input)]
 
 
 def _open(cfg: Config, sid: str, spec: str) -> Source:
@@ -66,14 +54,6 @@ def _open(cfg: Config, sid: str, spec: str) -> Source:
     return open_source(spec, live=True if s.live else None, max_pixels=s.max_pixels)
 
 
-def _output_path(template: str, sid: str, several: bool, what: str) -> str:
-    if not template:
-        return ""
-    if several and "{source}" not in template:
-        raise ConfigError(f"with several sources, put {{source}} in the {what} path (e.g. out/{{source}}.mp4) so each camera has its own")
-    return template.replace("{source}", sid)
-
-
 class _Stream:
     """One source with its pipeline, sinks and counters."""
 
@@ -89,26 +69,21 @@ class _Stream:
         self.error: BaseException | None = None
         self.timeline: Any = None
 
-    def health(self) -> dict[str, Any]:
-        if hasattr(self.source, "health"):
-            h = self.source.health()
-        else:
-            h = {"url": self.source.name, "state": "streaming", "frames": self.pipeline.stats.frames_in if self.pipeline else 0}
+    def health(self) -> SourceHealth:
+        h = self.source.health() or SourceHealth(
+            url=self.source.name, state="streaming", frames=self.pipeline.stats.frames_in if self.pipeline else 0)
         if self.error is not None:
-            h["state"], h["last_error"] = "failed", str(self.error)
-        elif self.pipeline is not None and self.pipeline.stats.source_ended:
-            h["state"] = "ended"
+            return dataclasses.replace(h, state="failed", last_error=str(self.error))
+        if self.pipeline is not None and self.pipeline.stats.source_ended:
+            return dataclasses.replace(h, state="ended")
         return h
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> SourceState:
         stats = self.pipeline.stats if self.pipeline is not None else None
-        return {
-            "dropped": stats.dropped if stats else 0,
-            "reconnects": getattr(self.source, "reconnects", 0),
-            "failures": getattr(self.source, "attempts", 0),
-            "up": self.health().get("state") == "streaming",
-            "queues": self.pipeline.queue_depths() if self.pipeline is not None else {},
-        }
+        return SourceState(
+            dropped=stats.dropped if stats else 0, reconnects=self.source.reconnects, failures=self.source.attempts,
+            up=self.health().state == "streaming", queues=self.pipeline.queue_depths() if self.pipeline is not None else {},
+        )
 
 
 @dataclass
@@ -160,13 +135,13 @@ class _Run:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.specs = _source_ids(cfg)
+        self.specs = source_ids(cfg)
         self.several = len(self.specs) > 1
         out = cfg.output
         many = self.several
-        self.paths = {sid: (_output_path(out.video, sid, many, "--output"), _output_path(out.events, sid, many, "--events"))
+        self.paths = {sid: (output_path(out.video, sid, many, "--output"), output_path(out.events, sid, many, "--events"))
                       for sid, _ in self.specs}
-        self.people = {sid: (_output_path(out.report, sid, many, "--report"), _output_path(out.timeline, sid, many, "--timeline"))
+        self.people = {sid: (output_path(out.report, sid, many, "--report"), output_path(out.timeline, sid, many, "--timeline"))
                        for sid, _ in self.specs}  # the HTML report and the per-second CSV
         self.monitor: Any = None
         self.metrics: Any = None
@@ -451,9 +426,9 @@ def _summary(cfg: Config, st: _Stream, clf: Any, signum: int | None) -> dict[str
                                       ("events", str(st.events.path) if st.events is not None else ""),
                                       ("summary", cfg.output.summary)) if v},
     }
-    if hasattr(source, "health"):
-        h = source.health()
-        out["reconnects"], out["outages"], out["down_s"] = h["reconnects"], h["outages"], h["down_s"]
+    h = source.health()
+    if h is not None and h.network:
+        out["reconnects"], out["outages"], out["down_s"] = h.reconnects, h.outages, h.down_s
     if st.error is not None:
         out["error"] = str(st.error)
     return out

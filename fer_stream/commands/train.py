@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fer_stream.errors import ModelError, SourceError
+from fer_stream.errors import ModelError, SourceError, first_line
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def _load_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"cannot resume from '{path}': not a plain training checkpoint ({first[:160]}); "
                          "delete it or train again without --resume") from None
 

@@ -9,7 +9,7 @@ across outages (times are seconds since the source started, by the wall clock), 
 its sinks and its metrics simply see a gap.
 
 >>> cam = ReconnectingSource("rtsp://10.0.0.7/stream1", source_id="door")   # doctest: +SKIP
->>> cam.health()["state"]                                                    # doctest: +SKIP
+>>> cam.health().state                                                    # doctest: +SKIP
 'streaming'
 """
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
+from fer_stream.health import SourceHealth
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
-from fer_stream.io.sources import AVSource, Source, redact, redact_text
+from fer_stream.io.sources import AVSource, Source, redact, redact_text, transport_options
 
 log = logging.getLogger("fer_stream")
 
@@ -131,20 +132,15 @@ class ReconnectingSource(Source):
 
     # -- state -------------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> SourceHealth:
         """State for /healthz: ``state``, frame count and age, reconnects, the outage and its reason."""
         age = None if self._last_frame_at is None else round(time.monotonic() - self._last_frame_at, 3)
-        return {
-            "url": self.name,
-            "state": self.state,
-            "frames": self.frames_read,
-            "last_frame_age_s": age,
-            "reconnects": self.reconnects,
-            "outages": self.outages,
-            "down_s": round(self.down_s + (time.time() - self.outage_since if self.outage_since else 0.0), 3),
-            "outage_since": self.outage_since,
-            "last_error": self.last_error,
-        }
+        return SourceHealth(
+            url=self.name, state=self.state, frames=self.frames_read, network=True, last_frame_age_s=age,
+            reconnects=self.reconnects, outages=self.outages,
+            down_s=round(self.down_s + (time.time() - self.outage_since if self.outage_since else 0.0), 3),
+            outage_since=self.outage_since, last_error=self.last_error,
+        )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -152,7 +148,7 @@ class ReconnectingSource(Source):
         with self._lock:
             if self._closed.is_set():
                 raise SourceError("closed")
-            options = {"rtsp_transport": self.transport} if self.url.lower().startswith(("rtsp://", "rtsps://")) else {}
+            options = transport_options(self.url, self.transport)
             extra = {"max_pixels": self.max_pixels} if self.max_pixels else {}
             inner = self._opener(self.url, live=True, open_timeout=self.open_timeout,
                                  read_timeout=self.stall_timeout, options=options, **extra)

@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
-from fer_stream.errors import SinkError
+from fer_stream.errors import SinkError, first_line
 from fer_stream.frames import FrameResult
 
 
@@ -64,9 +64,13 @@ def partial_path(path: Path) -> Path:
     return p
 
 
-class Sink:
-    def write(self, result: FrameResult) -> None:
-        raise NotImplementedError
+@runtime_checkable
+class Sink(Protocol):
+    """Where results go: ``write`` each :class:`FrameResult` in frame order, ``close`` once (a
+    context manager does it). Anything with these two methods is a sink; subclassing gives the
+    context manager."""
+
+    def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None:
         pass
@@ -169,7 +173,7 @@ class VideoSink(Sink):
         import av
 
         frame = result.frame
-        image = result.annotated if result.annotated is not None else frame.image
+        image = result.picture
         if self._out is None:
             self._open(image.shape[1], image.shape[0])
         if (image.shape[1], image.shape[0]) != (self._stream.width, self._stream.height):
@@ -407,12 +411,12 @@ class DisplaySink(Sink):
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as e:
-            raise SinkError(f"cannot open a window ({str(e).strip().splitlines()[-1]}); use --no-display") from None
+            raise SinkError(f"cannot open a window ({first_line(e, last=True)}); use --no-display") from None
         self._shown = False
 
     def write(self, result: FrameResult) -> None:
         cv2 = self._cv2
-        image = result.annotated if result.annotated is not None else result.frame.image
+        image = result.picture
         cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), ord("Q"), 27):

@@ -17,12 +17,22 @@ from typing import Iterator
 
 import numpy as np
 
+from fer_stream.health import SourceHealth
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
 
 log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+def transport_options(url: str, transport: str = "tcp") -> dict[str, str]:
+    """FFmpeg options carrying the RTSP transport for ``url`` (none for other URLs and files).
+
+    >>> transport_options("rtsp://cam/1"), transport_options("talk.mp4")
+    ({'rtsp_transport': 'tcp'}, {})
+    """
+    return {"rtsp_transport": transport} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
 
 
 class Source:
@@ -36,9 +46,18 @@ class Source:
     height: int = 0
     time_base: Fraction | None = None  # of Frame.pts; None when frames carry no decoder timestamps
     audio_path: str | None = None  # a file whose audio stream the annotated output may copy
+    reconnects: int = 0  # network sources: times streaming resumed after an outage
+    attempts: int = 0  # network sources: failed connections and lost streams
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    def health(self) -> SourceHealth | None:
+        """The source's own health (network sources); ``None``: the pipeline's counts say it all."""
+        return None
+
+    def interrupt(self) -> None:
+        """Stop waiting (between reconnection attempts); nothing to do for most sources."""
 
     def close(self) -> None:
         pass
@@ -81,8 +100,7 @@ class AVSource(Source):
                 raise SourceError(f"video file '{url}' does not exist; check the path (webcams are given by index, e.g. --source 0)")
             if p.is_dir():
                 raise SourceError(f"'{url}' is a folder, not a video; for images use `fer-stream image --dir {url}`")
-        defaults = {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
-        options = {**defaults, **(options or {})}
+        options = {**transport_options(url), **(options or {})}
         started = time.monotonic()
         try:
             self._container = av.open(url, options=options, timeout=(open_timeout, read_timeout))

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from fer_stream.errors import ModelError
+from fer_stream.errors import ModelError, first_line
 
 
 _STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one redirection at a time
@@ -191,7 +191,7 @@ class BlazeFace:
             self._input = self._interpreter.get_input_details()[0]
             outputs = self._interpreter.get_output_details()
         except Exception as e:  # LiteRT raises ValueError/RuntimeError for files that are not models
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ModelError(f"detector model '{self.model_path}' does not load in LiteRT ({first}); point it at "
                              f"MediaPipe's {spec.file}") from None
         # The regressors output has 16 values per anchor, the classificators output 1.

@@ -32,7 +32,7 @@ import numpy as np
 
 from fer_stream.model.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, ios_matrix, iou_matrix
 from fer_stream.model.blazeface import native_stderr_silenced as _native_stderr_silenced
-from fer_stream.errors import ModelError
+from fer_stream.errors import ModelError, first_line
 from fer_stream.frames import Box, Face
 from fer_stream.model.detector_files import resolve_detector_model
 from fer_stream.model.quality import QualityGate
@@ -81,7 +81,7 @@ class FaceDetector:
                 blank = np.zeros((128, 128, 3), np.uint8)
                 self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=blank))
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ModelError(f"detector model '{self.model_path}' does not load in MediaPipe ({first}); point --detector-model at MediaPipe's blaze_face_short_range.tflite") from None
         self._mp = mp
 

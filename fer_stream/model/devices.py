@@ -10,7 +10,7 @@ import importlib.util
 
 import torch
 
-from fer_stream.errors import DeviceError
+from fer_stream.errors import DeviceError, first_line
 
 _CHOICES = "auto, npu, cuda, mps or cpu"
 
@@ -64,7 +64,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         try:
             import torch_npu  # noqa: F401
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise DeviceError(f"torch_npu is installed but failed to import ({first}); source the CANN set_env.sh") from None
         count = torch.npu.device_count()  # type: ignore[attr-defined]
         if count == 0:

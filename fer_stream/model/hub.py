@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from fer_stream.config import DEFAULT_MODEL
-from fer_stream.errors import ModelError
+from fer_stream.errors import ModelError, first_line
 
 
 def _quiet_transformers() -> None:
@@ -96,14 +96,14 @@ def load_model(model: str) -> tuple[object, torch.nn.Module]:
             )
         return _from_pretrained(source)
     except ValueError as e:
-        first = str(e).strip().splitlines()[0]
+        first = first_line(e)
         raise ModelError(f"'{model}' is not an image-classification model transformers can load ({first})") from None
     except OSError as e:
         if local:  # a local folder whose files are broken
-            raise ModelError(f"cannot load model folder '{model}': {str(e).strip().splitlines()[0]}") from None
+            raise ModelError(f"cannot load model folder '{model}': {first_line(e)}") from None
         raise ModelError(
             f"cannot load '{model}' from the Hugging Face Hub: no such model, no access, or no safetensors weights "
-            f"({str(e).strip().splitlines()[0][:160]})"
+            f"({first_line(e, limit=160)})"
         ) from None
 
 
@@ -118,7 +118,7 @@ def pull_classifier(model: str) -> Path:
             model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
         )
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"cannot download classifier '{model}' from the Hugging Face Hub: {first}") from None
     if not any(Path(folder).glob("*.safetensors")):
         raise ModelError(f"classifier '{model}' publishes no safetensors weights; fer-stream loads safetensors only")

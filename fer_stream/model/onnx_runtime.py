@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_stream.errors import ModelError
+from fer_stream.errors import ModelError, first_line
 
 META_LABELS = "fer_stream.id2label"
 META_PROCESSOR = "fer_stream.preprocessor"
@@ -67,7 +67,7 @@ class OnnxModel:
         try:
             self.session = _session(p, device)
         except Exception as e:  # onnxruntime raises its own types for broken files
-            raise ModelError(f"'{path}' is not an ONNX model ONNX Runtime can load ({str(e).splitlines()[0][:120]})") from None
+            raise ModelError(f"'{path}' is not an ONNX model ONNX Runtime can load ({first_line(e, limit=120)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_LABELS not in meta or META_PROCESSOR not in meta:
             raise ModelError(f"'{path}' was not exported by fer-stream (no labels in its metadata); "

@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fer_stream.health import SourceState
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32)
 
@@ -26,7 +28,7 @@ class _SourceState(Collector):
     """Reads each registered source's drops, reconnects, queue depths and state at scrape time."""
 
     def __init__(self) -> None:
-        self.sources: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.sources: dict[str, Callable[[], SourceState]] = {}
 
     def collect(self) -> Iterable[Any]:
         dropped = CounterMetricFamily("fer_stream_dropped_frames", "Frames replaced by newer ones before detection", labels=["source"])
@@ -36,11 +38,11 @@ class _SourceState(Collector):
         depth = GaugeMetricFamily("fer_stream_queue_depth", "Items waiting in each pipeline queue", labels=["source", "queue"])
         for sid, read in list(self.sources.items()):
             s = read()
-            dropped.add_metric([sid], s.get("dropped", 0))
-            reconnects.add_metric([sid], s.get("reconnects", 0))
-            failures.add_metric([sid], s.get("failures", 0))
-            up.add_metric([sid], 1.0 if s.get("up") else 0.0)
-            for name, n in s.get("queues", {}).items():
+            dropped.add_metric([sid], s.dropped)
+            reconnects.add_metric([sid], s.reconnects)
+            failures.add_metric([sid], s.failures)
+            up.add_metric([sid], 1.0 if s.up else 0.0)
+            for name, n in s.queues.items():
                 depth.add_metric([sid, name], n)
         yield from (dropped, reconnects, failures, up, depth)
 
@@ -63,8 +65,8 @@ class Metrics:
         self._state = _SourceState()
         r.register(self._state)
 
-    def watch(self, source_id: str, read: Callable[[], dict[str, Any]]) -> None:
-        """Report ``read()`` (keys: dropped, reconnects, failures, up, queues) for ``source_id`` at each scrape."""
+    def watch(self, source_id: str, read: Callable[[], SourceState]) -> None:
+        """Report ``read()`` for ``source_id`` at each scrape."""
         self._state.sources[source_id] = read
 
     def frame_out(self, source_id: str, faces: Sequence[Any], latency: float) -> None:

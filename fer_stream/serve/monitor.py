@@ -37,6 +37,7 @@ import numpy as np
 
 from fer_stream.serve.dashboard import PAGE, SourceView
 from fer_stream.errors import ConfigError
+from fer_stream.health import SourceHealth
 from fer_stream.frames import FrameResult
 from fer_stream.serve.metrics import Metrics
 from fer_stream.io.sinks import Sink
@@ -76,7 +77,7 @@ class PreviewSink(Sink):
         self.encodes = 0
 
     def write(self, result: FrameResult) -> None:
-        image = result.annotated if result.annotated is not None else result.frame.image
+        image = result.picture
         with self._cond:
             self._image, self._seq = image, self._seq + 1
             self._cond.notify_all()
@@ -120,7 +121,7 @@ class Monitor:
     def __init__(self, host: str, port: int, metrics: Metrics, *, token: str = "", max_clients: int = 32,
                  max_viewers: int = 8, timeout: float = 10.0, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.metrics = metrics
-        self.health: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.health: dict[str, Callable[[], SourceHealth]] = {}
         self.previews: dict[str, PreviewSink] = {}
         self.views: dict[str, SourceView] = {}
         self.token = token
@@ -187,7 +188,7 @@ class Monitor:
         host, port = self.server.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    def add_source(self, source_id: str, health: Callable[[], dict[str, Any]]) -> Sink:
+    def add_source(self, source_id: str, health: Callable[[], SourceHealth]) -> Sink:
         """Register a source; the returned sink feeds its preview and its dashboard card."""
         self.health[source_id] = health
         self.previews[source_id] = preview = PreviewSink()
@@ -214,7 +215,7 @@ class Monitor:
     # -- routes --------------------------------------------------------------------------------
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
-        sources = {sid: read() for sid, read in self.health.items()}
+        sources = {sid: read().as_dict() for sid, read in self.health.items()}
         ok = bool(sources) and all(s.get("state") == "streaming" for s in sources.values())
         return (200 if ok else 503), {"status": "ok" if ok else "degraded", "sources": sources}
 

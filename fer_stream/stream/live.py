@@ -18,10 +18,11 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from fer_stream.frames import TrackKey
 from fer_stream.stream.schedule import LiveScheduler
 from fer_stream.stream.smooth import Smoother
 
-Key = tuple[str, int]  # (source id, track id)
+Key = TrackKey
 _POLL = 0.1
 
 
@@ -76,7 +77,7 @@ class LiveClassifier:
             keys = [k for k, _, _ in batch]
             self.batch_sizes[len(keys)] += 1
             self.classified += len(keys)
-            if len({k[0] for k in keys}) > 1:  # type: ignore[index]
+            if len({k.source for k in keys}) > 1:
                 self.mixed_batches += 1
             if self.on_batch is not None:
                 self.on_batch(len(keys), time.monotonic() - started)
@@ -88,6 +89,6 @@ class LiveClassifier:
                     if a:
                         self._preds[k] = (next(preds), self._preds.get(k, (None, 0))[1] + 1)
             for k in keys:  # counted even if the track ended meanwhile: the work was done
-                listener = self._listeners.get(k[0])  # type: ignore[index]
+                listener = self._listeners.get(k.source)
                 if listener is not None:
-                    listener(k[1])  # type: ignore[index]
+                    listener(k.track)

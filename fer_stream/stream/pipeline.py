@@ -31,7 +31,7 @@ from typing import Any, Iterator
 from fer_stream.model.classifier import EmotionClassifier
 from fer_stream.model.detector import FaceDetector
 from fer_stream.errors import FerStreamError, PipelineError
-from fer_stream.frames import Face, Frame, FrameResult
+from fer_stream.frames import Face, Frame, FrameResult, TrackKey
 from fer_stream.stream.overlay import Overlay
 from fer_stream.stream.batcher import END as _END
 from fer_stream.stream.batcher import ExactBatcher, Pending
@@ -171,9 +171,7 @@ class Pipeline:
         """Ask every stage to finish; the results iterator ends soon after."""
         self._stop.set()
         self.live_classifier.wake()
-        interrupt = getattr(self.source, "interrupt", None)
-        if interrupt is not None:  # a reconnecting camera stops waiting between attempts
-            interrupt()
+        self.source.interrupt()  # a reconnecting camera stops waiting between attempts
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop and join the threads, then close the source if the pipeline opened it."""
@@ -192,7 +190,7 @@ class Pipeline:
         sizes = self.live_classifier.batch_sizes if self.live else self.batcher.batch_sizes
         return PipelineStats(
             frames_in=self._frames_in,
-            dropped=getattr(self._frames, "dropped", 0),
+            dropped=self._frames.dropped if isinstance(self._frames, LatestSlot) else 0,
             faces=self._faces,
             classified=sum(t.classified for t in tracks) if self.live else self.batcher.classified,
             batches=sum(sizes.values()),
@@ -302,9 +300,9 @@ class Pipeline:
         live, sid = self.live_classifier, self.source_id
         for face in faces:
             if face.usable:
-                live.offer((sid, face.track), face.crop, frame.captured)
+                live.offer(TrackKey(sid, face.track), face.crop, frame.captured)
         if ended:
-            live.retire([(sid, t) for t in ended])
+            live.retire([TrackKey(sid, t) for t in ended])
             for t in ended:
                 shown.pop(t, None)
         out = []
@@ -312,7 +310,7 @@ class Pipeline:
             if not face.usable:
                 out.append(face)
                 continue
-            pred, version = live.current((sid, face.track))
+            pred, version = live.current(TrackKey(sid, face.track))
             out.append(face.with_prediction(pred, fresh=shown.get(face.track) != version))
             shown[face.track] = version
         return tuple(out)
