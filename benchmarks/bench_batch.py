@@ -95,20 +95,50 @@ def main() -> int:
         for c in clips:
             d = sep / c.stem
             d.mkdir()
-            subprocess.run(["fer-stream", "--source", str(c), "--output", str(d / "annotated.mp4"), "--events",
-                            str(d / "events.jsonl"), "--summary", str(d / "summary.json"), "--report", str(d / "report.html"),
-                            "--timeline", str(d / "timeline.csv"), "-q", *flags], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    "fer-stream",
+                    "--source",
+                    str(c),
+                    "--output",
+                    str(d / "annotated.mp4"),
+                    "--events",
+                    str(d / "events.jsonl"),
+                    "--summary",
+                    str(d / "summary.json"),
+                    "--report",
+                    str(d / "report.html"),
+                    "--timeline",
+                    str(d / "timeline.csv"),
+                    "-q",
+                    *flags,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         wall = time.monotonic() - t
         faces, classified = faces_of(sorted(sep.glob("*/summary.json")))
-        results["separate"] = {"wall_s": round(wall, 1), "faces": faces, "classified": classified,
-                               "classified_per_s": round(classified / wall, 2)}
+        results["separate"] = {
+            "wall_s": round(wall, 1),
+            "faces": faces,
+            "classified": classified,
+            "classified_per_s": round(classified / wall, 2),
+        }
     t = time.monotonic()
-    subprocess.run(["fer-stream", "batch", str(clips_dir), "--out", str(work / "batch"), "--jobs", str(a.jobs), "-q", *flags],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["fer-stream", "batch", str(clips_dir), "--out", str(work / "batch"), "--jobs", str(a.jobs), "-q", *flags],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.monotonic() - t
     faces, classified = faces_of(sorted((work / "batch").glob("*/summary.json")))
-    results["batch"] = {"wall_s": round(wall, 1), "faces": faces, "classified": classified,
-                        "classified_per_s": round(classified / wall, 2), "jobs": a.jobs}
+    results["batch"] = {
+        "wall_s": round(wall, 1),
+        "faces": faces,
+        "classified": classified,
+        "classified_per_s": round(classified / wall, 2),
+        "jobs": a.jobs,
+    }
     if "separate" in results:
         results["speedup"] = round(results["separate"]["wall_s"] / results["batch"]["wall_s"], 2)
     results.update(clips=len(clips), seconds=a.seconds, flags=flags)
@@ -116,8 +146,11 @@ def main() -> int:
     for name in ("separate", "batch"):
         if name in results:
             r = results[name]
-            print(f"{name:9} {r['wall_s']:8.1f} s  {r['faces']:6d} faces  {r['classified']:6d} classified  "
-                  f"{r['classified_per_s']:7.2f} classified/s", file=sys.stderr)
+            print(
+                f"{name:9} {r['wall_s']:8.1f} s  {r['faces']:6d} faces  {r['classified']:6d} classified  "
+                f"{r['classified_per_s']:7.2f} classified/s",
+                file=sys.stderr,
+            )
     if "speedup" in results:
         print(f"speed-up {results['speedup']:.2f}x", file=sys.stderr)
     return 0

@@ -37,6 +37,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from make_vit_b import build_vit_b
+
     from fer_stream import EmotionClassifier
 
     model = args.model or str(build_vit_b(Path(tempfile.mkdtemp(prefix="fer-bench-")) / "vit-b"))

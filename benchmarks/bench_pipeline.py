@@ -70,9 +70,18 @@ def main() -> int:
         source = open_source(args.video)
         pipeline = Pipeline(source, clf, det, max_frames=args.frames)
         faces = frames = 0
-        with VideoSink(tmp / "out.mp4", width=source.width, height=source.height, fps=source.fps,
-                       time_base=source.time_base, audio_from=source.audio_path) as video, \
-                EventSink(tmp / "events.jsonl") as events, pipeline as results:
+        with (
+            VideoSink(
+                tmp / "out.mp4",
+                width=source.width,
+                height=source.height,
+                fps=source.fps,
+                time_base=source.time_base,
+                audio_from=source.audio_path,
+            ) as video,
+            EventSink(tmp / "events.jsonl") as events,
+            pipeline as results,
+        ):
             for r in results:
                 video.write(r)
                 events.write(r)

@@ -27,11 +27,10 @@ def build_vit_b(folder: Path, probe_on: Path | None = None, steps: int = 500) ->
     cfg = ViTConfig(num_labels=7, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
     torch.manual_seed(0)
     model = ViTForImageClassification(cfg).eval()
-    processor = (getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor)(
-        size={"height": 224, "width": 224})
+    processor = (getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor)(size={"height": 224, "width": 224})
     if probe_on is not None:
-        from fer_stream.model.preprocess import TensorPreprocessor
         from fer_stream.io.images import list_images, read_image
+        from fer_stream.model.preprocess import TensorPreprocessor
 
         pre = TensorPreprocessor.from_processor(processor)
         xs, ys = [], []
@@ -54,8 +53,10 @@ def build_vit_b(folder: Path, probe_on: Path | None = None, steps: int = 500) ->
             opt.step()
         with torch.no_grad():
             probs = head(f).softmax(-1)
-        print(f"linear probe on {len(y)} faces: train accuracy {(probs.argmax(1) == y).float().mean():.1%}, "
-              f"mean top-1 probability {probs.max(1).values.mean():.2f}")
+        print(
+            f"linear probe on {len(y)} faces: train accuracy {(probs.argmax(1) == y).float().mean():.1%}, "
+            f"mean top-1 probability {probs.max(1).values.mean():.2f}"
+        )
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
     return folder

@@ -61,8 +61,7 @@ def main() -> None:
             peak_threads = max(peak_threads, threading.active_count())
             peak_fds = max(peak_fds, len(os.listdir("/proc/self/fd")))
             time.sleep(0.05)
-        print(f"server peak threads {peak_threads}, peak descriptors {peak_fds} "
-              f"(max_clients 32, {a.connections} connection attempts)")
+        print(f"server peak threads {peak_threads}, peak descriptors {peak_fds} (max_clients 32, {a.connections} connection attempts)")
 
 
 if __name__ == "__main__":

@@ -64,10 +64,32 @@ def main() -> int:
     server = RtspServer(mounts).start()
     out = work / "out"
     out.mkdir()
-    cmd = [sys.executable, "-m", "fer_stream", "--source", f"a={server.url('a')}", "--source", f"b={server.url('b')}",
-           "--model", args.model, "--precision", args.precision, "--output", str(out / "{source}.mp4"),
-           "--segment-seconds", "60", "--events", str(out / "{source}.jsonl"), "--summary", str(work / "summary.json"),
-           "--serve", f"127.0.0.1:{port}", "--stall-timeout", "3", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fer_stream",
+        "--source",
+        f"a={server.url('a')}",
+        "--source",
+        f"b={server.url('b')}",
+        "--model",
+        args.model,
+        "--precision",
+        args.precision,
+        "--output",
+        str(out / "{source}.mp4"),
+        "--segment-seconds",
+        "60",
+        "--events",
+        str(out / "{source}.jsonl"),
+        "--summary",
+        str(work / "summary.json"),
+        "--serve",
+        f"127.0.0.1:{port}",
+        "--stall-timeout",
+        "3",
+        "-q",
+    ]
     err = open(work / "stderr.txt", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
 
@@ -124,12 +146,19 @@ def main() -> int:
                 pass
     warm = [x for x in samples if x["t"] >= 60] or samples
     report = {
-        "minutes": args.minutes, "model": args.model, "precision": args.precision, "server_kills": kills,
-        "outage_s": args.outage, "exit_code": proc.returncode,
-        "rss_mb": {"at_1min": warm[0]["rss_mb"], "end": samples[-1]["rss_mb"], "max": max(s["rss_mb"] for s in samples),
-                   "growth_after_1min": round(samples[-1]["rss_mb"] - warm[0]["rss_mb"], 1)},
-        "threads": {"min": min(s["threads"] for s in samples), "max": max(s["threads"] for s in samples),
-                    "end": samples[-1]["threads"]},
+        "minutes": args.minutes,
+        "model": args.model,
+        "precision": args.precision,
+        "server_kills": kills,
+        "outage_s": args.outage,
+        "exit_code": proc.returncode,
+        "rss_mb": {
+            "at_1min": warm[0]["rss_mb"],
+            "end": samples[-1]["rss_mb"],
+            "max": max(s["rss_mb"] for s in samples),
+            "growth_after_1min": round(samples[-1]["rss_mb"] - warm[0]["rss_mb"], 1),
+        },
+        "threads": {"min": min(s["threads"] for s in samples), "max": max(s["threads"] for s in samples), "end": samples[-1]["threads"]},
         "sources": {},
         "segments": {"closed": segments, "playable": playable},
         "health_before_stop": {k: v["state"] for k, v in last["sources"].items()},
@@ -142,11 +171,18 @@ def main() -> int:
         read = h["frames"] - first[sid]  # frames read during the measured time
         streaming_s = elapsed - h["down_s"]
         report["sources"][sid] = {
-            "measured_s": round(elapsed, 1), "down_s": h["down_s"], "outages": h["outages"], "reconnects": h["reconnects"],
-            "frames_read": read, "frames_expected_while_streaming": round(fps * streaming_s),
+            "measured_s": round(elapsed, 1),
+            "down_s": h["down_s"],
+            "outages": h["outages"],
+            "reconnects": h["reconnects"],
+            "frames_read": read,
+            "frames_expected_while_streaming": round(fps * streaming_s),
             "frames_missed_in_outages": round(fps * h["down_s"]),
-            "dropped_total": s["dropped"], "frames_written_total": s["frames_out"], "frames_read_total": s["frames_in"],
-            "latency_s": s["latency_s"], "tracks": len(s["tracks"]),
+            "dropped_total": s["dropped"],
+            "frames_written_total": s["frames_out"],
+            "frames_read_total": s["frames_in"],
+            "latency_s": s["latency_s"],
+            "tracks": len(s["tracks"]),
         }
     print(json.dumps(report, indent=2))
     return 0

@@ -46,17 +46,17 @@ __all__ = [*_EXPORTS, "__version__"]
 _compat.install()
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fer_stream.model.classifier import EmotionClassifier
     from fer_stream.config import Config, load_config
-    from fer_stream.model.detector import FaceDetector
     from fer_stream.errors import FerStreamError
     from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
+    from fer_stream.io.sources import open_source
+    from fer_stream.model.classifier import EmotionClassifier
+    from fer_stream.model.detector import FaceDetector
     from fer_stream.stream.overlay import Overlay
     from fer_stream.stream.pipeline import Pipeline
     from fer_stream.stream.smooth import Smoother
     from fer_stream.stream.stats import PipelineStats
     from fer_stream.stream.track import IoUTracker
-    from fer_stream.io.sources import open_source
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ Every command builds its models here, so a setting means the same thing everywhe
 
 >>> from fer_stream.config import load_config
 >>> queue_sizes(load_config(None, {"queues.max_mb": 64}), 1920 * 1080 * 3)
-(3, 3, 2)
+(2, 2, 2)
 """
 
 from __future__ import annotations
@@ -27,15 +27,27 @@ def auto_threads(live: bool) -> int | None:
     return max(1, cores - 1)
 
 
-def make_classifier(cfg: Config, *, model: str | None = None, device: str | None = None, precision: str | None = None,
-                    threads: int | None = None, backend: str | None = None) -> Any:
+def make_classifier(
+    cfg: Config,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+    backend: str | None = None,
+) -> Any:
     """The classifier the settings describe; keyword arguments override single settings."""
     from fer_stream.model.classifier import EmotionClassifier
 
     c = cfg.classifier
     return EmotionClassifier(
-        model or c.model, device or c.device, max_batch=c.max_batch, threshold=c.threshold,
-        precision=precision or c.precision, threads=threads, fast_preprocess=c.tensor_preprocess,
+        model or c.model,
+        device or c.device,
+        max_batch=c.max_batch,
+        threshold=c.threshold,
+        precision=precision or c.precision,
+        threads=threads,
+        fast_preprocess=c.tensor_preprocess,
         backend=backend or c.backend,
     )
 
@@ -47,9 +59,16 @@ def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any
     c = cfg.classifier
     frames, faces, results = queue_sizes(cfg, source.width * source.height * 3)
     options: dict[str, Any] = dict(
-        max_frames=cfg.source.max_frames or None, batch_wait=c.batch_wait_ms / 1000.0, warmup=c.warmup,
-        tracker=make_tracker(cfg), smoother=make_smoother(cfg), classify_every=c.classify_every,
-        live_max_hz=c.live_max_hz, frame_queue=frames, face_queue=faces, result_queue=results,
+        max_frames=cfg.source.max_frames or None,
+        batch_wait=c.batch_wait_ms / 1000.0,
+        warmup=c.warmup,
+        tracker=make_tracker(cfg),
+        smoother=make_smoother(cfg),
+        classify_every=c.classify_every,
+        live_max_hz=c.live_max_hz,
+        frame_queue=frames,
+        face_queue=faces,
+        result_queue=results,
     )
     options.update(kwargs)
     return Pipeline(source, clf, det, **options)
@@ -78,13 +97,22 @@ def load_models(cfg: Config, *, detector: bool = True, live: bool = False, webca
 
 def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Any:
     """The configured detector; ``auto`` resolves by source (``webcam``), ``kind`` overrides the setting."""
-    from fer_stream.model.detector import make_detector as build, resolve_kind
+    from fer_stream.model.detector import make_detector as build
+    from fer_stream.model.detector import resolve_kind
     from fer_stream.model.quality import QualityGate
 
     d, q = cfg.detector, cfg.quality
-    return build(resolve_kind(kind or d.kind, webcam=webcam), short_model=d.model or None, full_model=d.full_model or None,
-                 min_confidence=d.min_confidence, full_min_confidence=d.full_min_confidence, margin=d.crop_margin, tile=d.tile_size, overlap=d.tile_overlap,
-                 quality=QualityGate(q.min_face_px, q.min_sharpness, q.min_score))
+    return build(
+        resolve_kind(kind or d.kind, webcam=webcam),
+        short_model=d.model or None,
+        full_model=d.full_model or None,
+        min_confidence=d.min_confidence,
+        full_min_confidence=d.full_min_confidence,
+        margin=d.crop_margin,
+        tile=d.tile_size,
+        overlap=d.tile_overlap,
+        quality=QualityGate(q.min_face_px, q.min_sharpness, q.min_score),
+    )
 
 
 def make_tracker(cfg: Config) -> Any:

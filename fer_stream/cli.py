@@ -24,8 +24,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fer_stream import __version__
 from fer_stream.config import PRECISIONS, check_unique_ids, default_id, load_config
@@ -35,9 +36,20 @@ COMMANDS = ("run", "batch", "fleet", "image", "bench", "parity", "eval", "export
 
 # Settings every model-using command takes as flags (see config.FLAGS).
 MODEL_SETTINGS = (
-    "classifier.model", "classifier.device", "classifier.max_batch", "classifier.precision", "classifier.backend",
-    "classifier.threads", "classifier.threshold", "detector.kind", "detector.model", "detector.full_model",
-    "detector.tile_size", "quality.min_face_px", "quality.min_sharpness", "detector.min_confidence",
+    "classifier.model",
+    "classifier.device",
+    "classifier.max_batch",
+    "classifier.precision",
+    "classifier.backend",
+    "classifier.threads",
+    "classifier.threshold",
+    "detector.kind",
+    "detector.model",
+    "detector.full_model",
+    "detector.tile_size",
+    "quality.min_face_px",
+    "quality.min_sharpness",
+    "detector.min_confidence",
     "detector.crop_margin",
 )
 _DEST = "setting:"  # argparse destination prefix of a flag that sets "table.key"
@@ -51,7 +63,7 @@ def _setting_flags(p: argparse.ArgumentParser | Any, names: Sequence[str]) -> No
         field = setting(dotted)
         spec = FLAGS[dotted].split(" ", 1)
         flags, metavar = spec[0].split("/"), (spec[1] if len(spec) > 1 else None)
-        help_text = field.metadata["help"].replace(" (\"\" = none)", "").replace(" (\"\" = off)", "")
+        help_text = field.metadata["help"].replace(' ("" = none)', "").replace(' ("" = off)', "")
         default = field.default
         kw: dict[str, Any] = {"dest": _DEST + dotted, "default": None}
         if isinstance(default, bool) or dotted == "display.enabled":
@@ -87,21 +99,48 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="fer-stream",
         description="Real-time facial-expression analysis of a webcam, video file or camera stream.",
         epilog="other commands: fer-stream image --help | fer-stream bench --help | fer-stream parity --help | "
-               "fer-stream batch --help | fer-stream fleet --help | fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
-               "fer-stream models pull --help | "
-               "fer-stream config --help",
+        "fer-stream batch --help | fer-stream fleet --help | fer-stream eval --help | fer-stream export --help | fer-stream train --help | "
+        "fer-stream models pull --help | "
+        "fer-stream config --help",
     )
     p.add_argument("--version", action="version", version=f"fer-stream {__version__}")
-    p.add_argument("--source", metavar="[ID=]SRC", action="append",
-                   help="webcam index (0), video file, or URL (rtsp://...); repeat for several cameras, "
-                        "optionally named: --source door=rtsp://...")
-    _setting_flags(p, (
-        "serve.address", "serve.token", "output.segment_seconds", "source.max_reconnects", "source.stall_timeout_s",
-        "source.transport", "output.video", "output.events", "output.summary", "output.report", "output.timeline",
-        "output.timeline_seconds", "output.overwrite", "source.max_frames", "source.max_pixels", "source.live",
-        "classifier.classify_every", "classifier.live_max_hz", "tracking.smoothing", "display.enabled",
-        "output.progress", "classifier.batch_wait_ms", "classifier.warmup", "output.audio", "output.crf", "output.preset",
-    ))
+    p.add_argument(
+        "--source",
+        metavar="[ID=]SRC",
+        action="append",
+        help="webcam index (0), video file, or URL (rtsp://...); repeat for several cameras, optionally named: --source door=rtsp://...",
+    )
+    _setting_flags(
+        p,
+        (
+            "serve.address",
+            "serve.token",
+            "output.segment_seconds",
+            "source.max_reconnects",
+            "source.stall_timeout_s",
+            "source.transport",
+            "output.video",
+            "output.events",
+            "output.summary",
+            "output.report",
+            "output.timeline",
+            "output.timeline_seconds",
+            "output.overwrite",
+            "source.max_frames",
+            "source.max_pixels",
+            "source.live",
+            "classifier.classify_every",
+            "classifier.live_max_hz",
+            "tracking.smoothing",
+            "display.enabled",
+            "output.progress",
+            "classifier.batch_wait_ms",
+            "classifier.warmup",
+            "output.audio",
+            "output.crf",
+            "output.preset",
+        ),
+    )
     _common(p)
     return p
 
@@ -110,24 +149,43 @@ def _batch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream batch",
         description="Analyse many videos: each gets OUT/<name>/ with annotated.mp4, events.jsonl, summary.json, "
-                    "report.html and timeline.csv; OUT/manifest.jsonl records every attempt. A re-run skips finished, "
-                    "unchanged videos and runs new, changed, failed and interrupted ones.",
+        "report.html and timeline.csv; OUT/manifest.jsonl records every attempt. A re-run skips finished, "
+        "unchanged videos and runs new, changed, failed and interrupted ones.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files, folders (searched recursively), glob patterns ('talks/**/*.mp4') or .txt lists of paths/URLs")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders (searched recursively), glob patterns ('talks/**/*.mp4') or .txt lists of paths/URLs",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (created if missing)")
-    p.add_argument("--jobs", type=int, default=2, metavar="N",
-                   help="videos decoded and detected at once, all feeding one classifier (default 2)")
+    p.add_argument(
+        "--jobs", type=int, default=2, metavar="N", help="videos decoded and detected at once, all feeding one classifier (default 2)"
+    )
     p.add_argument("--force", action="store_true", help="run every input again, finished or not")
     p.add_argument("--retry-failed", action="store_true", help="run only the inputs whose last attempt failed")
     p.add_argument("--no-video", dest="video", action="store_false", help="no annotated MP4s (events, summaries and reports only)")
-    p.add_argument("--ray", metavar="auto|ADDRESS",
-                   help="run on a Ray cluster (pip install 'fer-stream[ray]'): auto = the cluster this machine "
-                        "joined with `ray start` (else a local one), or ray://HOST:10001")
-    _setting_flags(p, (
-        "source.max_frames", "classifier.classify_every", "tracking.smoothing", "output.timeline_seconds",
-        "classifier.batch_wait_ms", "classifier.warmup", "output.audio", "output.crf", "output.preset", "output.progress",
-    ))
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="run on a Ray cluster (pip install 'fer-stream[ray]'): auto = the cluster this machine "
+        "joined with `ray start` (else a local one), or ray://HOST:10001",
+    )
+    _setting_flags(
+        p,
+        (
+            "source.max_frames",
+            "classifier.classify_every",
+            "tracking.smoothing",
+            "output.timeline_seconds",
+            "classifier.batch_wait_ms",
+            "classifier.warmup",
+            "output.audio",
+            "output.crf",
+            "output.preset",
+            "output.progress",
+        ),
+    )
     _common(p)
     return p
 
@@ -136,12 +194,16 @@ def _fleet_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream fleet",
         description="Run camera groups across a Ray cluster: each GROUP.toml (its [[sources]], outputs and [serve] "
-                    "address) becomes one Ray actor that analyses its cameras and serves its own /healthz and /metrics. "
-                    "Ctrl-C stops every group; outputs are finalized.",
+        "address) becomes one Ray actor that analyses its cameras and serves its own /healthz and /metrics. "
+        "Ctrl-C stops every group; outputs are finalized.",
     )
     p.add_argument("groups", nargs="+", metavar="GROUP.toml", help="one settings file per camera group (its name: the file name)")
-    p.add_argument("--ray", default="auto", metavar="auto|ADDRESS",
-                   help="the cluster: auto (the one this machine joined, else a local one) or ray://HOST:10001")
+    p.add_argument(
+        "--ray",
+        default="auto",
+        metavar="auto|ADDRESS",
+        help="the cluster: auto (the one this machine joined, else a local one) or ray://HOST:10001",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
 
@@ -154,8 +216,9 @@ def _image_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.jpg, .png, ...)")
     p.add_argument("--dir", metavar="FOLDER", help="also every image in FOLDER")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--no-detect", dest="detect", action="store_false",
-                   help="classify each whole image as one face (for ready-cropped faces)")
+    p.add_argument(
+        "--no-detect", dest="detect", action="store_false", help="classify each whole image as one face (for ready-cropped faces)"
+    )
     _common(p)
     return p
 
@@ -170,6 +233,7 @@ def _csv(kind: type, choices: Sequence[Any] | None = None) -> Any:
         if bad or not values:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices or []))} (got {text!r})")
         return values
+
     return parse
 
 
@@ -177,23 +241,46 @@ def _bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream bench",
         description="Measure decoder, detector, classifier (per precision and batch size) and the whole pipeline "
-                    "(exact and live) on a video, against the naive single-thread loop. With --detection: recall and "
-                    "false positives of each face detector by face size, on 720p and 1080p frames built from the videos.",
+        "(exact and live) on a video, against the naive single-thread loop. With --detection: recall and "
+        "false positives of each face detector by face size, on 720p and 1080p frames built from the videos.",
     )
-    p.add_argument("--video", required=True, action="append", metavar="FILE",
-                   help="a video with faces (its own frame rate is the live camera's); --detection takes several")
-    p.add_argument("--detection", action="store_true",
-                   help="benchmark the face detectors instead: recall by face height (16-300 px), false positives, frames/s")
-    p.add_argument("--detectors", type=_csv(str, ("short", "full", "tiled")), default=["short", "full", "tiled"],
-                   metavar="LIST", help="--detection: the kinds to compare (default short,full,tiled)")
-    p.add_argument("--canvases", type=int, default=3, metavar="N",
-                   help="--detection: frames per face height and resolution (default 3)")
-    p.add_argument("--images", metavar="DIR", help="face images (subfolders searched) for each precision's agreement with fp32 "
-                   "(default: the video's face crops)")
-    p.add_argument("--precisions", type=_csv(str, PRECISIONS), metavar="LIST",
-                   help="classifier precisions to measure (default fp32,int8 on the CPU; fp32,fp16,bf16 elsewhere)")
-    p.add_argument("--devices", type=_csv(str), metavar="LIST",
-                   help="devices for the classifier table, e.g. cpu,cuda (default: --device); int8 runs on the CPU only")
+    p.add_argument(
+        "--video",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="a video with faces (its own frame rate is the live camera's); --detection takes several",
+    )
+    p.add_argument(
+        "--detection",
+        action="store_true",
+        help="benchmark the face detectors instead: recall by face height (16-300 px), false positives, frames/s",
+    )
+    p.add_argument(
+        "--detectors",
+        type=_csv(str, ("short", "full", "tiled")),
+        default=["short", "full", "tiled"],
+        metavar="LIST",
+        help="--detection: the kinds to compare (default short,full,tiled)",
+    )
+    p.add_argument("--canvases", type=int, default=3, metavar="N", help="--detection: frames per face height and resolution (default 3)")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="face images (subfolders searched) for each precision's agreement with fp32 (default: the video's face crops)",
+    )
+    p.add_argument(
+        "--precisions",
+        type=_csv(str, PRECISIONS),
+        metavar="LIST",
+        help="classifier precisions to measure (default fp32,int8 on the CPU; fp32,fp16,bf16 elsewhere)",
+    )
+    p.add_argument(
+        "--devices",
+        type=_csv(str),
+        metavar="LIST",
+        help="devices for the classifier table, e.g. cpu,cuda (default: --device); int8 runs on the CPU only",
+    )
     p.add_argument("--batches", type=_csv(int), default=[1, 8], metavar="LIST", help="classifier batch sizes (default 1,8)")
     p.add_argument("--frames", type=int, default=96, metavar="N", help="frames for decoder, detector and exact pipeline (default 96)")
     p.add_argument("--naive-frames", type=int, default=24, metavar="N", help="frames for the naive loop (default 24)")
@@ -209,7 +296,7 @@ def _parity_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream parity",
         description="Check a device and precision against the CPU in fp32 on the same face images: mean cosine "
-                    "similarity, mean absolute error, top-1 agreement and both throughputs; exit 1 when outside tolerances.",
+        "similarity, mean absolute error, top-1 agreement and both throughputs; exit 1 when outside tolerances.",
     )
     p.add_argument("--images", metavar="DIR", help="face images (subfolders searched); default: a fixed-seed synthetic set")
     p.add_argument("--count", type=int, default=64, metavar="N", help="synthetic images when --images is not given (default 64)")
@@ -224,12 +311,13 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream eval",
         description="Accuracy, per-class precision/recall/F1 and the confusion matrix of the classifier on a "
-                    "folder-per-class data set of face crops (folder names map to the model's labels, synonyms allowed).",
+        "folder-per-class data set of face crops (folder names map to the model's labels, synonyms allowed).",
     )
     p.add_argument("data", metavar="DIR", help="one subfolder of images per class, e.g. DIR/happy/*.jpg")
     p.add_argument("--out", metavar="FOLDER", help="also write FOLDER/eval.json and FOLDER/confusion.png")
-    p.add_argument("--only", metavar="LIST.txt",
-                   help="just the images listed (CLASS/FILE paths relative to DIR), e.g. a trained model's heldout.txt")
+    p.add_argument(
+        "--only", metavar="LIST.txt", help="just the images listed (CLASS/FILE paths relative to DIR), e.g. a trained model's heldout.txt"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
     return p
@@ -239,13 +327,18 @@ def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream export",
         description="Export the classifier to ONNX (dynamic batch axis, labels and preprocessing in the file's metadata), "
-                    "then check it against PyTorch and print the largest difference.",
+        "then check it against PyTorch and print the largest difference.",
     )
     p.add_argument("out", metavar="OUT.onnx", help="file to write")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
-    p.add_argument("--tolerance", type=float, default=1e-3, metavar="D",
-                   help="largest allowed difference of the probabilities against PyTorch (default 0.001)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        metavar="D",
+        help="largest allowed difference of the probabilities against PyTorch (default 0.001)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _common(p)
     return p
@@ -258,7 +351,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream train",
         description="Fine-tune a Hugging Face image classifier on a folder-per-class data set; the best epoch is saved "
-                    "with save_pretrained, labels from the folder names.",
+        "with save_pretrained, labels from the folder names.",
     )
     p.add_argument("data", metavar="DIR", help="one subfolder of face crops per class")
     p.add_argument("--out", required=True, metavar="FOLDER", help="where the best model goes (FOLDER/last: latest epoch)")
@@ -273,10 +366,19 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-epochs", type=int, default=d.restart_epochs, help=f"cosine warm-restart period (default {d.restart_epochs})")
     p.add_argument("--seed", type=int, default=d.seed, help="(default 0)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, colour jitter or affine changes")
-    p.add_argument("--class-weights", choices=("inverse", "sqrt", "none"), default=d.class_weights,
-                   help="loss weight of each class: inverse of its count, its square root, or equal (default inverse)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes decoding images ahead of the model (default: cores - 1, at most 4; 0 = none)")
+    p.add_argument(
+        "--class-weights",
+        choices=("inverse", "sqrt", "none"),
+        default=d.class_weights,
+        help="loss weight of each class: inverse of its count, its square root, or equal (default inverse)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes decoding images ahead of the model (default: cores - 1, at most 4; 0 = none)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from FOLDER/last")
     p.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
@@ -287,8 +389,11 @@ def _train_parser() -> argparse.ArgumentParser:
 def _models_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-stream models", description="Manage model files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    pull = sub.add_parser("pull", help="download the detector and classifier ahead of time (for air-gapped use)",
-                          description="Download MediaPipe's face detector into the cache and the classifier into the Hugging Face cache.")
+    pull = sub.add_parser(
+        "pull",
+        help="download the detector and classifier ahead of time (for air-gapped use)",
+        description="Download MediaPipe's face detector into the cache and the classifier into the Hugging Face cache.",
+    )
     pull.add_argument("--force", action="store_true", help="download the detector again even if cached")
     pull.add_argument("--config", metavar="PATH", help="settings file naming the classifier")
     _setting_flags(pull, ("classifier.model",))
@@ -297,8 +402,9 @@ def _models_parser() -> argparse.ArgumentParser:
 
 
 def _config_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-stream config",
-                                description="Print the effective settings (defaults, --config file, flags) as TOML.")
+    p = argparse.ArgumentParser(
+        prog="fer-stream config", description="Print the effective settings (defaults, --config file, flags) as TOML."
+    )
     _common(p)
     return p
 
@@ -310,7 +416,7 @@ def _cpu_only(cfg: Any) -> bool:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {dest[len(_DEST):]: value for dest, value in vars(args).items() if dest.startswith(_DEST) and value is not None}
+    out = {dest[len(_DEST) :]: value for dest, value in vars(args).items() if dest.startswith(_DEST) and value is not None}
     sources = getattr(args, "source", None)
     if sources:
         named = [_named_source(text, n) for n, text in enumerate(sources, 1)]
@@ -336,8 +442,9 @@ def _named_source(text: str, n: int) -> tuple[str | None, str]:
 
 
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(format="fer-stream: %(levelname)s: %(message)s", stream=sys.stderr,
-                        level=logging.DEBUG if debug else logging.WARNING)
+    logging.basicConfig(
+        format="fer-stream: %(levelname)s: %(message)s", stream=sys.stderr, level=logging.DEBUG if debug else logging.WARNING
+    )
     logging.addLevelName(logging.WARNING, "warning")
     logging.addLevelName(logging.ERROR, "error")
     logging.addLevelName(logging.INFO, "info")
@@ -353,9 +460,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
-    parser = {"run": _run_parser, "batch": _batch_parser, "fleet": _fleet_parser, "image": _image_parser, "bench": _bench_parser, "parity": _parity_parser,
-              "eval": _eval_parser, "export": _export_parser, "train": _train_parser, "models": _models_parser,
-              "config": _config_parser}[command]()
+    parser = {
+        "run": _run_parser,
+        "batch": _batch_parser,
+        "fleet": _fleet_parser,
+        "image": _image_parser,
+        "bench": _bench_parser,
+        "parity": _parity_parser,
+        "eval": _eval_parser,
+        "export": _export_parser,
+        "train": _train_parser,
+        "models": _models_parser,
+        "config": _config_parser,
+    }[command]()
     args = parser.parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
@@ -368,8 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "batch":
             from fer_stream.commands.batch import run_batch
 
-            return run_batch(cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed,
-                             video=args.video, ray=args.ray)
+            return run_batch(
+                cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed, video=args.video, ray=args.ray
+            )
         if command == "fleet":
             from fer_stream.commands.cluster import run_fleet
 
@@ -393,16 +511,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
             return run_bench(
-                cfg, args.video[0], as_json=args.json, precisions=precisions, devices=args.devices, batches=args.batches, frames=args.frames,
-                naive_frames=args.naive_frames, live_seconds=args.live_seconds, images=args.images, min_time=args.min_time,
+                cfg,
+                args.video[0],
+                as_json=args.json,
+                precisions=precisions,
+                devices=args.devices,
+                batches=args.batches,
+                frames=args.frames,
+                naive_frames=args.naive_frames,
+                live_seconds=args.live_seconds,
+                images=args.images,
+                min_time=args.min_time,
             )
         if command == "parity":
             from fer_stream.commands.parity import run_parity
 
             if args.count < 1:
                 raise ConfigError("--count must be at least 1")
-            return run_parity(cfg, device=cfg.classifier.device, precision=cfg.classifier.precision, images=args.images,
-                              count=args.count, min_cosine=args.min_cosine, min_top1=args.min_top1, as_json=args.json)
+            return run_parity(
+                cfg,
+                device=cfg.classifier.device,
+                precision=cfg.classifier.precision,
+                images=args.images,
+                count=args.count,
+                min_cosine=args.min_cosine,
+                min_top1=args.min_top1,
+                as_json=args.json,
+            )
         if command == "eval":
             from fer_stream.commands.evaluate import run_eval
 
@@ -418,24 +553,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(result, indent=2))
             else:
-                print(f"wrote {result['path']} ({result['size_mb']} MB, opset {result['opset']}, dynamic batch); "
-                      f"largest difference from PyTorch on {result['images']} images: {result['max_abs_diff']:.2e} "
-                      f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
-                      f"{result['top1_agreement']:.0%}")
+                print(
+                    f"wrote {result['path']} ({result['size_mb']} MB, opset {result['opset']}, dynamic batch); "
+                    f"largest difference from PyTorch on {result['images']} images: {result['max_abs_diff']:.2e} "
+                    f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
+                    f"{result['top1_agreement']:.0%}"
+                )
             return 0
         if command == "train":
             from fer_stream.commands.train import Recipe, run_train
 
-            recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                            label_smoothing=args.label_smoothing, accumulate=args.accumulate, val_fraction=args.val_fraction,
-                            clip=args.clip, restart_epochs=args.restart_epochs, seed=args.seed, augment=args.augment,
-                            class_weights=args.class_weights)
+            recipe = Recipe(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+                label_smoothing=args.label_smoothing,
+                accumulate=args.accumulate,
+                val_fraction=args.val_fraction,
+                clip=args.clip,
+                restart_epochs=args.restart_epochs,
+                seed=args.seed,
+                augment=args.augment,
+                class_weights=args.class_weights,
+            )
             if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
                 raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
             if args.workers is not None and args.workers < 0:
                 raise ConfigError("--workers must be 0 or more")
-            return run_train(cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume,
-                             as_json=args.json, workers=args.workers)
+            return run_train(
+                cfg,
+                args.data,
+                base=cfg.classifier.model,
+                out=args.out,
+                recipe=recipe,
+                resume=args.resume,
+                as_json=args.json,
+                workers=args.workers,
+            )
         if command == "models":
             from fer_stream.commands.pull import pull_models
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +30,15 @@ DEVICES = ("auto", "npu", "cuda", "mps", "cpu")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SMOOTHING = ("ema", "window", "off")
 X264_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
 )
 
 Check = Callable[[Any], str | None]  # returns a description of what is expected, or None if fine
@@ -43,6 +52,7 @@ def _int_range(lo: int, hi: int) -> Check:
     def check(v: Any) -> str | None:
         ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
         return None if ok else f"an integer from {lo} to {hi}"
+
     return check
 
 
@@ -50,12 +60,14 @@ def _float_range(lo: float, hi: float) -> Check:
     def check(v: Any) -> str | None:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
         return None if ok else f"a number from {lo} to {hi}"
+
     return check
 
 
 def _choice(*choices: Any) -> Check:
     def check(v: Any) -> str | None:
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+
     check.choices = choices  # type: ignore[attr-defined]  # the command line offers them
     return check
 
@@ -84,22 +96,25 @@ def _suffix(*suffixes: str) -> Check:
     def check(v: Any) -> str | None:
         if isinstance(v, str) and (not v or Path(v).suffix.lower() in suffixes):
             return None
-        return "a path ending in " + " or ".join(suffixes) + " (or \"\" for none)"
+        return "a path ending in " + " or ".join(suffixes) + ' (or "" for none)'
+
     return check
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    input: str = _setting("", "webcam index (\"0\"), video file, or URL; --source overrides", _str)
+    input: str = _setting("", 'webcam index ("0"), video file, or URL; --source overrides', _str)
     max_frames: int = _setting(0, "stop after this many frames (0 = the whole stream)", _int_range(0, 2**62))
     live: bool = _setting(False, "play a file at its own frame rate, as a camera (newest frame wins; cameras are always live)", _bool)
-    id: str = _setting("", "source id in events, metrics and file names (\"\" = cam1, cam2, ... in order)", _str)
+    id: str = _setting("", 'source id in events, metrics and file names ("" = cam1, cam2, ... in order)', _str)
     transport: str = _setting("tcp", "RTSP transport: tcp | udp | http", _choice("tcp", "udp", "http"))
     open_timeout_s: float = _setting(10.0, "network sources: longest wait for a camera to answer", _float_range(0.5, 3600.0))
     stall_timeout_s: float = _setting(10.0, "network sources: no frame for this long is an outage", _float_range(0.5, 3600.0))
     reconnect_initial_s: float = _setting(1.0, "first pause before reconnecting; doubles after each failure", _float_range(0.1, 3600.0))
     reconnect_max_s: float = _setting(30.0, "longest pause between reconnection attempts", _float_range(0.1, 86400.0))
-    max_pixels: int = _setting(7680 * 4320, "refuse frames larger than this many pixels (7680*4320, 8K UHD; 0 = any size)", _int_range(0, 2**40))
+    max_pixels: int = _setting(
+        7680 * 4320, "refuse frames larger than this many pixels (7680*4320, 8K UHD; 0 = any size)", _int_range(0, 2**40)
+    )
     max_reconnects: int = _setting(-1, "failed attempts in a row before giving up (-1 = never give up)", _int_range(-1, 2**31))
 
 
@@ -115,8 +130,12 @@ class ClassifierConfig:
     precision: str = _setting("fp32", "fp32 | fp16 | bf16 | int8 (int8: dynamic quantization, CPU only)", _choice(*PRECISIONS))
     threads: int = _setting(0, "CPU threads for the classifier (0 = auto: all cores; live, all but one)", _int_range(0, 1024))
     tensor_preprocess: bool = _setting(True, "resize and normalize crops as torch tensors (false = the model's own processor)", _bool)
-    classify_every: int = _setting(1, "files: classify each track on every Nth frame, reusing the result between (1 = every frame)", _int_range(1, 10_000))
-    live_max_hz: float = _setting(5.0, "live: most classifications per track per second (0 = as fast as the device goes)", _float_range(0.0, 1000.0))
+    classify_every: int = _setting(
+        1, "files: classify each track on every Nth frame, reusing the result between (1 = every frame)", _int_range(1, 10_000)
+    )
+    live_max_hz: float = _setting(
+        5.0, "live: most classifications per track per second (0 = as fast as the device goes)", _float_range(0.0, 1000.0)
+    )
 
 
 @dataclass(frozen=True)
@@ -130,12 +149,19 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    kind: str = _setting("auto", "short | full | tiled | auto (short for webcams, tiled for files, cameras and images)",
-                         _choice("auto", "short", "full", "tiled"))
-    model: str = _setting("", "blaze_face_short_range.tflite path (\"\" = $FER_STREAM_DETECTOR_MODEL or the cached download)", _str)
-    full_model: str = _setting("", "face_detection_full_range_sparse.tflite path (\"\" = $FER_STREAM_FULL_RANGE_MODEL or the cached download)", _str)
+    kind: str = _setting(
+        "auto",
+        "short | full | tiled | auto (short for webcams, tiled for files, cameras and images)",
+        _choice("auto", "short", "full", "tiled"),
+    )
+    model: str = _setting("", 'blaze_face_short_range.tflite path ("" = $FER_STREAM_DETECTOR_MODEL or the cached download)', _str)
+    full_model: str = _setting(
+        "", 'face_detection_full_range_sparse.tflite path ("" = $FER_STREAM_FULL_RANGE_MODEL or the cached download)', _str
+    )
     min_confidence: float = _setting(0.5, "minimum face-detection score of the short-range model", _float_range(0.0, 1.0))
-    full_min_confidence: float = _setting(0.6, "minimum face-detection score of the full-range model (full and tiled)", _float_range(0.0, 1.0))
+    full_min_confidence: float = _setting(
+        0.6, "minimum face-detection score of the full-range model (full and tiled)", _float_range(0.0, 1.0)
+    )
     crop_margin: float = _setting(0.1, "grow each face box by this fraction on every side before cropping", _float_range(0.0, 1.0))
     tile_size: int = _setting(640, "tiled: tile side in frame pixels (smaller finds smaller faces, costs more)", _int_range(64, 8192))
     tile_overlap: float = _setting(0.2, "tiled: overlap of neighbouring tiles, as a fraction of a tile", _float_range(0.0, 0.9))
@@ -143,14 +169,20 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    min_face_px: int = _setting(20, "faces whose box is narrower or shorter than this are unusable (not classified)", _int_range(0, 100_000))
-    min_sharpness: float = _setting(10.0, "faces less sharp than this (variance of the Laplacian at 64x64) are unusable", _float_range(0.0, 1e6))
+    min_face_px: int = _setting(
+        20, "faces whose box is narrower or shorter than this are unusable (not classified)", _int_range(0, 100_000)
+    )
+    min_sharpness: float = _setting(
+        10.0, "faces less sharp than this (variance of the Laplacian at 64x64) are unusable", _float_range(0.0, 1e6)
+    )
     min_score: float = _setting(0.0, "faces the detector scored under this are unusable (0 = all it reports)", _float_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)
 class QueuesConfig:
-    max_mb: int = _setting(1024, "most megabytes of frames all queues of one source hold; big frames get shorter queues", _int_range(16, 1 << 20))
+    max_mb: int = _setting(
+        1024, "most megabytes of frames all queues of one source hold; big frames get shorter queues", _int_range(16, 1 << 20)
+    )
     frames: int = _setting(8, "decoded frames waiting for detection", _int_range(1, 1024))
     faces: int = _setting(16, "detected frames waiting for classification", _int_range(1, 1024))
     results: int = _setting(8, "classified frames waiting for overlay and output", _int_range(1, 1024))
@@ -158,24 +190,30 @@ class QueuesConfig:
 
 @dataclass(frozen=True)
 class DisplayConfig:
-    enabled: Any = _setting("auto", "on-screen window: \"auto\" (on for webcams with a screen), true or false", _display)
+    enabled: Any = _setting("auto", 'on-screen window: "auto" (on for webcams with a screen), true or false', _display)
     title: str = _setting("fer-stream", "window title", _str)
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    video: str = _setting("", "annotated MP4 to write (\"\" = none)", _suffix(".mp4", ".m4v", ".mov", ".mkv"))
-    events: str = _setting("", "per-face event log, .jsonl or .csv (\"\" = none)", _suffix(".jsonl", ".csv"))
-    summary: str = _setting("", "summary JSON written at the end (\"\" = none)", _suffix(".json"))
-    report: str = _setting("", "self-contained HTML report: timelines per track, flagged moments, settings (\"\" = none)", _suffix(".html", ".htm"))
-    timeline: str = _setting("", "CSV with each track's mean probabilities and dominant label per time bucket (\"\" = none)", _suffix(".csv"))
+    video: str = _setting("", 'annotated MP4 to write ("" = none)', _suffix(".mp4", ".m4v", ".mov", ".mkv"))
+    events: str = _setting("", 'per-face event log, .jsonl or .csv ("" = none)', _suffix(".jsonl", ".csv"))
+    summary: str = _setting("", 'summary JSON written at the end ("" = none)', _suffix(".json"))
+    report: str = _setting(
+        "", 'self-contained HTML report: timelines per track, flagged moments, settings ("" = none)', _suffix(".html", ".htm")
+    )
+    timeline: str = _setting(
+        "", 'CSV with each track\'s mean probabilities and dominant label per time bucket ("" = none)', _suffix(".csv")
+    )
     timeline_seconds: float = _setting(1.0, "length of a timeline bucket, seconds", _float_range(0.04, 86400.0))
     overwrite: bool = _setting(False, "replace outputs that already exist (otherwise an existing output is an error)", _bool)
     audio: bool = _setting(True, "copy the input's audio stream into the annotated MP4", _bool)
     crf: int = _setting(20, "H.264 quality: lower is better and larger (0-51)", _int_range(0, 51))
     preset: str = _setting("veryfast", "x264 speed preset (ultrafast ... veryslow)", _choice(*X264_PRESETS))
     progress: bool = _setting(True, "progress bar for files", _bool)
-    segment_seconds: float = _setting(0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7))
+    segment_seconds: float = _setting(
+        0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7)
+    )
 
 
 def _address(v: Any) -> str | None:
@@ -183,13 +221,13 @@ def _address(v: Any) -> str | None:
         port = v.rpartition(":")[2]
         if v == "" or (port.isdigit() and int(port) <= 65535):
             return None
-    return "PORT or HOST:PORT, e.g. 9108 or 0.0.0.0:9108 (\"\" = off)"
+    return 'PORT or HOST:PORT, e.g. 9108 or 0.0.0.0:9108 ("" = off)'
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    address: str = _setting("", "serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT (\"\" = off)", _address)
-    token: str = _setting("", "require this token (Authorization: Bearer or ?token=); \"\" = $FER_STREAM_SERVE_TOKEN or none", _str)
+    address: str = _setting("", 'serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT ("" = off)', _address)
+    token: str = _setting("", 'require this token (Authorization: Bearer or ?token=); "" = $FER_STREAM_SERVE_TOKEN or none', _str)
     max_clients: int = _setting(32, "most connections served at once; more are turned away", _int_range(1, 4096))
     max_viewers: int = _setting(8, "most MJPEG previews watched at once", _int_range(0, 1024))
 
@@ -320,7 +358,7 @@ def _streams(tables: Any, origin: str) -> list[tuple[str, str]]:
     if tables is None:
         return []
     if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
-        raise ConfigError(f"{origin}: 'sources' must be an array of tables: [[sources]] with id = \"...\" and input = \"...\"")
+        raise ConfigError(f'{origin}: \'sources\' must be an array of tables: [[sources]] with id = "..." and input = "..."')
     out = []
     for n, t in enumerate(tables, 1):
         unknown = set(t) - {"id", "input"}
@@ -328,8 +366,9 @@ def _streams(tables: Any, origin: str) -> list[tuple[str, str]]:
             raise ConfigError(f"{origin}: [[sources]] number {n} has unknown key '{sorted(unknown)[0]}'; it knows id and input")
         sid, spec = t.get("id", default_id(n)), t.get("input")
         if not isinstance(spec, str) or not spec or not isinstance(sid, str) or not valid_id(sid):
-            raise ConfigError(f"{origin}: [[sources]] number {n} needs input = \"URL, file or webcam index\" and an id of "
-                              "letters, digits, - and _")
+            raise ConfigError(
+                f'{origin}: [[sources]] number {n} needs input = "URL, file or webcam index" and an id of letters, digits, - and _'
+            )
         out.append((sid, spec))
     check_unique_ids([sid for sid, _ in out], f"{origin}: [[sources]]")
     return out
@@ -386,9 +425,7 @@ def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: s
         names = [f.name for f in dataclasses.fields(sections[table])]
         for key, value in content.items():
             if key not in names:
-                raise ConfigError(
-                    f"{origin}: unknown key '{table}.{key}'; [{table}] knows: {', '.join(names)}"
-                )
+                raise ConfigError(f"{origin}: unknown key '{table}.{key}'; [{table}] knows: {', '.join(names)}")
             values[table][key] = _validate(sections[table], key, value, f"{origin} [{table}]")
 
 
@@ -400,8 +437,8 @@ def render(cfg: Config | None = None) -> str:
         "# `fer-stream --config PATH`; command-line flags override what a file says.",
         "# Several cameras in one process: add one table per camera (ids name their outputs),",
         "#   [[sources]]",
-        "#   id = \"door\"",
-        "#   input = \"rtsp://10.0.0.7/stream1\"",
+        '#   id = "door"',
+        '#   input = "rtsp://10.0.0.7/stream1"',
         "# and put {source} in output.video and output.events.",
     ]
     current = None

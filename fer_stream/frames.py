@@ -137,6 +137,13 @@ class Face:
     def with_prediction(self, prediction: Prediction | None, fresh: bool = True) -> Face:
         return replace(self, prediction=prediction, fresh=fresh and prediction is not None)
 
+    @property
+    def track_id(self) -> int:
+        """The track id of a face that went through the tracker (every face in a pipeline's results)."""
+        if self.track is None:
+            raise ValueError("this face has not been tracked")
+        return self.track
+
     def with_track(self, track: int) -> Face:
         return replace(self, track=track)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-State = Literal["streaming", "reconnecting", "failed", "ended"]
+State = Literal["connecting", "streaming", "reconnecting", "failed", "stopped", "ended"]
 
 
 @dataclass(frozen=True)
 class SourceHealth:
-    """A source's state (streaming, reconnecting, failed, ended), frames read and, for network
+    """A source's state (connecting, streaming, reconnecting, failed, stopped, ended), frames read and, for network
     sources (``network``), the age of the last frame, reconnects, outages and downtime."""
 
     url: str
@@ -33,8 +33,14 @@ class SourceHealth:
         """The ``/healthz`` JSON of the source: the network fields only for network sources."""
         out: dict[str, Any] = {"url": self.url, "state": self.state, "frames": self.frames}
         if self.network:
-            out.update(last_frame_age_s=self.last_frame_age_s, reconnects=self.reconnects, outages=self.outages,
-                       down_s=self.down_s, outage_since=self.outage_since, last_error=self.last_error)
+            out.update(
+                last_frame_age_s=self.last_frame_age_s,
+                reconnects=self.reconnects,
+                outages=self.outages,
+                down_s=self.down_s,
+                outage_since=self.outage_since,
+                last_error=self.last_error,
+            )
         elif self.last_error is not None:
             out["last_error"] = self.last_error
         return out

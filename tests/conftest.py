@@ -20,12 +20,35 @@ LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 # The order the Ascend copy of trpakov/vit-face-expression lists the same labels in.
 ASCEND_ORDER = ["sad", "disgust", "angry", "neutral", "fear", "surprise", "happy"]
 
-if not DETECTOR.is_file():
-    raise pytest.UsageError(f"test data not found at {SHARED}; set FER_STREAM_SHARED to the shared/ folder")
+HAVE_MEDIA = DETECTOR.is_file()
 
 
-def save_tiny_vit(folder: Path, labels: list[str], seed: int = 0, base: Path | None = None,
-                  rows: list[int] | None = None) -> Path:
+def media_file(part: str) -> Path:
+    """The ../shared video whose name contains ``part`` (a path that does not exist without the data)."""
+    return next((p for p in MEDIA if part in p.name), SHARED / "media" / f"missing-{part}.mp4")
+
+collect_ignore = ["rtsp_server.py"]  # run by Debian's python3 (GStreamer), not a test module
+# Fixtures that read ../shared: a test using one (directly or through another) is a media test.
+MEDIA_FIXTURES = {"tiny_model", "clf", "detector", "tiled_detector", "ascend_model", "cli_env", "long_videos", "archive",
+                  "single_runs", "reported", "local_ray", "video", "model_server"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if MEDIA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.media)
+
+
+@pytest.fixture(autouse=True)
+def _media_present(request: pytest.FixtureRequest) -> None:
+    """A media test without the test data is an error naming the fix, not a skip."""
+    if not HAVE_MEDIA and request.node.get_closest_marker("media"):
+        raise pytest.UsageError(f"test data not found at {SHARED}; set FER_STREAM_SHARED to the shared/ folder, "
+                                "or run the fast tier: pytest -m 'not media'")
+
+
+def save_tiny_vit(folder: Path, labels: list[str], seed: int = 0, base: Path | None = None, rows: list[int] | None = None) -> Path:
     """A 2-layer ViT on 32x32 inputs with its image processor, saved as safetensors.
 
     With ``base``, the network is that saved model's, its output rows reordered by ``rows`` (if
@@ -39,8 +62,13 @@ def save_tiny_vit(folder: Path, labels: list[str], seed: int = 0, base: Path | N
     if base is None:
         torch.manual_seed(seed)
         cfg = ViTConfig(
-            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, num_labels=len(labels),
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=len(labels),
         )
         model = ViTForImageClassification(cfg)
         _fit(model, labels)
@@ -137,7 +165,11 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fer_stream", *args], env=env, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "fer_stream", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

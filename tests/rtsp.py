@@ -17,8 +17,10 @@ def gst_rtsp_available() -> bool:
     """Whether Debian's python3 can import GStreamer's RTSP server (python3-gi + gir1.2-gst-rtsp-server-1.0)."""
     if not os.path.exists(SYSTEM_PYTHON):
         return False
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import Gst, GstRtspServer")
+    probe = (
+        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+        "from gi.repository import Gst, GstRtspServer"
+    )
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 

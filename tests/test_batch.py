@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import LABELS, MEDIA, decode_video, run_cli
 
 FRAMES = 30  # per video: enough for tracks and batches, quick enough for CI
@@ -28,8 +27,9 @@ def assert_same_events(got: list[dict], want: list[dict]) -> None:
     """
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        assert {k: v for k, v in g.items() if k not in ("probs", "confidence")} == \
-               {k: v for k, v in w.items() if k not in ("probs", "confidence")}
+        assert {k: v for k, v in g.items() if k not in ("probs", "confidence")} == {
+            k: v for k, v in w.items() if k not in ("probs", "confidence")
+        }
         if "probs" in w:
             assert g["confidence"] == pytest.approx(w["confidence"], abs=1e-5)
             assert g["probs"] == pytest.approx(w["probs"], abs=1e-5)
@@ -50,8 +50,24 @@ def single_runs(archive: Path, tiny_model: Path, cli_env: dict, tmp_path_factory
     out = {}
     for video in sorted(archive.iterdir()):
         d = tmp_path_factory.mktemp(video.stem)
-        r = run_cli(["--source", str(video), "--model", str(tiny_model), "--max-frames", str(FRAMES), "-q",
-                     "--output", str(d / "a.mp4"), "--events", str(d / "e.jsonl"), "--summary", str(d / "s.json")], cli_env)
+        r = run_cli(
+            [
+                "--source",
+                str(video),
+                "--model",
+                str(tiny_model),
+                "--max-frames",
+                str(FRAMES),
+                "-q",
+                "--output",
+                str(d / "a.mp4"),
+                "--events",
+                str(d / "e.jsonl"),
+                "--summary",
+                str(d / "s.json"),
+            ],
+            cli_env,
+        )
         assert r.returncode == 0, r.stderr
         out[video.stem] = d
     return out
@@ -59,8 +75,9 @@ def single_runs(archive: Path, tiny_model: Path, cli_env: dict, tmp_path_factory
 
 def test_batch_writes_each_video_like_a_single_run(archive, single_runs, tiny_model, cli_env, tmp_path):
     out = tmp_path / "out"
-    r = run_cli(["batch", str(archive), "--out", str(out), "--model", str(tiny_model), "--max-frames", str(FRAMES),
-                 "--jobs", "2", "-q"], cli_env)
+    r = run_cli(
+        ["batch", str(archive), "--out", str(out), "--model", str(tiny_model), "--max-frames", str(FRAMES), "--jobs", "2", "-q"], cli_env
+    )
     assert r.returncode == 0, r.stderr
     assert "2 of 2 videos done, 0 failed" in r.stdout
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
@@ -68,8 +85,7 @@ def test_batch_writes_each_video_like_a_single_run(archive, single_runs, tiny_mo
     for rec in records:
         assert rec["status"] == "done" and rec["error"] is None and rec["frames"] == FRAMES
         folder = out / rec["name"]
-        assert sorted(p.name for p in folder.iterdir()) == ["annotated.mp4", "events.jsonl", "report.html",
-                                                             "summary.json", "timeline.csv"]
+        assert sorted(p.name for p in folder.iterdir()) == ["annotated.mp4", "events.jsonl", "report.html", "summary.json", "timeline.csv"]
         assert set(rec["outputs"]) == {"video", "events", "summary", "report", "timeline"}
         ref = single_runs[rec["name"]]
         assert_same_events(_events(folder / "events.jsonl"), _events(ref / "e.jsonl"))
@@ -213,9 +229,8 @@ def test_classifier_service_passes_errors_to_every_waiting_caller():
         def forward(self, pixels):
             raise RuntimeError("device lost")
 
-    with ClassifierService(Broken()) as service:
-        with pytest.raises(RuntimeError, match="device lost"):
-            service.client().forward(torch.zeros(2, 1, 1, 1))
+    with ClassifierService(Broken()) as service, pytest.raises(RuntimeError, match="device lost"):
+        service.client().forward(torch.zeros(2, 1, 1, 1))
 
 
 # -- Ray -------------------------------------------------------------------------------------------
@@ -226,18 +241,26 @@ def local_ray(cli_env):
     """A local Ray with two CPUs, its workers seeing the tests' model paths and offline hub."""
     ray = pytest.importorskip("ray")
     keep = ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_CACHE", "HF_HUB_OFFLINE")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {k: cli_env[k] for k in keep}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {k: cli_env[k] for k in keep}})
     yield ray
     ray.shutdown()
 
 
 def _cfg(tiny_model, **more):
     from conftest import DETECTOR, FULL_RANGE
+
     from fer_stream.config import load_config
 
-    return load_config(None, {"classifier.model": str(tiny_model), "detector.model": str(DETECTOR),
-                              "detector.full_model": str(FULL_RANGE), "output.progress": False, **more})
+    return load_config(
+        None,
+        {
+            "classifier.model": str(tiny_model),
+            "detector.model": str(DETECTOR),
+            "detector.full_model": str(FULL_RANGE),
+            "output.progress": False,
+            **more,
+        },
+    )
 
 
 def test_batch_on_ray_equals_single_process_runs(local_ray, archive, single_runs, tiny_model, tmp_path, capsys):
@@ -271,12 +294,12 @@ def test_camera_groups_run_as_ray_actors_each_serving_metrics(local_ray, archive
 
     videos = sorted(archive.iterdir())
     ports = {"east": free_port(), "west": free_port()}
-    cfgs = {name: _cfg(tiny_model, **{"source.live": True, "serve.address": f"127.0.0.1:{port}"})
-            for name, port in ports.items()}
+    cfgs = {name: _cfg(tiny_model, **{"source.live": True, "serve.address": f"127.0.0.1:{port}"}) for name, port in ports.items()}
     import dataclasses
 
-    cfgs = {name: dataclasses.replace(cfg, sources=((f"{name}-cam", str(video.resolve())),))
-            for (name, cfg), video in zip(cfgs.items(), videos)}
+    cfgs = {
+        name: dataclasses.replace(cfg, sources=((f"{name}-cam", str(video.resolve())),)) for (name, cfg), video in zip(cfgs.items(), videos)
+    }
     actors = start_groups(cfgs, "auto")
     runs = {name: actor.run.remote() for name, actor in actors.items()}
 
@@ -325,8 +348,9 @@ def test_a_killed_ray_worker_s_video_is_run_again(local_ray, archive, single_run
 
     out = tmp_path / "out"
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(run_batch(
-        _cfg(tiny_model, **{"source.max_frames": FRAMES}), [str(archive)], str(out), ray="auto")))
+    t = threading.Thread(
+        target=lambda: result.append(run_batch(_cfg(tiny_model, **{"source.max_frames": FRAMES}), [str(archive)], str(out), ray="auto"))
+    )
     t.start()
     killed = None
     deadline = time.monotonic() + 120

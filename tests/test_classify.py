@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import ASCEND_ORDER, EXPRESSIONS, LABELS, save_tiny_vit
+
 from fer_stream import EmotionClassifier
 from fer_stream.errors import DeviceError, ModelError
 

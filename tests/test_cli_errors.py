@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import MEDIA, run_cli
 
 
@@ -24,7 +23,10 @@ CASES = {
     "missing file": (["--source", "/no/such/video.mp4"], "does not exist"),
     "random bytes": (["--source", "{bad}/random.mp4"], "cannot open video file"),
     "truncated video": (["--source", "{bad}/truncated.mp4"], "cannot open video file"),
-    "dead RTSP camera": (["--source", "rtsp://127.0.0.1:9/stream", "--max-reconnects", "0", "--model", "{tiny}"], "cannot open stream 'rtsp://127.0.0.1:9/stream'"),
+    "dead RTSP camera": (
+        ["--source", "rtsp://127.0.0.1:9/stream", "--max-reconnects", "0", "--model", "{tiny}"],
+        "cannot open stream 'rtsp://127.0.0.1:9/stream'",
+    ),
     "unknown device": (["--source", "{video}", "--device", "tpu"], "'device' must be one of"),
     "folder that is no model": (["--source", "{video}", "--model", "{bad}/notamodel"], "not a model folder"),
     "npu without torch_npu": (["--source", "{video}", "--model", "{tiny}", "--device", "npu"], "pip install 'fer-stream[npu]'"),
@@ -32,15 +34,29 @@ CASES = {
     "no camera": (["--source", "9"], "cannot open webcam 9"),
     "bad config value": (["--source", "{video}", "--max-batch", "0"], "'max_batch' must be"),
     "unwritable output": (["--source", "{video}", "--output", "/no/such/dir/out.mp4"], "does not exist"),
-    "bad detector model": (["--source", "{video}", "--model", "{tiny}", "--detector", "short", "--detector-model", "{bad}/random.mp4"], "does not load in MediaPipe"),
-    "bad short-range model, tiled": (["--source", "{video}", "--model", "{tiny}", "--detector-model", "{bad}/random.mp4"], "point it at MediaPipe's blaze_face_short_range.tflite"),
-    "bad full-range model": (["--source", "{video}", "--model", "{tiny}", "--full-range-model", "{bad}/random.mp4"], "point it at MediaPipe's face_detection_full_range_sparse.tflite"),
-    "missing full-range model": (["--source", "{video}", "--model", "{tiny}", "--detector", "full", "--full-range-model", "/no/such.tflite"], "does not exist"),
+    "bad detector model": (
+        ["--source", "{video}", "--model", "{tiny}", "--detector", "short", "--detector-model", "{bad}/random.mp4"],
+        "does not load in MediaPipe",
+    ),
+    "bad short-range model, tiled": (
+        ["--source", "{video}", "--model", "{tiny}", "--detector-model", "{bad}/random.mp4"],
+        "point it at MediaPipe's blaze_face_short_range.tflite",
+    ),
+    "bad full-range model": (
+        ["--source", "{video}", "--model", "{tiny}", "--full-range-model", "{bad}/random.mp4"],
+        "point it at MediaPipe's face_detection_full_range_sparse.tflite",
+    ),
+    "missing full-range model": (
+        ["--source", "{video}", "--model", "{tiny}", "--detector", "full", "--full-range-model", "/no/such.tflite"],
+        "does not exist",
+    ),
     "window on a headless machine": (["--source", "{video}", "--model", "{tiny}", "--display"], "--no-display"),
     "no source": ([], "no source given"),
     "missing image": (["image", "/no/such/face.jpg"], "does not exist"),
-    "two cameras, one output file": (["--source", "a=rtsp://127.0.0.1:9/a", "--source", "b=rtsp://127.0.0.1:9/b",
-                                      "--output", "{bad}/out.mp4"], "put {source} in the --output path"),
+    "two cameras, one output file": (
+        ["--source", "a=rtsp://127.0.0.1:9/a", "--source", "b=rtsp://127.0.0.1:9/b", "--output", "{bad}/out.mp4"],
+        "put {source} in the --output path",
+    ),
     "same id twice": (["--source", "a=rtsp://127.0.0.1:9/a", "--source", "a=rtsp://127.0.0.1:9/b"], "ids must differ"),
     "bad serve address": (["--source", "{video}", "--serve", "localhost:http"], "'address' must be PORT or HOST:PORT"),
 }
@@ -79,7 +95,11 @@ def test_silent_camera_times_out_with_a_clear_line(cli_env, tiny_model):
     threading.Thread(target=accept, daemon=True).start()
     try:
         start = time.monotonic()
-        r = run_cli(["--source", f"rtsp://127.0.0.1:{port}/cam", "--max-reconnects", "0", "--model", str(tiny_model), "--quiet"], cli_env, timeout=60)
+        r = run_cli(
+            ["--source", f"rtsp://127.0.0.1:{port}/cam", "--max-reconnects", "0", "--model", str(tiny_model), "--quiet"],
+            cli_env,
+            timeout=60,
+        )
         took = time.monotonic() - start
     finally:
         stop.set()

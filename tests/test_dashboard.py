@@ -10,12 +10,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from conftest import LABELS
 from rtsp import gst_rtsp_available
 from test_rtsp import long_videos  # noqa: F401  (the looped RTSP media fixture)
-from fer_stream.serve.dashboard import SourceView
+
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
+from fer_stream.serve.dashboard import SourceView
 
 
 def _result(t: float, faces: list[tuple[int, str, float, bool]]) -> FrameResult:
@@ -50,9 +50,8 @@ def test_view_takes_one_thumbnail_per_track_per_interval_and_only_fresh_results(
 
 @pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")
 def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env, tmp_path, long_videos):  # noqa: F811
-    from test_rtsp import RtspServer, Run
-
     import cv2
+    from test_rtsp import RtspServer, Run
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -61,23 +60,50 @@ def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env
         pytest.skip("chromium not installed (apt-get install chromium)")
     token = "s3cret-dash"
     with RtspServer({"a": long_videos["a"]}) as server:
-        run = Run(["--source", f"door={server.url('a')}", "--model", str(tiny_model), "--detector", "short",
-                   "--threshold", "0.99", "--serve-token", token], cli_env, tmp_path)
+        run = Run(
+            [
+                "--source",
+                f"door={server.url('a')}",
+                "--model",
+                str(tiny_model),
+                "--detector",
+                "short",
+                "--threshold",
+                "0.99",
+                "--serve-token",
+                token,
+            ],
+            cli_env,
+            tmp_path,
+        )
         try:
+
             def state() -> dict:
                 req = urllib.request.Request(run.base + "/api/state", headers={"Authorization": f"Bearer {token}"})
                 with urllib.request.urlopen(req, timeout=5) as r:
                     return json.loads(r.read())
 
-            run.wait_for(lambda: state()["sources"]["door"]["mix_faces"] > 10 and state()["sources"]["door"]["flagged"],
-                         timeout=90, what="classified and flagged faces on the dashboard")
+            run.wait_for(
+                lambda: state()["sources"]["door"]["mix_faces"] > 10 and state()["sources"]["door"]["flagged"],
+                timeout=90,
+                what="classified and flagged faces on the dashboard",
+            )
             s = state()["sources"]["door"]
             assert s["health"]["state"] == "streaming" and s["tracks"] and set(s["mix"]) <= set(LABELS)
             assert run.get("/")[0] == 401  # the page too needs the token
             url = f"{run.base}/?token={token}"
             shot = tmp_path / "dashboard.png"
-            args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1000",
-                    "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0"]
+            args = [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1280,1000",
+                "--virtual-time-budget=5000",
+                "--enable-logging=stderr",
+                "--v=0",
+            ]
             r = subprocess.run(args + [f"--screenshot={shot}", url], capture_output=True, text=True, timeout=120)
             assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
             assert "Uncaught" not in r.stderr and "CONSOLE" not in r.stderr, r.stderr[-2000:]
@@ -93,4 +119,3 @@ def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env
     assert len(np.unique(live // 32, axis=0)) >= 20, "the live picture did not render"
     bar = image[60:80, 30:300].reshape(-1, 3)  # the green "streaming" badge
     assert (np.abs(bar.astype(int) - (0x69, 0x96, 0x05)).sum(1) < 60).any()
-

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from conftest import FACES, media_file
 
-from conftest import FACES, MEDIA
 from fer_stream.frames import Box
 from fer_stream.io.images import read_image
 
@@ -32,7 +32,7 @@ def test_row_padded_frames_still_find_faces(detector):
     """PyAV returns row-padded arrays for widths like 436; MediaPipe alone finds nothing in them."""
     import av
 
-    portrait = next(p for p in MEDIA if "436x384" in p.name)
+    portrait = media_file("436x384")
     with av.open(str(portrait)) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert not frame.flags["C_CONTIGUOUS"]

@@ -5,15 +5,15 @@ import random
 import cv2
 import numpy as np
 import pytest
-
 from conftest import DETECTOR, FACES, FULL_RANGE, MEDIA
-from fer_stream.model.blazeface import FULL_RANGE as FULL_SPEC
-from fer_stream.model.blazeface import SHORT_RANGE, BlazeFace, iou_matrix, weighted_nms
-from fer_stream.model.detector import FullRangeDetector, make_detector, merge, resolve_kind, tile_grid
+
 from fer_stream.commands.detection_bench import _heads_and_backgrounds, evaluate_kind, make_scenes
 from fer_stream.errors import ModelError
 from fer_stream.frames import Box
 from fer_stream.io.images import read_image
+from fer_stream.model.blazeface import FULL_RANGE as FULL_SPEC
+from fer_stream.model.blazeface import SHORT_RANGE, BlazeFace, iou_matrix, weighted_nms
+from fer_stream.model.detector import FullRangeDetector, make_detector, merge, resolve_kind, tile_grid
 from fer_stream.model.quality import QualityGate, sharpness
 
 
@@ -41,6 +41,7 @@ def test_our_ssd_decoding_reproduces_mediapipe(detector, name):
     assert abs(float(scores[0]) - expected.score) < 0.03
 
 
+@pytest.mark.media
 def test_a_batch_gives_what_single_images_give():
     """The short-range model lays a batch out grid by grid; decoding must undo that."""
     images = [read_image(FACES / n) for n in ("one_face.jpg", "no_face.jpg", "one_face_large.png")]
@@ -53,6 +54,7 @@ def test_a_batch_gives_what_single_images_give():
             np.testing.assert_allclose(bs, ss, atol=1e-5)
 
 
+@pytest.mark.media
 def test_full_range_finds_the_faces_and_not_the_empty_picture():
     with FullRangeDetector(FULL_RANGE) as det:
         for name, expected in (("one_face.jpg", Box(97, 116, 175, 175)), ("one_face_large.png", Box(526, 226, 275, 275))):
@@ -114,6 +116,7 @@ def test_tiled_finds_small_faces_that_short_range_misses(scenes, detector, tiled
     assert tiled["1080p"]["recall_ge_40px"] > short["1080p"]["recall_ge_40px"] + 0.5
 
 
+@pytest.mark.media
 def test_quality_marks_small_and_blurry_faces():
     face = read_image(FACES / "one_face.jpg")[116:291, 97:272]
     gate = QualityGate(min_size=20, min_sharpness=10.0, min_score=0.6)

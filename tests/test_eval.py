@@ -5,10 +5,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from conftest import EXPRESSIONS, LABELS, run_cli
-from fer_stream.errors import SourceError
+
 from fer_stream.commands.evaluate import evaluate, map_classes
+from fer_stream.errors import SourceError
 from fer_stream.io.images import find_images, read_image
 
 
@@ -44,8 +44,9 @@ def test_folder_names_map_by_synonym_and_case(clf, tmp_path):
     rep = evaluate(clf, tmp_path)
     assert rep["folders"] == {"Anger": "angry", "HAPPINESS": "happy", "Surprised": "surprise", "sadness": "sad"}
     assert rep["images"] == 20
-    assert [rep["per_class"][l]["support"] for l in rep["labels"]] == [5 if l in ("angry", "happy", "sad", "surprise") else 0
-                                                                        for l in rep["labels"]]
+    assert [rep["per_class"][l]["support"] for l in rep["labels"]] == [
+        5 if l in ("angry", "happy", "sad", "surprise") else 0 for l in rep["labels"]
+    ]
 
 
 def test_a_class_that_maps_to_nothing_is_a_clear_error(clf, cli_env, tiny_model, tmp_path):

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
+from conftest import FACES, media_file, run_cli
 
-from conftest import FACES, MEDIA, run_cli
-
-VIDEO = next(p for p in MEDIA if "436x384" in p.name)
+VIDEO = media_file("436x384")
 
 
 def _png_declaring(path: Path, width: int, height: int) -> None:
@@ -32,9 +30,11 @@ def test_outputs_never_replace_the_input_or_an_existing_file(tiny_model, cli_env
     link = tmp_path / "link.mp4"
     link.symlink_to(video)
     before = video.read_bytes()
-    for args in (["--source", str(video), "--output", str(video), "--overwrite"],
-                 ["--source", str(link), "--output", str(video), "--overwrite"],
-                 ["--source", str(video), "--events", str(video.with_suffix(".jsonl")), "--output", str(link), "--overwrite"]):
+    for args in (
+        ["--source", str(video), "--output", str(video), "--overwrite"],
+        ["--source", str(link), "--output", str(video), "--overwrite"],
+        ["--source", str(video), "--events", str(video.with_suffix(".jsonl")), "--output", str(link), "--overwrite"],
+    ):
         r = run_cli(args + ["--model", str(tiny_model), "-q"], cli_env)
         assert r.returncode == 1 and "is the input" in r.stderr and r.stderr.count("\n") == 1
     assert video.read_bytes() == before
@@ -43,8 +43,9 @@ def test_outputs_never_replace_the_input_or_an_existing_file(tiny_model, cli_env
     r = run_cli(["--source", str(video), "--events", str(events), "--model", str(tiny_model), "-q"], cli_env)
     assert r.returncode == 1 and "already exists; pass --overwrite" in r.stderr
     assert events.read_text() == "yesterday's log\n"  # untouched: refused before anything ran
-    r = run_cli(["--source", str(video), "--events", str(events), "--max-frames", "5", "--overwrite",
-                 "--model", str(tiny_model), "-q"], cli_env)
+    r = run_cli(
+        ["--source", str(video), "--events", str(events), "--max-frames", "5", "--overwrite", "--model", str(tiny_model), "-q"], cli_env
+    )
     assert r.returncode == 0, r.stderr
     assert len(events.read_text().splitlines()) == 5 and not list(tmp_path.glob("*.partial.*"))
 
@@ -128,9 +129,27 @@ def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cl
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
 
     events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
-    r = subprocess.run([sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model),
-                        "--events", str(events), "--summary", str(summary), "-q"], env=cli_env, capture_output=True,
-                       text=True, timeout=300, preexec_fn=limit)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_stream",
+            "--source",
+            str(VIDEO),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "-q",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fer-stream: error: writing event log") and str(events) in lines[0]
@@ -145,8 +164,9 @@ def test_a_planted_partial_file_link_is_replaced_not_written_through(tiny_model,
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
     (tmp_path / "e.partial.jsonl").symlink_to(victim)
-    r = run_cli(["--source", str(VIDEO), "--events", str(tmp_path / "e.jsonl"), "--max-frames", "3",
-                 "--model", str(tiny_model), "-q"], cli_env)
+    r = run_cli(
+        ["--source", str(VIDEO), "--events", str(tmp_path / "e.jsonl"), "--max-frames", "3", "--model", str(tiny_model), "-q"], cli_env
+    )
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "keep me\n" and len((tmp_path / "e.jsonl").read_text().splitlines()) == 3
 
@@ -161,9 +181,27 @@ def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
 
-    r = subprocess.run([sys.executable, "-m", "fer_stream", "--source", f"a={VIDEO}", "--source", f"b={VIDEO}",
-                        "--model", str(tiny_model), "--events", str(tmp_path / "{source}.jsonl"), "-q"],
-                       env=cli_env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_stream",
+            "--source",
+            f"a={VIDEO}",
+            "--source",
+            f"b={VIDEO}",
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(tmp_path / "{source}.jsonl"),
+            "-q",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("fer-stream: error:")]
     assert 1 <= len(errors) <= 2 and all("writing event log" in e for e in errors)
@@ -173,8 +211,8 @@ def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model
 
 
 def test_frames_beyond_max_pixels_are_refused_and_queues_shrink_for_big_frames(tiny_model, cli_env):
-    from fer_stream.config import load_config
     from fer_stream.build import queue_sizes
+    from fer_stream.config import load_config
 
     r = run_cli(["--source", str(VIDEO), "--max-pixels", "100000", "--model", str(tiny_model), "-q"], cli_env)
     assert r.returncode == 1 and "436x384, over --max-pixels 100000" in r.stderr and r.stderr.count("\n") == 1

@@ -5,8 +5,8 @@ import json
 import threading
 
 import pytest
-
 from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, run_cli
+
 from fer_stream.errors import ModelError
 from fer_stream.model.detector_files import ENV_DETECTOR, download_detector, resolve_detector_model
 
@@ -74,8 +74,11 @@ def test_download_once_into_the_cache(model_server, tmp_path, monkeypatch):
 
 def test_a_download_that_is_not_the_published_model_is_not_cached(model_server, tmp_path, monkeypatch):
     url, _ = model_server
-    for path, kind in (("/broken", "short"), ("/tampered.tflite", "short"),
-                       ("/blaze_face_short_range.tflite", "full")):  # a model, but not the full-range one
+    for path, kind in (
+        ("/broken", "short"),
+        ("/tampered.tflite", "short"),
+        ("/blaze_face_short_range.tflite", "full"),
+    ):  # a model, but not the full-range one
         with pytest.raises(ModelError, match="not MediaPipe's published file"):
             download_detector(tmp_path / "m.tflite", url + path, kind=kind)
     for path in ("/huge.tflite", "/endless.tflite"):
@@ -88,8 +91,7 @@ def test_a_download_that_is_not_the_published_model_is_not_cached(model_server, 
 
 
 def test_offline_with_nothing_cached(cli_env, tmp_path, tiny_model):
-    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL="http://127.0.0.1:9/m.tflite",
-               FER_STREAM_TRUST_MIRROR="1")
+    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL="http://127.0.0.1:9/m.tflite", FER_STREAM_TRUST_MIRROR="1")
     env.pop(ENV_DETECTOR)
     r = run_cli(["image", str(FACES / "one_face.jpg"), "--model", str(tiny_model)], env)
     assert r.returncode == 1
@@ -99,8 +101,13 @@ def test_offline_with_nothing_cached(cli_env, tmp_path, tiny_model):
 
 def test_models_pull_offline_fails_clearly(cli_env, tmp_path, model_server):
     url, _ = model_server
-    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path), FER_STREAM_DETECTOR_URL=url + "/blaze_face_short_range.tflite",
-               FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite", FER_STREAM_TRUST_MIRROR="1")
+    env = dict(
+        cli_env,
+        FER_STREAM_CACHE=str(tmp_path),
+        FER_STREAM_DETECTOR_URL=url + "/blaze_face_short_range.tflite",
+        FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite",
+        FER_STREAM_TRUST_MIRROR="1",
+    )
     r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env)
     # Both detectors came from the mirror.
     assert "detector (short-range): downloaded to" in r.stdout and "detector (full-range): downloaded to" in r.stdout

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import EXPRESSIONS, SHARED, media_file, run_cli
 
-from conftest import EXPRESSIONS, MEDIA, SHARED, run_cli
 from fer_stream import EmotionClassifier
 from fer_stream.errors import ModelError
 from fer_stream.io.images import find_images, read_image
 
-PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
+PORTRAIT = media_file("436x384")
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +42,34 @@ def test_onnxruntime_agrees_with_pytorch_on_real_faces(exported, tiny_model):
 def test_backend_in_image_eval_and_the_pipeline(exported, tiny_model, cli_env, tmp_path):
     out, _ = exported
     face = str(SHARED / "faces" / "one_face.jpg")
-    runs = {b: run_cli(["image", face, "--json", "--device", "cpu"] + (["--backend", "onnxruntime", "--model", str(out)] if b
-                       else ["--model", str(tiny_model)]), cli_env) for b in (True, False)}
+    runs = {
+        b: run_cli(
+            ["image", face, "--json", "--device", "cpu"]
+            + (["--backend", "onnxruntime", "--model", str(out)] if b else ["--model", str(tiny_model)]),
+            cli_env,
+        )
+        for b in (True, False)
+    }
     ort_doc, torch_doc = (json.loads(runs[b].stdout) for b in (True, False))
     for fo, ft in zip(ort_doc[0]["faces"], torch_doc[0]["faces"]):
         assert fo["box"] == ft["box"] and fo["label"] == ft["label"]
         assert all(abs(fo["probs"][k] - ft["probs"][k]) < 1e-4 for k in ft["probs"])
-    ev = {b: json.loads(run_cli(["eval", str(EXPRESSIONS), "--json"] + (["--backend", "onnxruntime", "--model", str(out)] if b
-                                else ["--model", str(tiny_model)]), cli_env).stdout) for b in (True, False)}
+    ev = {
+        b: json.loads(
+            run_cli(
+                ["eval", str(EXPRESSIONS), "--json"]
+                + (["--backend", "onnxruntime", "--model", str(out)] if b else ["--model", str(tiny_model)]),
+                cli_env,
+            ).stdout
+        )
+        for b in (True, False)
+    }
     assert ev[True]["confusion"] == ev[False]["confusion"]
     summary = tmp_path / "s.json"
-    r = run_cli(["--source", str(PORTRAIT), "--backend", "onnxruntime", "--model", str(out), "--max-frames", "30",
-                 "--summary", str(summary), "-q"], cli_env)
+    r = run_cli(
+        ["--source", str(PORTRAIT), "--backend", "onnxruntime", "--model", str(out), "--max-frames", "30", "--summary", str(summary), "-q"],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(summary.read_text())
     assert s["frames_out"] == 30 and s["classified"] == 30
@@ -76,13 +92,16 @@ def test_parity_of_onnxruntime_against_the_pytorch_model_it_came_from(exported, 
     assert rep["passed"] and rep["mean_cosine"] > 0.99999 and rep["top1_agreement"] == 1.0 and rep["images"] == 16
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("fer_stream.id2label", "{not json", "broken fer-stream metadata"),
-    ("fer_stream.id2label", "{}", "no labels"),
-    ("fer_stream.preprocessor", '{"image_processor_type": "AutoModelForCausalLM"}', "is not an image processor"),
-    ("fer_stream.preprocessor", '{"image_processor_type": "os.system"}', "is not an image processor"),
-    ("fer_stream.preprocessor", '["a list"]', "no processor settings"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("fer_stream.id2label", "{not json", "broken fer-stream metadata"),
+        ("fer_stream.id2label", "{}", "no labels"),
+        ("fer_stream.preprocessor", '{"image_processor_type": "AutoModelForCausalLM"}', "is not an image processor"),
+        ("fer_stream.preprocessor", '{"image_processor_type": "os.system"}', "is not an image processor"),
+        ("fer_stream.preprocessor", '["a list"]', "no processor settings"),
+    ],
+)
 def test_bad_metadata_is_one_clear_error(exported, tmp_path, key, value, expected):
     import onnx
 

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import torch
-
 from conftest import EXPRESSIONS, run_cli
+
 from fer_stream import EmotionClassifier
-from fer_stream.io.images import find_images, read_image
 from fer_stream.commands.parity import compare
-from fer_stream.io.images import synthetic_faces
+from fer_stream.io.images import find_images, read_image, synthetic_faces
 
 
 def test_synthetic_set_is_fixed():
@@ -44,8 +43,22 @@ def test_parity_command_exit_codes_and_json(tiny_model, cli_env):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["passed"] and rep["images"] == 12 and rep["candidate"]["device"] == "cpu" and "synthetic" in rep["on"]
-    r = run_cli(["parity", "--device", "cpu", "--precision", "int8", "--model", str(tiny_model),
-                 "--images", str(EXPRESSIONS / "happy"), "--min-cosine", "1.5"], cli_env)
+    r = run_cli(
+        [
+            "parity",
+            "--device",
+            "cpu",
+            "--precision",
+            "int8",
+            "--model",
+            str(tiny_model),
+            "--images",
+            str(EXPRESSIONS / "happy"),
+            "--min-cosine",
+            "1.5",
+        ],
+        cli_env,
+    )
     assert r.returncode == 1 and r.stdout.startswith("parity FAILED: cpu int8 against cpu fp32 on 40 images")
     r = run_cli(["parity", "--device", "cuda", "--model", str(tiny_model)], cli_env)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("fer-stream: error:")

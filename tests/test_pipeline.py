@@ -2,15 +2,15 @@ import threading
 import time
 
 import pytest
+from conftest import media_file
 
-from conftest import MEDIA
 from fer_stream import Pipeline, Smoother
 from fer_stream.errors import PipelineError
 from fer_stream.frames import Frame
-from fer_stream.stream.pipeline import LatestSlot
 from fer_stream.io.sources import Source, open_source
+from fer_stream.stream.pipeline import LatestSlot
 
-PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
+PORTRAIT = media_file("436x384")
 
 
 def test_every_frame_in_order_with_full_cross_frame_batches(clf, detector):
@@ -69,10 +69,9 @@ class _Broken:
 def test_a_failing_stage_stops_everything_without_hanging(clf, detector):
     start = time.monotonic()
     p = Pipeline(str(PORTRAIT), _Broken(clf), detector)
-    with pytest.raises(PipelineError, match="classify stage failed: RuntimeError: device fell over"):
-        with p as results:
-            for _ in results:
-                pass
+    with pytest.raises(PipelineError, match="classify stage failed: RuntimeError: device fell over"), p as results:
+        for _ in results:
+            pass
     assert time.monotonic() - start < 30
     assert not any(t.is_alive() for t in p._threads)
 
@@ -101,7 +100,7 @@ class _FastCamera(Source):
 
 def _slow_classifier(clf, delay):
     slow = _Broken(clf)
-    slow.calls = -10**9  # never fails
+    slow.calls = -(10**9)  # never fails
     forward = slow.forward
     slow.forward = lambda x: (time.sleep(delay), forward(x))[1]
     return slow

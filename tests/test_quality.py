@@ -3,23 +3,37 @@
 import json
 
 import cv2
-
-from conftest import FACES, MEDIA, run_cli
-from fer_stream.frames import Box, Face, Prediction, Quality
-from fer_stream.stream.overlay import UNUSABLE, Overlay
-from fer_stream.io.sinks import Tally
-from fer_stream.frames import Frame, FrameResult
-
 import numpy as np
+from conftest import FACES, media_file, run_cli
 
-PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
+from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction, Quality
+from fer_stream.io.sinks import Tally
+from fer_stream.stream.overlay import UNUSABLE, Overlay
+
+PORTRAIT = media_file("436x384")
 
 
 def test_unusable_faces_are_not_classified_and_not_counted_as_labels(tiny_model, cli_env, tmp_path):
     events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
     # Every face is blurrier than this minimum: all unusable.
-    r = run_cli(["--source", str(PORTRAIT), "--model", str(tiny_model), "--events", str(events), "--summary", str(summary),
-                 "--max-frames", "30", "--min-sharpness", "100000", "--quiet"], cli_env)
+    r = run_cli(
+        [
+            "--source",
+            str(PORTRAIT),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "--max-frames",
+            "30",
+            "--min-sharpness",
+            "100000",
+            "--quiet",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(summary.read_text())
     assert s["faces"] == 30 and s["unusable"] == 30 and s["classified"] == 0 and s["flagged"] == 0
@@ -34,8 +48,22 @@ def test_unusable_faces_are_not_classified_and_not_counted_as_labels(tiny_model,
 
 def test_usable_faces_are_classified_with_their_quality(tiny_model, cli_env, tmp_path):
     events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
-    r = run_cli(["--source", str(PORTRAIT), "--model", str(tiny_model), "--events", str(events), "--summary", str(summary),
-                 "--max-frames", "20", "--quiet"], cli_env)
+    r = run_cli(
+        [
+            "--source",
+            str(PORTRAIT),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "--max-frames",
+            "20",
+            "--quiet",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(summary.read_text())
     assert s["unusable"] == 0 and s["classified"] == 20 and sum(s["labels"].values()) == 20
@@ -54,8 +82,12 @@ def test_image_command_reports_a_blurry_face_as_unusable(tiny_model, cli_env, tm
     assert r.returncode == 0, r.stderr
     doc = {d["image"]: d["faces"][0] for d in json.loads(r.stdout)}
     assert doc[str(sharp)]["quality"]["usable"] and "label" in doc[str(sharp)]
-    assert doc[str(blurry)]["quality"] == {"size_px": 175, "sharpness": doc[str(blurry)]["quality"]["sharpness"],
-                                            "usable": False, "reason": "blurry"}
+    assert doc[str(blurry)]["quality"] == {
+        "size_px": 175,
+        "sharpness": doc[str(blurry)]["quality"]["sharpness"],
+        "usable": False,
+        "reason": "blurry",
+    }
     assert "label" not in doc[str(blurry)]
     r = run_cli(["image", str(blurry), "--no-detect", "--model", str(tiny_model)], cli_env)
     assert r.returncode == 0 and "unusable (blurry" in r.stdout and "not classified" in r.stdout
@@ -64,8 +96,7 @@ def test_image_command_reports_a_blurry_face_as_unusable(tiny_model, cli_env, tm
 def test_overlay_draws_unusable_faces_grey_and_tally_keeps_them_out_of_labels():
     image = np.zeros((200, 200, 3), np.uint8)
     bad = Face(Box(20, 40, 60, 60), 0.9, quality=Quality(60, 2.0, 0.9, "blurry"))
-    good = Face(Box(110, 40, 60, 60), 0.9, quality=Quality(60, 300.0, 0.9),
-                prediction=Prediction((("happy", 0.9), ("sad", 0.1)), False))
+    good = Face(Box(110, 40, 60, 60), 0.9, quality=Quality(60, 300.0, 0.9), prediction=Prediction((("happy", 0.9), ("sad", 0.1)), False))
     out = Overlay().draw(image, [bad, good])
     assert (out[40:100, 20] == UNUSABLE).all(axis=1).any()  # a grey edge on the unusable box
     tally = Tally()

@@ -5,16 +5,16 @@ import time
 
 import numpy as np
 import pytest
+from conftest import EXPRESSIONS, SHARED, media_file, run_cli
 
-from conftest import EXPRESSIONS, MEDIA, SHARED, run_cli
 from fer_stream import EmotionClassifier, Pipeline, Smoother
-from fer_stream.model.preprocess import TensorPreprocessor
 from fer_stream.io.images import list_images, read_image
 from fer_stream.io.sources import AVSource
+from fer_stream.model.preprocess import TensorPreprocessor
 
-PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
-TWO_PEOPLE = next(p for p in MEDIA if "two_people" in p.name)
-WEBCAM = next(p for p in MEDIA if "webcam" in p.name)
+PORTRAIT = media_file("436x384")
+TWO_PEOPLE = media_file("two_people")
+WEBCAM = media_file("webcam")
 
 
 def _run(clf, detector, video, **kw):
@@ -127,8 +127,24 @@ def test_processors_that_crop_keep_the_transformers_path():
 
 def test_cli_classify_every_live_and_summary_tracks(tiny_model, cli_env, tmp_path):
     summary, events = tmp_path / "s.json", tmp_path / "e.jsonl"
-    r = run_cli(["--source", str(PORTRAIT), "--model", str(tiny_model), "--device", "cpu", "--classify-every", "3",
-                 "--events", str(events), "--summary", str(summary), "-q"], cli_env)
+    r = run_cli(
+        [
+            "--source",
+            str(PORTRAIT),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--classify-every",
+            "3",
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "-q",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(summary.read_text())
     assert s["tracks"] == [{"id": 1, "frames": 270, "classified": 90, "duration_s": pytest.approx(269 / 25, abs=0.01)}]
@@ -140,8 +156,25 @@ def test_cli_classify_every_live_and_summary_tracks(tiny_model, cli_env, tmp_pat
     assert "in 1 tracks, 90 classified" in r.stdout and "latency (capture to output): p50" in r.stdout
 
     live = tmp_path / "live.json"
-    r = run_cli(["--source", str(PORTRAIT), "--model", str(tiny_model), "--device", "cpu", "--live", "--max-frames", "50",
-                 "--summary", str(live), "--precision", "int8", "-q"], cli_env)
+    r = run_cli(
+        [
+            "--source",
+            str(PORTRAIT),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--live",
+            "--max-frames",
+            "50",
+            "--summary",
+            str(live),
+            "--precision",
+            "int8",
+            "-q",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(live.read_text())
     assert s["live"] and s["precision"] == "int8"
@@ -150,9 +183,34 @@ def test_cli_classify_every_live_and_summary_tracks(tiny_model, cli_env, tmp_pat
 
 
 def test_bench_reports_every_part_as_json(tiny_model, cli_env):
-    r = run_cli(["bench", "--video", str(PORTRAIT), "--model", str(tiny_model), "--device", "cpu", "--json",
-                 "--frames", "16", "--naive-frames", "4", "--live-seconds", "2", "--min-time", "0.2", "--batches", "1,4",
-                 "--devices", "cpu", "--images", str(EXPRESSIONS)], cli_env, timeout=600)
+    r = run_cli(
+        [
+            "bench",
+            "--video",
+            str(PORTRAIT),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--json",
+            "--frames",
+            "16",
+            "--naive-frames",
+            "4",
+            "--live-seconds",
+            "2",
+            "--min-time",
+            "0.2",
+            "--batches",
+            "1,4",
+            "--devices",
+            "cpu",
+            "--images",
+            str(EXPRESSIONS),
+        ],
+        cli_env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["decoder"]["fps"] > 0 and rep["detector"]["fps"] > 0 and rep["detector"]["faces_per_frame"] == 1

@@ -41,8 +41,7 @@ class _Conn(Source):
 
 def test_frames_continue_across_outages_with_doubling_backoff(caplog):
     cam = ScriptedCamera([5, SourceError("refused"), SourceError("refused"), 4])
-    src = ReconnectingSource("rtsp://cam/1", source_id="door", backoff_initial=0.05, backoff_max=1.0,
-                             max_reconnects=3, opener=cam)
+    src = ReconnectingSource("rtsp://cam/1", source_id="door", backoff_initial=0.05, backoff_max=1.0, max_reconnects=3, opener=cam)
     with caplog.at_level(logging.WARNING, logger="fer_stream"):
         frames = []
         with pytest.raises(SourceError, match="gave up after 3 reconnect attempts"):

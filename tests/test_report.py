@@ -7,18 +7,33 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from conftest import MEDIA, ROOT, run_cli
+from conftest import ROOT, media_file, run_cli
 
 MODEL = ROOT / "samples" / "models" / "fer2013-small"
-VIDEO = next(p for p in MEDIA if "two_people" in p.name)
+VIDEO = media_file("two_people")
 
 
 @pytest.fixture(scope="module")
 def reported(cli_env, tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
-    r = run_cli(["--source", str(VIDEO), "--model", str(MODEL), "--report", str(d / "r.html"), "--timeline",
-                 str(d / "t.csv"), "--events", str(d / "e.jsonl"), "--summary", str(d / "s.json"), "--quiet"], cli_env)
+    r = run_cli(
+        [
+            "--source",
+            str(VIDEO),
+            "--model",
+            str(MODEL),
+            "--report",
+            str(d / "r.html"),
+            "--timeline",
+            str(d / "t.csv"),
+            "--events",
+            str(d / "e.jsonl"),
+            "--summary",
+            str(d / "s.json"),
+            "--quiet",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     return d
 
@@ -29,8 +44,7 @@ def test_timeline_is_the_mean_of_the_events_per_second_and_track(reported):
     labels = list(rows[0])[4:]  # the model's label order
     assert rows and list(rows[0])[:4] == ["time_s", "track", "faces", "dominant"] and set(labels) == set(events[0]["probs"])
     for row in rows:
-        mine = [e for e in events if e["track"] == int(row["track"]) and int(e["time"]) == int(float(row["time_s"]))
-                and "probs" in e]
+        mine = [e for e in events if e["track"] == int(row["track"]) and int(e["time"]) == int(float(row["time_s"])) and "probs" in e]
         assert len(mine) == int(row["faces"])
         mean = np.mean([[e["probs"][label] for label in labels] for e in mine], axis=0)
         np.testing.assert_allclose([float(row[label]) for label in labels], mean, atol=1e-5)
@@ -58,8 +72,21 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
             raise AssertionError("FER_STREAM_REQUIRE_BROWSER=1 but chromium is not installed; see .ci/run")
         pytest.skip("chromium not installed (apt-get install chromium)")
     shot = tmp_path / "report.png"
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1400",
-                        f"--screenshot={shot}", f"file://{reported / 'r.html'}"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,1400",
+            f"--screenshot={shot}",
+            f"file://{reported / 'r.html'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
     image = cv2.imread(str(shot))
     assert image.shape[:2] == (1400, 1280)
@@ -67,6 +94,10 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
     for top, bottom in ((150, 450), (550, 800)):
         band = image[top:bottom, 100:900].reshape(-1, 3)
         assert len(np.unique(band // 32, axis=0)) >= 6, (top, bottom)
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                          f"file://{reported / 'r.html'}"], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{reported / 'r.html'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert dom.count("<svg") >= 3 and "Flagged moments" in dom

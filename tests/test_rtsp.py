@@ -14,8 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import MEDIA, decode_video
+from conftest import decode_video, media_file
 from rtsp import RtspServer, free_port, gst_rtsp_available, looped_copy
 
 # Skipped where GStreamer's RTSP server is missing, except in CI (.ci/run sets FER_STREAM_REQUIRE_RTSP=1).
@@ -23,8 +22,8 @@ if not gst_rtsp_available() and os.environ.get("FER_STREAM_REQUIRE_RTSP") == "1"
     raise RuntimeError("FER_STREAM_REQUIRE_RTSP=1 but Debian's python3 cannot import GstRtspServer; see .ci/run")
 pytestmark = pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")
 
-TWO_PEOPLE = next(p for p in MEDIA if "two_people" in p.name)
-PORTRAIT = next(p for p in MEDIA if "436x384" in p.name)
+TWO_PEOPLE = media_file("two_people")
+PORTRAIT = media_file("436x384")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +41,13 @@ class Run:
         self.base = f"http://127.0.0.1:{self.port}"
         self.stderr = tmp / "stderr.txt"
         self._err = open(self.stderr, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fer_stream", *args, "--serve", f"127.0.0.1:{self.port}", "-q"],
-                                     env=env, stdout=subprocess.PIPE, stderr=self._err, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fer_stream", *args, "--serve", f"127.0.0.1:{self.port}", "-q"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+        )
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         try:
@@ -93,8 +97,22 @@ def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_e
     import numpy as np
 
     with RtspServer({"cam": long_videos["a"]}) as server:
-        run = Run(["--source", f"door={server.url('cam')}", "--model", str(tiny_model), "--output", str(tmp_path / "out.mp4"),
-                   "--events", str(tmp_path / "ev.jsonl"), "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
+        run = Run(
+            [
+                "--source",
+                f"door={server.url('cam')}",
+                "--model",
+                str(tiny_model),
+                "--output",
+                str(tmp_path / "out.mp4"),
+                "--events",
+                str(tmp_path / "ev.jsonl"),
+                "--summary",
+                str(tmp_path / "s.json"),
+            ],
+            cli_env,
+            tmp_path,
+        )
         run.wait_for(lambda: _frames(run, "door") > 60, what="60 frames")
         code, h = run.health()
         assert code == 200 and h["status"] == "ok" and h["sources"]["door"]["state"] == "streaming"
@@ -129,9 +147,23 @@ def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_e
 def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, long_videos):
     server = RtspServer({"cam": long_videos["a"]}).start()
     try:
-        run = Run(["--source", server.url("cam"), "--model", str(tiny_model), "--stall-timeout", "2",
-                   "--events", str(tmp_path / "ev.jsonl"), "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
-        written = lambda: run.metric("fer_stream_frames_total", source="cam1")  # noqa: E731 (annotated, not just read)
+        run = Run(
+            [
+                "--source",
+                server.url("cam"),
+                "--model",
+                str(tiny_model),
+                "--stall-timeout",
+                "2",
+                "--events",
+                str(tmp_path / "ev.jsonl"),
+                "--summary",
+                str(tmp_path / "s.json"),
+            ],
+            cli_env,
+            tmp_path,
+        )
+        written = lambda: run.metric("fer_stream_frames_total", source="cam1")
         run.wait_for(lambda: written() > 30, what="frames before the outage")
         server.stop()  # the camera vanishes mid-stream
         run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="the outage to be seen")
@@ -180,12 +212,32 @@ def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_e
     out = tmp_path / "out"
     out.mkdir()
     with RtspServer({"a": long_videos["a"], "b": long_videos["b"]}) as server:
-        run = Run(["--source", f"front={server.url('a')}", "--source", f"back={server.url('b')}", "--model", str(tiny_model),
-                   "--output", str(out / "{source}.mp4"), "--segment-seconds", "2", "--events", str(out / "{source}.jsonl"),
-                   "--live-max-hz", "0", "--summary", str(tmp_path / "s.json"),
-                   # Close-up cameras: the short-range detector's ~3 ms per frame keeps both cameras' crops
-                   # arriving together, which is what this test of cross-camera batching needs.
-                   "--detector", "short"], cli_env, tmp_path)
+        run = Run(
+            [
+                "--source",
+                f"front={server.url('a')}",
+                "--source",
+                f"back={server.url('b')}",
+                "--model",
+                str(tiny_model),
+                "--output",
+                str(out / "{source}.mp4"),
+                "--segment-seconds",
+                "2",
+                "--events",
+                str(out / "{source}.jsonl"),
+                "--live-max-hz",
+                "0",
+                "--summary",
+                str(tmp_path / "s.json"),
+                # Close-up cameras: the short-range detector's ~3 ms per frame keeps both cameras' crops
+                # arriving together, which is what this test of cross-camera batching needs.
+                "--detector",
+                "short",
+            ],
+            cli_env,
+            tmp_path,
+        )
         run.wait_for(lambda: min(_frames(run, "front"), _frames(run, "back")) > 150, timeout=90, what="both cameras")
         assert run.metric("fer_stream_frames_total", source="front") > 0 and run.metric("fer_stream_frames_total", source="back") > 0
         assert run.terminate() == 128 + signal.SIGTERM
@@ -202,7 +254,8 @@ def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_e
         records = [json.loads(line) for line in (out / f"{sid}.jsonl").read_text().splitlines()]
         assert records and {r["source"] for r in records} == {sid}
     assert sorted(p.name for p in out.glob("*.mp4")) == sorted(
-        Path(p).name for sid in ("front", "back") for p in s["sources"][sid]["segments"])
+        Path(p).name for sid in ("front", "back") for p in s["sources"][sid]["segments"]
+    )
 
 
 def test_a_camera_password_is_never_shown(tiny_model, cli_env, tmp_path, long_videos):
@@ -211,8 +264,22 @@ def test_a_camera_password_is_never_shown(tiny_model, cli_env, tmp_path, long_vi
     server = RtspServer({"cam": long_videos["a"]}).start()
     try:
         url = server.url("cam").replace("rtsp://", f"rtsp://admin:{secret}@")
-        run = Run(["--source", url, "--model", str(tiny_model), "--stall-timeout", "1", "--events", str(tmp_path / "e.jsonl"),
-                   "--summary", str(tmp_path / "s.json")], cli_env, tmp_path)
+        run = Run(
+            [
+                "--source",
+                url,
+                "--model",
+                str(tiny_model),
+                "--stall-timeout",
+                "1",
+                "--events",
+                str(tmp_path / "e.jsonl"),
+                "--summary",
+                str(tmp_path / "s.json"),
+            ],
+            cli_env,
+            tmp_path,
+        )
         run.wait_for(lambda: run.metric("fer_stream_frames_total", source="cam1") > 10, what="frames")
         server.stop()  # an outage: its warning names the camera
         run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="the outage")

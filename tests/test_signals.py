@@ -7,21 +7,39 @@ import sys
 import time
 
 import pytest
+from conftest import decode_video, media_file
 
-from conftest import MEDIA, decode_video
-
-VIDEO = next(p for p in MEDIA if "720p60" in p.name)
+VIDEO = media_file("720p60")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
-                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, tmp_path):
     out, events, summary = tmp_path / "out.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model),
-         "--output", str(out), "--events", str(events), "--summary", str(summary), "--quiet",
-         "--batch-wait-ms", "50"],
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "fer_stream",
+            "--source",
+            str(VIDEO),
+            "--model",
+            str(tiny_model),
+            "--output",
+            str(out),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "--quiet",
+            "--batch-wait-ms",
+            "50",
+        ],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     partial = tmp_path / "e.partial.jsonl"  # outputs carry their final names only once complete
     deadline = time.monotonic() + 120
@@ -52,8 +70,11 @@ def test_sigkill_leaves_a_playable_partial_mp4(tiny_model, cli_env, tmp_path):
     out = tmp_path / "out.mp4"
     partial = tmp_path / "out.partial.mp4"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model), "--output", str(out),
-         "--live", "--quiet"], env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model), "--output", str(out), "--live", "--quiet"],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 200_000):

@@ -3,8 +3,8 @@
 import json
 
 import torch
-
 from conftest import EXPRESSIONS, run_cli
+
 from fer_stream import EmotionClassifier
 from fer_stream.commands.evaluate import evaluate
 from fer_stream.commands.train import augment, split
@@ -26,8 +26,24 @@ def test_augment_keeps_shape_and_range_and_changes_pixels():
 
 def test_training_lowers_the_loss_saves_a_usable_model_and_resumes(tiny_model, cli_env, tmp_path):
     out = tmp_path / "model"
-    common = ["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(out), "--lr", "3e-3",
-              "--batch-size", "16", "--label-smoothing", "0.05", "--restart-epochs", "30", "--json", "-q"]
+    common = [
+        "train",
+        str(EXPRESSIONS),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "16",
+        "--label-smoothing",
+        "0.05",
+        "--restart-epochs",
+        "30",
+        "--json",
+        "-q",
+    ]
     r = run_cli(common + ["--epochs", "10"], cli_env)
     assert r.returncode == 0, r.stderr
     first = json.loads(r.stdout)
@@ -49,9 +65,30 @@ def test_training_lowers_the_loss_saves_a_usable_model_and_resumes(tiny_model, c
 
 def test_training_beats_chance_on_what_it_saw(tiny_model, cli_env, tmp_path):
     out = tmp_path / "model"
-    r = run_cli(["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(out), "--epochs", "25",
-                 "--lr", "3e-3", "--batch-size", "16", "--no-augment", "--val-fraction", "0", "--restart-epochs", "25",
-                 "--json", "-q"], cli_env)
+    r = run_cli(
+        [
+            "train",
+            str(EXPRESSIONS),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--epochs",
+            "25",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "16",
+            "--no-augment",
+            "--val-fraction",
+            "0",
+            "--restart-epochs",
+            "25",
+            "--json",
+            "-q",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     losses = [h["train_loss"] for h in json.loads(r.stdout)["history"]]
     assert losses[-1] < losses[0] - 0.2
@@ -66,8 +103,25 @@ def test_training_beats_chance_on_what_it_saw(tiny_model, cli_env, tmp_path):
 
 def test_held_out_images_are_listed_for_eval(tiny_model, cli_env, tmp_path):
     out = tmp_path / "model"
-    r = run_cli(["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(out), "--epochs", "1",
-                 "--val-fraction", "0.25", "--workers", "1", "--json", "-q"], cli_env)
+    r = run_cli(
+        [
+            "train",
+            str(EXPRESSIONS),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "--workers",
+            "1",
+            "--json",
+            "-q",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     run = json.loads(r.stdout)
     held = (out / "heldout.txt").read_text().split()
@@ -97,15 +151,33 @@ def test_a_tampered_checkpoint_is_refused_not_run(tiny_model, cli_env, tmp_path)
             return (open, (str(marker), "w"))
 
     (out / "last" / "training_state.pt").write_bytes(pickle.dumps({"optimizer": Payload()}))
-    r = run_cli(["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(out), "--epochs", "2", "--resume",
-                 "-q"], cli_env)
+    r = run_cli(["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(out), "--epochs", "2", "--resume", "-q"], cli_env)
     assert r.returncode != 0 and "cannot resume" in r.stderr and "Traceback" not in r.stderr
     assert not marker.exists()
 
 
 def test_gradient_accumulation_and_a_small_validation_split(tiny_model, cli_env, tmp_path):
-    r = run_cli(["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(tmp_path / "m"), "--epochs", "2",
-                 "--batch-size", "8", "--accumulate", "4", "--val-fraction", "0.1", "--json", "-q"], cli_env)
+    r = run_cli(
+        [
+            "train",
+            str(EXPRESSIONS),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--accumulate",
+            "4",
+            "--val-fraction",
+            "0.1",
+            "--json",
+            "-q",
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     run = json.loads(r.stdout)
     assert run["val_images"] == 28 and run["recipe"]["accumulate"] == 4

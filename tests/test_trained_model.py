@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import EXPRESSIONS, FACES, MEDIA, ROOT, SHARED, run_cli
+from conftest import EXPRESSIONS, FACES, ROOT, SHARED, media_file, run_cli
 
 MODEL = ROOT / "samples" / "models" / "fer2013-small"
 FER2013 = SHARED / "datasets" / "fer2013-train"
 CARD = json.loads((MODEL / "training.json").read_text())  # what training measured, for relative bars
+
+pytestmark = pytest.mark.media  # the shipped model on ../shared's faces and data set
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,9 @@ def test_held_out_accuracy_is_what_the_card_says(cli_env, tmp_path):
     """FER2013 crops the model never saw (its heldout.txt) through `fer-stream eval`."""
     if not FER2013.is_dir():
         pytest.skip(f"{FER2013} not present")
-    r = run_cli(["eval", str(FER2013), "--only", str(MODEL / "heldout.txt"), "--model", str(MODEL), "--json",
-                 "--out", str(tmp_path)], cli_env)
+    r = run_cli(
+        ["eval", str(FER2013), "--only", str(MODEL / "heldout.txt"), "--model", str(MODEL), "--json", "--out", str(tmp_path)], cli_env
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["images"] == CARD["val_images"] == len((MODEL / "heldout.txt").read_text().split())
@@ -72,10 +74,12 @@ def test_the_model_is_colour_blind_by_construction(trained):
 
 def test_a_talking_head_video_reads_mostly_neutral(cli_env, tmp_path):
     """portrait_436x384.mp4: a woman looking into the camera with a calm face, as a person would say."""
-    video = next(p for p in MEDIA if "436x384" in p.name)
+    video = media_file("436x384")
     summary = tmp_path / "s.json"
-    r = run_cli(["--source", str(video), "--model", str(MODEL), "--summary", str(summary), "--quiet",
-                 "--output", str(tmp_path / "out.mp4")], cli_env)
+    r = run_cli(
+        ["--source", str(video), "--model", str(MODEL), "--summary", str(summary), "--quiet", "--output", str(tmp_path / "out.mp4")],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(summary.read_text())
     labels = s["labels"]
@@ -86,8 +90,25 @@ def test_a_talking_head_video_reads_mostly_neutral(cli_env, tmp_path):
 
 def test_int8_agrees_with_fp32_on_the_trained_model(cli_env):
     """Parity of CPU int8 against CPU fp32 on real crops, with the real model (not a random one)."""
-    r = run_cli(["parity", "--device", "cpu", "--precision", "int8", "--model", str(MODEL), "--images",
-                 str(EXPRESSIONS), "--min-top1", "0.98", "--min-cosine", "0.995", "--json"], cli_env)
+    r = run_cli(
+        [
+            "parity",
+            "--device",
+            "cpu",
+            "--precision",
+            "int8",
+            "--model",
+            str(MODEL),
+            "--images",
+            str(EXPRESSIONS),
+            "--min-top1",
+            "0.98",
+            "--min-cosine",
+            "0.995",
+            "--json",
+        ],
+        cli_env,
+    )
     parity = json.loads(r.stdout)
     assert r.returncode == 0, r.stdout
     assert parity["images"] == 280 and parity["top1_agreement"] >= 0.98

@@ -14,13 +14,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fer_stream.commands.run import analyse
 from fer_stream.config import Config, with_settings
 from fer_stream.errors import FerStreamError, SinkError
 from fer_stream.io.manifest import DONE, FAILED, STOPPED
-from fer_stream.commands.run import analyse
 
-OUTPUTS = {"video": "annotated.mp4", "events": "events.jsonl", "summary": "summary.json", "report": "report.html",
-           "timeline": "timeline.csv"}  # what each video's folder holds
+OUTPUTS = {
+    "video": "annotated.mp4",
+    "events": "events.jsonl",
+    "summary": "summary.json",
+    "report": "report.html",
+    "timeline": "timeline.csv",
+}  # what each video's folder holds
 
 
 @dataclass(frozen=True)
@@ -37,48 +42,66 @@ class Job:
 
 def video_config(cfg: Config, job: Job, folder: Path, *, video: bool) -> Config:
     """The settings of one video's run: its input, its folder's outputs, no progress bar or server."""
-    one = with_settings(cfg, {
-        "source.input": job.spec, "source.id": "cam1", "source.live": False,
-        "output.video": str(folder / OUTPUTS["video"]) if video else "",
-        "output.events": str(folder / OUTPUTS["events"]), "output.summary": str(folder / OUTPUTS["summary"]),
-        "output.report": str(folder / OUTPUTS["report"]), "output.timeline": str(folder / OUTPUTS["timeline"]),
-        "output.overwrite": True,  # the folder is the batch's own (the manifest names it)
-        "output.progress": False, "output.segment_seconds": 0.0, "serve.address": "", "display.enabled": False,
-    })
+    one = with_settings(
+        cfg,
+        {
+            "source.input": job.spec,
+            "source.id": "cam1",
+            "source.live": False,
+            "output.video": str(folder / OUTPUTS["video"]) if video else "",
+            "output.events": str(folder / OUTPUTS["events"]),
+            "output.summary": str(folder / OUTPUTS["summary"]),
+            "output.report": str(folder / OUTPUTS["report"]),
+            "output.timeline": str(folder / OUTPUTS["timeline"]),
+            "output.overwrite": True,  # the folder is the batch's own (the manifest names it)
+            "output.progress": False,
+            "output.segment_seconds": 0.0,
+            "serve.address": "",
+            "display.enabled": False,
+        },
+    )
     return dataclasses.replace(one, sources=())
 
 
-def analyse_video(cfg: Config, job: Job, folder: Path, *, video: bool, classifier: Any, detector: Any,
-                  stopper: Any = None) -> dict[str, Any]:
+def analyse_video(
+    cfg: Config, job: Job, folder: Path, *, video: bool, classifier: Any, detector: Any, stopper: Any = None
+) -> dict[str, Any]:
     """Run one video into ``folder``; returns its manifest record (status done, failed or stopped)."""
     started = time.time()
-    record: dict[str, Any] = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                              "mtime_ns": job.mtime_ns}
+    record: dict[str, Any] = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size, "mtime_ns": job.mtime_ns}
     remove_outputs(folder)  # a re-run never leaves an older attempt's file looking like this one's
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        outcome = analyse(video_config(cfg, job, folder, video=video), classifier=classifier, detector=detector,
-                          stopper=stopper)
+        outcome = analyse(video_config(cfg, job, folder, video=video), classifier=classifier, detector=detector, stopper=stopper)
     except SinkError:
         raise  # an output failing (disk full) stops the batch
     except FerStreamError as e:
-        return {**record, "status": FAILED, "error": str(e), "elapsed_s": round(time.time() - started, 3),
-                "finished": now()}
+        return {**record, "status": FAILED, "error": str(e), "elapsed_s": round(time.time() - started, 3), "finished": now()}
     s = outcome.summary
     error = str(outcome.errors[0][1]) if outcome.errors else None
     if outcome.errors and isinstance(outcome.errors[0][1], SinkError):
         raise outcome.errors[0][1]
     status = FAILED if error else STOPPED if outcome.signum is not None else DONE
     outputs = {k: f"{job.name}/{name}" for k, name in OUTPUTS.items() if (folder / name).is_file()}
-    return {**record, "status": status, "error": error, "outputs": outputs, "frames": s["frames_out"],
-            "faces": s["faces"], "classified": s["classified"], "flagged": s["flagged"], "unusable": s["unusable"],
-            "tracks": len(s["tracks"]), "labels": {k: v for k, v in s["labels"].items() if v},
-            "elapsed_s": round(time.time() - started, 3), "finished": now()}
+    return {
+        **record,
+        "status": status,
+        "error": error,
+        "outputs": outputs,
+        "frames": s["frames_out"],
+        "faces": s["faces"],
+        "classified": s["classified"],
+        "flagged": s["flagged"],
+        "unusable": s["unusable"],
+        "tracks": len(s["tracks"]),
+        "labels": {k: v for k, v in s["labels"].items() if v},
+        "elapsed_s": round(time.time() - started, 3),
+        "finished": now(),
+    }
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 
 def remove_outputs(folder: Path) -> None:

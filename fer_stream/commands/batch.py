@@ -27,9 +27,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from fer_stream.commands.archive import Job, analyse_video, now
 from fer_stream.config import Config, render, with_settings
@@ -84,8 +85,9 @@ def _expand(item: str, depth: int) -> list[str]:
     if p.is_file():
         return [str(p)]
     if _GLOB.search(text):
-        return sorted(f for f in glob.glob(os.path.expanduser(text), recursive=True)
-                      if Path(f).suffix.lower() in VIDEO_SUFFIXES and Path(f).is_file())
+        return sorted(
+            f for f in glob.glob(os.path.expanduser(text), recursive=True) if Path(f).suffix.lower() in VIDEO_SUFFIXES and Path(f).is_file()
+        )
     raise SourceError(f"input '{text}' does not exist; give video files, folders, glob patterns or a .txt list of paths")
 
 
@@ -134,24 +136,38 @@ def _free_name(base: str, key: str, taken: set[Any], out_dir: Path) -> str:
 
 def settings_hash(cfg: Config, *, video: bool) -> str:
     """What decides the results: every setting except inputs, output paths and interface ones."""
-    neutral = with_settings(cfg, {
-        "source.input": "", "source.id": "cam1", "output.video": "", "output.events": "", "output.summary": "",
-        "output.report": "", "output.timeline": "", "output.overwrite": False, "output.progress": True,
-        "serve.address": "", "serve.token": "", "display.enabled": "auto",
-    })
+    neutral = with_settings(
+        cfg,
+        {
+            "source.input": "",
+            "source.id": "cam1",
+            "output.video": "",
+            "output.events": "",
+            "output.summary": "",
+            "output.report": "",
+            "output.timeline": "",
+            "output.overwrite": False,
+            "output.progress": True,
+            "serve.address": "",
+            "serve.token": "",
+            "display.enabled": "auto",
+        },
+    )
     text = render(neutral) + f"video={video}\n"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def plan(jobs: list[Job], known: dict[str, dict[str, Any]], out_dir: Path, settings: str, *, force: bool,
-         retry_failed: bool) -> tuple[list[Job], list[Job]]:
+def plan(
+    jobs: list[Job], known: dict[str, dict[str, Any]], out_dir: Path, settings: str, *, force: bool, retry_failed: bool
+) -> tuple[list[Job], list[Job]]:
     """(to run, to skip)."""
-    todo, skip = [], []
+    todo: list[Job] = []
+    skip: list[Job] = []
     for job in jobs:
         rec = known.get(job.key)
         if force:
             todo.append(job)
-        elif rec is None or rec.get("status") == DONE and not _unchanged(job, rec, out_dir, settings):
+        elif rec is None or (rec.get("status") == DONE and not _unchanged(job, rec, out_dir, settings)):
             (skip if retry_failed else todo).append(job)  # new or changed
         elif rec.get("status") == DONE:
             skip.append(job)
@@ -162,15 +178,28 @@ def plan(jobs: list[Job], known: dict[str, dict[str, Any]], out_dir: Path, setti
 
 def _unchanged(job: Job, rec: dict[str, Any], out_dir: Path, settings: str) -> bool:
     outputs = rec.get("outputs") or {}
-    return (rec.get("size") == job.size and rec.get("mtime_ns") == job.mtime_ns and rec.get("settings") == settings
-            and all((out_dir / p).is_file() for p in outputs.values()))
+    return (
+        rec.get("size") == job.size
+        and rec.get("mtime_ns") == job.mtime_ns
+        and rec.get("settings") == settings
+        and all((out_dir / p).is_file() for p in outputs.values())
+    )
 
 
 # -- the batch -----------------------------------------------------------------------------------
 
 
-def run_batch(cfg: Config, inputs: Sequence[str], out: str, *, jobs: int = 2, force: bool = False,
-              retry_failed: bool = False, video: bool = True, ray: str | None = None) -> int:
+def run_batch(
+    cfg: Config,
+    inputs: Sequence[str],
+    out: str,
+    *,
+    jobs: int = 2,
+    force: bool = False,
+    retry_failed: bool = False,
+    video: bool = True,
+    ray: str | None = None,
+) -> int:
     """Analyse every input into ``out``; returns the exit code (1 if any video failed)."""
     if force and retry_failed:
         raise ConfigError("--force runs everything again; --retry-failed only what failed: choose one")
@@ -191,8 +220,11 @@ def run_batch(cfg: Config, inputs: Sequence[str], out: str, *, jobs: int = 2, fo
     all_jobs = make_jobs(specs, known, out_dir)
     settings = settings_hash(cfg, video=video)
     todo, skipped = plan(all_jobs, known, out_dir, settings, force=force, retry_failed=retry_failed)
-    print(f"{len(all_jobs)} inputs: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); "
-          f"results in {out_dir}", file=sys.stderr, flush=True)
+    print(
+        f"{len(all_jobs)} inputs: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); results in {out_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
     if not todo:
         return _report(manifest, all_jobs, 0.0)
     started = time.monotonic()
@@ -209,13 +241,12 @@ def run_batch(cfg: Config, inputs: Sequence[str], out: str, *, jobs: int = 2, fo
     return _report(manifest, all_jobs, time.monotonic() - started)
 
 
-def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool,
-               record: Callable[[dict[str, Any]], None]) -> None:
+def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
     from tqdm import tqdm
 
-    from fer_stream.model.service import ClassifierService
     from fer_stream.build import make_classifier, make_detector
     from fer_stream.commands.signals import StopOnSignal
+    from fer_stream.model.service import ClassifierService
 
     clf = make_classifier(cfg, threads=cfg.classifier.threads or None)
     log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
@@ -226,8 +257,14 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
     for job in todo:
         pending.put(job)
     fatal: list[BaseException] = []
-    bar = tqdm(total=len(todo), unit="video", disable=not cfg.output.progress, dynamic_ncols=True, file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    bar = tqdm(
+        total=len(todo),
+        unit="video",
+        disable=not cfg.output.progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
+    )
     faces = [0]
     service = ClassifierService(clf)
     with ExitStack() as stack:
@@ -245,20 +282,36 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
                 folder = out_dir / job.name
                 bar.set_description_str(job.name[:30], refresh=False)
                 try:
-                    rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector,
-                                        stopper=signals)
+                    rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=signals)
                 except SinkError as e:
                     fatal.append(e)
-                    record({"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                            "mtime_ns": job.mtime_ns, "status": FAILED, "error": str(e), "finished": now()})
+                    record(
+                        {
+                            "input": job.shown,
+                            "key": job.key,
+                            "name": job.name,
+                            "size": job.size,
+                            "mtime_ns": job.mtime_ns,
+                            "status": FAILED,
+                            "error": str(e),
+                            "finished": now(),
+                        }
+                    )
                     for p in list(signals.pipelines):
                         p.stop()
                     return
                 except Exception as e:  # a bug on one video: recorded, the others go on
                     log.debug("video %s", job.shown, exc_info=True)
-                    rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
-                           "error": f"internal error: {type(e).__name__}: {e}"}
+                    rec = {
+                        "input": job.shown,
+                        "key": job.key,
+                        "name": job.name,
+                        "size": job.size,
+                        "mtime_ns": job.mtime_ns,
+                        "status": FAILED,
+                        "finished": now(),
+                        "error": f"internal error: {type(e).__name__}: {e}",
+                    }
                 record(rec)
                 if rec["status"] == FAILED:
                     tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
@@ -266,16 +319,19 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
                 bar.update(1)
                 bar.set_postfix(faces=faces[0], refresh=False)
 
-        threads = [threading.Thread(target=_guarded, args=(lambda d=d: work(d), fatal), name=f"fer-batch-{i}", daemon=True)
-                   for i, d in enumerate(detectors)]
+        threads = [
+            threading.Thread(target=_guarded, args=(lambda d=d: work(d), fatal), name=f"fer-batch-{i}", daemon=True)
+            for i, d in enumerate(detectors)
+        ]
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(0.2)
     bar.close()
-    log.info("classifier batches %s, %d mixed across videos, model busy %.1f s", dict(service.batch_sizes),
-             service.mixed_batches, service.busy_s)
+    log.info(
+        "classifier batches %s, %d mixed across videos, model busy %.1f s", dict(service.batch_sizes), service.mixed_batches, service.busy_s
+    )
     if fatal:
         raise fatal[0]
     if signals.signum is not None:
@@ -303,5 +359,3 @@ def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
     for job, rec in failed:
         print(f"  failed: {job.shown}: {rec.get('error') or rec.get('status')}", flush=True)
     return 1 if failed else 0
-
-

@@ -14,7 +14,7 @@ One run measures, on the user's own video and model:
   write, one thread) as the reference.
 
 >>> from fer_stream.commands.bench import run_bench                                    # doctest: +SKIP
->>> report = run_bench(load_config(None, {"classifier.model": "vit-b"}), "talk.mp4")
+>>> report = run_bench(load_config(None, {"classifier.model": "vit-b"}), "talk.mp4")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from fer_stream.commands.parity import agreement
 from fer_stream.config import Config
 from fer_stream.errors import SourceError
 from fer_stream.io.images import find_images, read_image
-from fer_stream.commands.parity import agreement
 from fer_stream.stream.stats import LatencyStats
 
 
@@ -95,8 +96,13 @@ class Bench:
         from fer_stream.io.sinks import VideoSink
 
         return VideoSink(
-            Path(self._tmp.name) / name, width=source.width, height=source.height, fps=source.fps,
-            time_base=None if source.live else source.time_base, crf=self.cfg.output.crf, preset=self.cfg.output.preset,
+            Path(self._tmp.name) / name,
+            width=source.width,
+            height=source.height,
+            fps=source.fps,
+            time_base=None if source.live else source.time_base,
+            crf=self.cfg.output.crf,
+            preset=self.cfg.output.preset,
         )
 
     # -- sections ------------------------------------------------------------------------------
@@ -106,11 +112,21 @@ class Bench:
 
         self._all_threads = self.cfg.classifier.threads or torch.get_num_threads()
         with AVSource(self.video) as probe:
-            info = {"path": self.video, "width": probe.width, "height": probe.height, "fps": round(probe.fps, 3),
-                    "frames": probe.frame_count}
+            info = {
+                "path": self.video,
+                "width": probe.width,
+                "height": probe.height,
+                "fps": round(probe.fps, 3),
+                "frames": probe.frame_count,
+            }
         self.report = {
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                        "torch": torch.__version__, "torch_threads": self._all_threads},
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torch_threads": self._all_threads,
+            },
             "model": self.cfg.classifier.model,
             "video": info,
         }
@@ -140,8 +156,11 @@ class Bench:
             detect_fps = len(frames) / (time.perf_counter() - start)
         crops = [face.crop for faces in found for face in faces]
         self.report["decoder"] = {"frames": len(frames), "fps": round(decode_fps, 2)}
-        self.report["detector"] = {"frames": len(frames), "fps": round(detect_fps, 2),
-                                   "faces_per_frame": round(len(crops) / len(frames), 3)}
+        self.report["detector"] = {
+            "frames": len(frames),
+            "fps": round(detect_fps, 2),
+            "faces_per_frame": round(len(crops) / len(frames), 3),
+        }
         if not crops:
             raise SourceError(f"no face found in the first {len(frames)} frames of '{self.video}'; bench needs a video with faces")
         return frames, crops
@@ -150,8 +169,9 @@ class Bench:
         from fer_stream.model.devices import resolve_device
 
         rows = []
-        combos = [(d, p) for d in self.devices for p in self.precisions
-                  if not (p == "int8" and resolve_device(d).type != "cpu")]  # int8 is a CPU precision
+        combos = [
+            (d, p) for d in self.devices for p in self.precisions if not (p == "int8" and resolve_device(d).type != "cpu")
+        ]  # int8 is a CPU precision
         for device, precision in combos:
             clf = self._classifier(precision, None, device)
             clf.warmup()
@@ -165,8 +185,14 @@ class Bench:
                     return batch
 
                 step()  # warm this shape
-                rows.append({"precision": precision, "device": str(clf.device), "batch": batch,
-                             "faces_per_s": round(_timed(step, self.min_time), 3)})
+                rows.append(
+                    {
+                        "precision": precision,
+                        "device": str(clf.device),
+                        "batch": batch,
+                        "faces_per_s": round(_timed(step, self.min_time), 3),
+                    }
+                )
         self.report["classifier"] = rows
 
     def _agreement(self, crops: list[np.ndarray]) -> None:
@@ -187,8 +213,15 @@ class Bench:
         out = []
         for precision in others:
             figures = agreement(reference, self._probs(precision, inputs))
-            out.append({"precision": precision, "against": "fp32", "images": len(inputs), "on": where,
-                        **{k: figures[k] for k in ("top1_agreement", "mean_cosine", "mae")}})
+            out.append(
+                {
+                    "precision": precision,
+                    "against": "fp32",
+                    "images": len(inputs),
+                    "on": where,
+                    **{k: figures[k] for k in ("top1_agreement", "mean_cosine", "mae")},
+                }
+            )
         self.report["agreement"] = out
 
     def _probs(self, precision: str, images: list[Any]) -> np.ndarray:
@@ -215,9 +248,15 @@ class Bench:
             s = pipeline.stats
         elapsed = max(s.elapsed_s, 1e-9)
         out = {
-            "precision": c.precision, "threads": threads or self._all_threads, "frames_in": s.frames_in, "frames_out": n,
-            "dropped": s.dropped, "fps": round(n / elapsed, 3), "faces_per_s": round(s.faces / elapsed, 3),
-            "classified_per_s": round(s.classified / elapsed, 3), "mean_batch": round(s.mean_batch, 3),
+            "precision": c.precision,
+            "threads": threads or self._all_threads,
+            "frames_in": s.frames_in,
+            "frames_out": n,
+            "dropped": s.dropped,
+            "fps": round(n / elapsed, 3),
+            "faces_per_s": round(s.faces / elapsed, 3),
+            "classified_per_s": round(s.classified / elapsed, 3),
+            "mean_batch": round(s.mean_batch, 3),
             "latency_s": s.latency_s,
         }
         if live:
@@ -239,9 +278,9 @@ class Bench:
         self.report["live"] = self._run_pipeline(live=True)
 
     def _naive(self) -> None:
-        from fer_stream.stream.overlay import Overlay
-        from fer_stream.io.sources import AVSource
         from fer_stream.frames import FrameResult
+        from fer_stream.io.sources import AVSource
+        from fer_stream.stream.overlay import Overlay
 
         self.log(f"naive single-thread loop, {self.naive_frames} frames")
         clf = self._classifier(self.cfg.classifier.precision, None)
@@ -261,8 +300,13 @@ class Bench:
                 if n >= self.naive_frames:
                     break
             elapsed = time.perf_counter() - start
-        self.report["naive"] = {"precision": clf.precision, "frames": n, "fps": round(n / elapsed, 3),
-                                "faces_per_s": round(faces_total / elapsed, 3), "latency_s": latency.percentiles()}
+        self.report["naive"] = {
+            "precision": clf.precision,
+            "frames": n,
+            "fps": round(n / elapsed, 3),
+            "faces_per_s": round(faces_total / elapsed, 3),
+            "latency_s": latency.percentiles(),
+        }
 
     def _ratios(self) -> None:
         r = self.report
@@ -302,17 +346,23 @@ def format_report(r: dict[str, Any]) -> str:
     for row in r["classifier"]:
         lines.append(f"  {row['precision']:<5} {row['device']:<8} batch {row['batch']:>3}  {row['faces_per_s']:8.2f} faces/s")
     for a in r.get("agreement", []):
-        lines.append(f"  {a['precision']} vs fp32 on {a['images']} images: top-1 agreement {a['top1_agreement']:.1%}, "
-                     f"mean cosine {a['mean_cosine']:.6f}, MAE {a['mae']:.6f}")
+        lines.append(
+            f"  {a['precision']} vs fp32 on {a['images']} images: top-1 agreement {a['top1_agreement']:.1%}, "
+            f"mean cosine {a['mean_cosine']:.6f}, MAE {a['mae']:.6f}"
+        )
     lines.append("")
     for key, title in (("pipeline", "pipeline, exact"), ("live", "pipeline, live"), ("naive", "naive loop")):
         p = r[key]
         lat = p["latency_s"]
-        line = (f"{title:<16} {p['fps']:7.2f} frames/s {p['faces_per_s']:7.2f} faces/s  latency p50 {_ms(lat['p50'])}, "
-                f"p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}")
+        line = (
+            f"{title:<16} {p['fps']:7.2f} frames/s {p['faces_per_s']:7.2f} faces/s  latency p50 {_ms(lat['p50'])}, "
+            f"p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}"
+        )
         if key == "live":
-            line += (f"\n{'':16} {p['fps_ratio']:.2f}x the camera's {p['source_fps']:g} fps, {p['dropped']} dropped; "
-                     f"slowest track re-classified {p['min_track_rate_hz'] if p['min_track_rate_hz'] is not None else '-'}/s")
+            line += (
+                f"\n{'':16} {p['fps_ratio']:.2f}x the camera's {p['source_fps']:g} fps, {p['dropped']} dropped; "
+                f"slowest track re-classified {p['min_track_rate_hz'] if p['min_track_rate_hz'] is not None else '-'}/s"
+            )
         lines.append(line)
     lines.append("")
     lines.append("ratios: " + ", ".join(f"{k} {v:g}" for k, v in r["ratios"].items()))

@@ -27,8 +27,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,9 @@ def connect(address: str) -> Any:
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as e:  # Ray raises several types for an unreachable or refused cluster
-        raise ConfigError(f"cannot join the Ray cluster at '{address}': {first_line(e)}; "
-                          "start one with `ray start --head` or give --ray ray://HOST:10001") from None
+        raise ConfigError(
+            f"cannot join the Ray cluster at '{address}': {first_line(e)}; start one with `ray start --head` or give --ray ray://HOST:10001"
+        ) from None
     return ray
 
 
@@ -82,8 +84,8 @@ class ClassifierActor:
     """One classifier on one node, batching the faces of every video task that calls it."""
 
     def __init__(self, cfg: Config) -> None:
-        from fer_stream.model.service import ClassifierService
         from fer_stream.build import make_classifier
+        from fer_stream.model.service import ClassifierService
 
         self.clf = make_classifier(cfg)
         if cfg.classifier.warmup:
@@ -92,8 +94,15 @@ class ClassifierActor:
 
     def describe(self) -> dict[str, Any]:
         c = self.clf
-        return {"labels": c.labels, "threshold": c.threshold, "max_batch": c.max_batch, "device": str(c.device),
-                "precision": c.precision, "processor": c.processor, "fast": c._fast is not None}
+        return {
+            "labels": c.labels,
+            "threshold": c.threshold,
+            "max_batch": c.max_batch,
+            "device": str(c.device),
+            "precision": c.precision,
+            "processor": c.processor,
+            "fast": c._fast is not None,
+        }
 
     def forward(self, pixels: np.ndarray, owner: int) -> np.ndarray:
         import torch
@@ -153,14 +162,12 @@ def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any]) -> d
         folder = Path(tmp) / job.name
         with make_detector(cfg) as detector:
             # A StopOnSignal never entered: no signal handlers in a Ray worker; the driver cancels instead.
-            record = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector,
-                                   stopper=StopOnSignal())
+            record = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=StopOnSignal())
         files = {name: (folder / name).read_bytes() for name in OUTPUTS.values() if (folder / name).is_file()}
     return {"record": {**record, "node": node[:12]}, "files": files, "tmp": str(folder)}
 
 
-def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, video: bool,
-               record: Callable[[dict[str, Any]], None]) -> None:
+def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
     """Every job as a Ray task; outputs and manifest records written here, as each finishes."""
     from tqdm import tqdm
 
@@ -176,17 +183,28 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
         if options is None:
             continue
         actors[node["NodeID"]] = actor_cls.options(
-            num_cpus=1, max_concurrency=64, max_restarts=3, max_task_retries=3,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True), **options,
+            num_cpus=1,
+            max_concurrency=64,
+            max_restarts=3,
+            max_task_retries=3,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
+            **options,
         ).remote(cfg)
     if not actors:
-        raise ConfigError(f"no node of the Ray cluster offers the device '{cfg.classifier.device}' "
-                          "(GPU for cuda, custom resource NPU for npu)")
+        raise ConfigError(
+            f"no node of the Ray cluster offers the device '{cfg.classifier.device}' (GPU for cuda, custom resource NPU for npu)"
+        )
     ray.get([a.describe.remote() for a in actors.values()])  # loaded everywhere before videos start
     task = ray.remote(_video_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
     running = {task.remote(cfg, job, video, actors): job for job in todo}
-    bar = tqdm(total=len(todo), unit="video", disable=not cfg.output.progress, dynamic_ncols=True, file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    bar = tqdm(
+        total=len(todo),
+        unit="video",
+        disable=not cfg.output.progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
+    )
     faces = 0
     try:
         while running:
@@ -196,16 +214,23 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
                 try:
                     result = ray.get(ref)
                 except Exception as e:  # the task itself failed (after Ray's retries of lost workers)
-                    rec = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size,
-                           "mtime_ns": job.mtime_ns, "status": FAILED, "finished": now(),
-                           "error": f"{type(e).__name__}: {first_line(e, last=True)}"}
+                    rec = {
+                        "input": job.shown,
+                        "key": job.key,
+                        "name": job.name,
+                        "size": job.size,
+                        "mtime_ns": job.mtime_ns,
+                        "status": FAILED,
+                        "finished": now(),
+                        "error": f"{type(e).__name__}: {first_line(e, last=True)}",
+                    }
                 else:
                     _write_files(out_dir / job.name, result["files"], result["tmp"])
                     rec = result["record"]
                 record(rec)
                 if rec["status"] == FAILED:
                     tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
-                faces += rec.get("faces", 0)
+                faces += int(rec.get("faces") or 0)
                 bar.update(1)
                 bar.set_postfix(faces=faces, refresh=False)
     except KeyboardInterrupt:
@@ -284,8 +309,8 @@ def start_groups(cfgs: dict[str, Config], address: str) -> dict[str, Any]:
 
 def run_fleet(paths: list[str], address: str) -> int:
     """``fer-stream fleet``: every group config as an actor until they end or Ctrl-C; exit 1 if any failed."""
-    from fer_stream.config import load_config
     from fer_stream.commands.signals import StopOnSignal
+    from fer_stream.config import load_config
 
     cfgs = {}
     for p in paths:
@@ -327,4 +352,3 @@ def run_fleet(paths: list[str], address: str) -> int:
     if signals.signum is not None:
         return 128 + signals.signum
     return 1 if failed else 0
-

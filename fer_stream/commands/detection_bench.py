@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,8 +49,9 @@ class _Head:
     box: tuple[float, float, float, float]  # the face inside it, x0 y0 x1 y1
 
 
-def _heads_and_backgrounds(videos: Sequence[str], detector: Any, per_video: int, rng: random.Random
-                           ) -> tuple[list[_Head], list[np.ndarray]]:
+def _heads_and_backgrounds(
+    videos: Sequence[str], detector: Any, per_video: int, rng: random.Random
+) -> tuple[list[_Head], list[np.ndarray]]:
     """Head-and-shoulder patches with their face boxes, and face-free background pieces."""
     from fer_stream.io.sources import AVSource
 
@@ -89,8 +91,15 @@ def _background(size: tuple[int, int], pieces: list[np.ndarray], rng: random.Ran
     return canvas
 
 
-def make_scenes(heads: list[_Head], backgrounds: list[np.ndarray], *, sizes: Sequence[int] = SIZES,
-                canvases_per_size: int = 3, faces_per_canvas: int = 6, seed: int = 0) -> list[Scene]:
+def make_scenes(
+    heads: list[_Head],
+    backgrounds: list[np.ndarray],
+    *,
+    sizes: Sequence[int] = SIZES,
+    canvases_per_size: int = 3,
+    faces_per_canvas: int = 6,
+    seed: int = 0,
+) -> list[Scene]:
     """Canvases at 720p and 1080p with up to ``faces_per_canvas`` faces of each height in ``sizes``."""
     rng = random.Random(seed)
     scenes = []
@@ -99,7 +108,7 @@ def make_scenes(heads: list[_Head], backgrounds: list[np.ndarray], *, sizes: Seq
             for _ in range(canvases_per_size):
                 canvas = _background((width, height), backgrounds, rng)
                 placed: list[tuple[int, int, int, int]] = []
-                boxes = []
+                boxes: list[list[float]] = []
                 for _ in range(faces_per_canvas * 20):
                     if len(boxes) >= faces_per_canvas:
                         break
@@ -114,8 +123,7 @@ def make_scenes(heads: list[_Head], backgrounds: list[np.ndarray], *, sizes: Seq
                     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
                     canvas[y : y + ph, x : x + pw] = cv2.resize(head.patch, (pw, ph), interpolation=interp)
                     placed.append((x, y, pw, ph))
-                    boxes.append([x + head.box[0] * scale, y + head.box[1] * scale, x + head.box[2] * scale,
-                                  y + head.box[3] * scale])
+                    boxes.append([x + head.box[0] * scale, y + head.box[1] * scale, x + head.box[2] * scale, y + head.box[3] * scale])
                 scenes.append(Scene(canvas, np.asarray(boxes, np.float32).reshape(-1, 4), resolution))
     return scenes
 
@@ -131,8 +139,7 @@ def _match(truth: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, int, int]:
         return hit, len(found), 0
     iou = iou_matrix(truth, found)
     used = np.zeros(len(found), bool)
-    for t, d in sorted(((t, d) for t in range(len(truth)) for d in range(len(found)) if iou[t, d] >= MATCH_IOU),
-                       key=lambda td: -iou[td]):
+    for t, d in sorted(((t, d) for t in range(len(truth)) for d in range(len(found)) if iou[t, d] >= MATCH_IOU), key=lambda td: -iou[td]):
         if not hit[t] and not used[d]:
             hit[t] = used[d] = True
     on_face = (ios_matrix(truth, found) >= 0.5).any(axis=0)
@@ -150,8 +157,7 @@ def evaluate_kind(detector: Any, scenes: list[Scene]) -> dict[str, Any]:
             started = time.perf_counter()
             faces = detector.detect(s.image)
             seconds += time.perf_counter() - started
-            found = np.asarray([[f.box.x, f.box.y, f.box.x + f.box.w, f.box.y + f.box.h] for f in faces],
-                               np.float32).reshape(-1, 4)
+            found = np.asarray([[f.box.x, f.box.y, f.box.x + f.box.w, f.box.y + f.box.h] for f in faces], np.float32).reshape(-1, 4)
             hit, fp, off = _match(s.boxes, found)
             heights += (s.boxes[:, 3] - s.boxes[:, 1]).tolist()
             hits += hit.tolist()
@@ -164,20 +170,31 @@ def evaluate_kind(detector: Any, scenes: list[Scene]) -> dict[str, Any]:
             return round(float(k[sel].mean()), 4) if sel.any() else None
 
         out[resolution] = {
-            "frames": len(mine), "faces": len(h),
+            "frames": len(mine),
+            "faces": len(h),
             "recall_by_height": {f"{lo}-{hi - 1}px": recall(lo, hi) for lo, hi in BUCKETS},
             "faces_by_height": {f"{lo}-{hi - 1}px": int(((h >= lo) & (h < hi)).sum()) for lo, hi in BUCKETS},
-            "recall_ge_40px": recall(40), "recall_ge_80px": recall(80), "recall_all": recall(0),
-            "false_positives": false_pos, "false_positives_per_100_frames": round(100 * false_pos / len(mine), 2),
+            "recall_ge_40px": recall(40),
+            "recall_ge_80px": recall(80),
+            "recall_all": recall(0),
+            "false_positives": false_pos,
+            "false_positives_per_100_frames": round(100 * false_pos / len(mine), 2),
             "mislocated": mislocated,
             "fps": round(len(mine) / max(seconds, 1e-9), 1),
         }
     return out
 
 
-def detection_benchmark(videos: Sequence[str], *, kinds: Sequence[str], make: Callable[[str], Any],
-                        per_video: int = 12, canvases_per_size: int = 3, seed: int = 0,
-                        log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def detection_benchmark(
+    videos: Sequence[str],
+    *,
+    kinds: Sequence[str],
+    make: Callable[[str], Any],
+    per_video: int = 12,
+    canvases_per_size: int = 3,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Build the scenes from ``videos`` and evaluate each detector ``make(kind)`` on them."""
     rng = random.Random(seed)
     with make("short") as reference:
@@ -187,8 +204,10 @@ def detection_benchmark(videos: Sequence[str], *, kinds: Sequence[str], make: Ca
 
         raise SourceError("the detection benchmark needs videos in which the short-range model finds one clear face")
     scenes = make_scenes(heads, backgrounds, canvases_per_size=canvases_per_size, seed=seed)
-    log(f"{len(scenes)} frames with {sum(len(s.boxes) for s in scenes)} faces of {SIZES[0]}-{SIZES[-1]} px from "
-        f"{len(heads)} reference faces")
+    log(
+        f"{len(scenes)} frames with {sum(len(s.boxes) for s in scenes)} faces of {SIZES[0]}-{SIZES[-1]} px from "
+        f"{len(heads)} reference faces"
+    )
     report: dict[str, Any] = {"videos": list(videos), "match_iou": MATCH_IOU, "sizes": list(SIZES), "kinds": {}}
     for kind in kinds:
         log(f"detector {kind}")
@@ -203,13 +222,14 @@ def format_report(report: dict[str, Any]) -> str:
     buckets = [f"{lo}-{hi - 1}px" for lo, hi in BUCKETS]
     for resolution in CANVASES:
         lines.append(f"{resolution}: recall by face height (IoU >= {report['match_iou']})")
-        lines.append(f"  {'kind':<6} " + " ".join(f"{b:>9}" for b in buckets)
-                     + "   >=40px >=80px  FP/100fr  mislocated  frames/s")
+        lines.append(f"  {'kind':<6} " + " ".join(f"{b:>9}" for b in buckets) + "   >=40px >=80px  FP/100fr  mislocated  frames/s")
         for kind, r in report["kinds"].items():
             x = r[resolution]
             cells = " ".join(f"{v:>9.2f}" if v is not None else f"{'-':>9}" for v in x["recall_by_height"].values())
-            lines.append(f"  {kind:<6} {cells}   {x['recall_ge_40px']:>6.3f} {x['recall_ge_80px']:>6.3f}  "
-                         f"{x['false_positives_per_100_frames']:>8.2f}  {x['mislocated']:>10}  {x['fps']:>8.1f}")
+            lines.append(
+                f"  {kind:<6} {cells}   {x['recall_ge_40px']:>6.3f} {x['recall_ge_80px']:>6.3f}  "
+                f"{x['false_positives_per_100_frames']:>8.2f}  {x['mislocated']:>10}  {x['fps']:>8.1f}"
+            )
     return "\n".join(lines)
 
 
@@ -223,10 +243,18 @@ def run_detection_bench(cfg: Any, videos: Sequence[str], *, kinds: Sequence[str]
 
     for v in videos:
         AVSource(v).close()  # a missing or broken video is one clear error before any work
-    report = detection_benchmark(videos, kinds=kinds, make=lambda kind: make_detector(cfg, kind=kind),
-                                 canvases_per_size=canvases, log=lambda m: print(m, file=sys.stderr))
-    report["settings"] = {"min_confidence": cfg.detector.min_confidence,
-                          "full_min_confidence": cfg.detector.full_min_confidence,
-                          "tile_size": cfg.detector.tile_size, "tile_overlap": cfg.detector.tile_overlap}
+    report = detection_benchmark(
+        videos,
+        kinds=kinds,
+        make=lambda kind: make_detector(cfg, kind=kind),
+        canvases_per_size=canvases,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    report["settings"] = {
+        "min_confidence": cfg.detector.min_confidence,
+        "full_min_confidence": cfg.detector.full_min_confidence,
+        "tile_size": cfg.detector.tile_size,
+        "tile_overlap": cfg.detector.tile_overlap,
+    }
     print(json.dumps(report, indent=2) if as_json else format_report(report))
     return 0

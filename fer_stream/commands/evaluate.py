@@ -23,13 +23,24 @@ from fer_stream.errors import SourceError
 from fer_stream.io.images import find_images, read_image
 
 SYNONYMS = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "joy": "happy",
-    "neutral": "neutral", "calm": "neutral",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise",
+    "anger": "angry",
+    "angry": "angry",
+    "mad": "angry",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "neutral": "neutral",
+    "calm": "neutral",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
     "contempt": "contempt",
 }
 
@@ -159,14 +170,20 @@ def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
     ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for r in range(n):
         for c in range(n):
-            ax.text(c, r, f"{m[r, c]}\n{share[r, c]:.0%}", ha="center", va="center", fontsize=9,
-                    color="white" if share[r, c] > 0.55 else "black")
+            ax.text(
+                c,
+                r,
+                f"{m[r, c]}\n{share[r, c]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if share[r, c] > 0.55 else "black",
+            )
     ax.set_xticks(range(n), labels, rotation=35, ha="right")
     ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"accuracy {report['accuracy']:.1%}, macro F1 {report['macro_f1']:.3f} on {report['images']} images",
-                 fontsize=10)
+    ax.set_title(f"accuracy {report['accuracy']:.1%}, macro F1 {report['macro_f1']:.3f} on {report['images']} images", fontsize=10)
     fig.tight_layout()
 
     def write(f: Any) -> None:
@@ -180,9 +197,12 @@ def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"{r['images']} images from {r['data']}: accuracy {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f}", "",
-             f"{'label':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        f"{r['images']} images from {r['data']}: accuracy {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f}",
+        "",
+        f"{'label':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}",
+    ]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for label, m in r["per_class"].items():
         lines.append(f"{label:<10} {fmt(m['precision']):>9} {fmt(m['recall']):>7} {fmt(m['f1']):>6} {m['support']:>8}")
     lines += ["", "confusion (rows: true, columns: predicted)", " " * 10 + "".join(f"{l[:7]:>8}" for l in r["labels"])]

@@ -54,20 +54,26 @@ def export_onnx(model: str, out: str | Path, *, opset: int = 17, tolerance: floa
         raise
 
 
-def _export_checked(net: torch.nn.Module, processor: Any, pixels: torch.Tensor, model: str, out: Path, opset: int,
-                    tolerance: float, images: int, onnx: Any) -> dict[str, Any]:
+def _export_checked(
+    net: Any, processor: Any, pixels: torch.Tensor, model: str, out: Path, opset: int, tolerance: float, images: int, onnx: Any
+) -> dict[str, Any]:
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes about constant shapes in transformers' checks
         torch.onnx.export(
-            _Logits(net), (pixels[:2],), str(out), input_names=["pixel_values"], output_names=["logits"],
-            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
+            _Logits(net),
+            (pixels[:2],),
+            str(out),
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
         )
     proto = onnx.load(str(out))
     id2label = {int(k): str(v) for k, v in net.config.id2label.items()}
-    for key, value in ((META_LABELS, json.dumps(id2label)), (META_PROCESSOR, json.dumps(processor.to_dict())),
-                       (META_SOURCE, model)):
+    for key, value in ((META_LABELS, json.dumps(id2label)), (META_PROCESSOR, json.dumps(processor.to_dict())), (META_SOURCE, model)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(out))
@@ -78,8 +84,13 @@ def _export_checked(net: torch.nn.Module, processor: Any, pixels: torch.Tensor, 
     p_ort, p_torch = _softmax(ort_logits), _softmax(torch_logits)
     diff = float(np.abs(p_ort - p_torch).max())
     result = {
-        "path": str(out), "model": model, "opset": opset, "images": images, "size_mb": round(out.stat().st_size / 1e6, 1),
-        "max_abs_diff": diff, "max_abs_diff_logits": float(np.abs(ort_logits - torch_logits).max()),
+        "path": str(out),
+        "model": model,
+        "opset": opset,
+        "images": images,
+        "size_mb": round(out.stat().st_size / 1e6, 1),
+        "max_abs_diff": diff,
+        "max_abs_diff_logits": float(np.abs(ort_logits - torch_logits).max()),
         "top1_agreement": float(np.mean(p_ort.argmax(1) == p_torch.argmax(1))),
     }
     if diff > tolerance:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fer_stream.build import load_models
 from fer_stream.config import Config
@@ -86,8 +87,10 @@ def _print_image(f: Path, faces: list[Any], detect: bool) -> None:
         where = f"box x={b.x} y={b.y} w={b.w} h={b.h}" if detect else "whole image"
         if p is None:
             q = face.quality
-            print(f"  face {i}: {where}  unusable ({q.reason}: {q.size_px} px, sharpness {q.sharpness:g}, "
-                  f"score {q.score:.2f}); not classified")
+            print(
+                f"  face {i}: {where}  unusable ({q.reason}: {q.size_px} px, sharpness {q.sharpness:g}, "
+                f"score {q.score:.2f}); not classified"
+            )
             continue
         flag = "  (low confidence)" if p.flagged else ""
         print(f"  face {i}: {where}{flag}")

@@ -24,7 +24,6 @@ from fer_stream.config import Config
 from fer_stream.io.images import SYNTHETIC_SEED, find_images, read_image, synthetic_faces
 
 
-
 def _probs_and_rate(clf: Any, pixels: torch.Tensor) -> tuple[np.ndarray, float]:
     clf.forward(pixels[: clf.max_batch])  # warm-up (NPU kernels compile on the first batch)
     start = time.perf_counter()
@@ -45,8 +44,7 @@ def agreement(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     }
 
 
-def compare(reference: Any, candidate: Any, pixels: torch.Tensor, *, min_cosine: float = 0.999,
-            min_top1: float = 0.99) -> dict[str, Any]:
+def compare(reference: Any, candidate: Any, pixels: torch.Tensor, *, min_cosine: float = 0.999, min_top1: float = 0.99) -> dict[str, Any]:
     """Run ``pixels`` through both classifiers; figures and the verdict as a dict."""
     if tuple(reference.labels) != tuple(candidate.labels):
         raise ValueError("reference and candidate list different labels")
@@ -63,8 +61,9 @@ def compare(reference: Any, candidate: Any, pixels: torch.Tensor, *, min_cosine:
     }
 
 
-def run_parity(cfg: Config, *, device: str, precision: str, images: str | None, count: int,
-               min_cosine: float, min_top1: float, as_json: bool) -> int:
+def run_parity(
+    cfg: Config, *, device: str, precision: str, images: str | None, count: int, min_cosine: float, min_top1: float, as_json: bool
+) -> int:
     """The ``parity`` command: print the report; exit 0 when it passes, 1 when it does not."""
     from fer_stream.build import make_classifier
 

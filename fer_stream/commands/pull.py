@@ -17,8 +17,7 @@ def pull_models(cfg: Config, *, force: bool) -> int:
         if force or not cached.is_file():
             t = time.monotonic()
             download_detector(cached, kind=kind)
-            print(f"detector ({kind}-range): downloaded to {cached} ({cached.stat().st_size / 1e6:.1f} MB, "
-                  f"{time.monotonic() - t:.1f} s)")
+            print(f"detector ({kind}-range): downloaded to {cached} ({cached.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t:.1f} s)")
         else:
             print(f"detector ({kind}-range): already cached at {cached}")
     folder = pull_classifier(cfg.classifier.model)

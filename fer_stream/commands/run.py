@@ -14,10 +14,11 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fer_stream.build import load_models, make_detector, make_pipeline, make_smoother
 from fer_stream.commands.signals import StopOnSignal
@@ -46,9 +47,15 @@ def _open(cfg: Config, sid: str, spec: str) -> Source:
     s = cfg.source
     if spec.strip().lower().startswith(NETWORK_SCHEMES):
         src = ReconnectingSource(
-            spec.strip(), source_id=sid, transport=s.transport, open_timeout=s.open_timeout_s,
-            stall_timeout=s.stall_timeout_s, backoff_initial=s.reconnect_initial_s, backoff_max=s.reconnect_max_s,
-            max_reconnects=None if s.max_reconnects < 0 else s.max_reconnects, max_pixels=s.max_pixels,
+            spec.strip(),
+            source_id=sid,
+            transport=s.transport,
+            open_timeout=s.open_timeout_s,
+            stall_timeout=s.stall_timeout_s,
+            backoff_initial=s.reconnect_initial_s,
+            backoff_max=s.reconnect_max_s,
+            max_reconnects=None if s.max_reconnects < 0 else s.max_reconnects,
+            max_pixels=s.max_pixels,
         )
         return src  # connects on its reading thread, once the models are loaded (no stale burst of frames)
     return open_source(spec, live=True if s.live else None, max_pixels=s.max_pixels)
@@ -71,7 +78,8 @@ class _Stream:
 
     def health(self) -> SourceHealth:
         h = self.source.health() or SourceHealth(
-            url=self.source.name, state="streaming", frames=self.pipeline.stats.frames_in if self.pipeline else 0)
+            url=self.source.name, state="streaming", frames=self.pipeline.stats.frames_in if self.pipeline else 0
+        )
         if self.error is not None:
             return dataclasses.replace(h, state="failed", last_error=str(self.error))
         if self.pipeline is not None and self.pipeline.stats.source_ended:
@@ -81,8 +89,11 @@ class _Stream:
     def state(self) -> SourceState:
         stats = self.pipeline.stats if self.pipeline is not None else None
         return SourceState(
-            dropped=stats.dropped if stats else 0, reconnects=self.source.reconnects, failures=self.source.attempts,
-            up=self.health().state == "streaming", queues=self.pipeline.queue_depths() if self.pipeline is not None else {},
+            dropped=stats.dropped if stats else 0,
+            reconnects=self.source.reconnects,
+            failures=self.source.attempts,
+            up=self.health().state == "streaming",
+            queues=self.pipeline.queue_depths() if self.pipeline is not None else {},
         )
 
 
@@ -139,10 +150,13 @@ class _Run:
         self.several = len(self.specs) > 1
         out = cfg.output
         many = self.several
-        self.paths = {sid: (output_path(out.video, sid, many, "--output"), output_path(out.events, sid, many, "--events"))
-                      for sid, _ in self.specs}
-        self.people = {sid: (output_path(out.report, sid, many, "--report"), output_path(out.timeline, sid, many, "--timeline"))
-                       for sid, _ in self.specs}  # the HTML report and the per-second CSV
+        self.paths = {
+            sid: (output_path(out.video, sid, many, "--output"), output_path(out.events, sid, many, "--events")) for sid, _ in self.specs
+        }
+        self.people = {
+            sid: (output_path(out.report, sid, many, "--report"), output_path(out.timeline, sid, many, "--timeline"))
+            for sid, _ in self.specs
+        }  # the HTML report and the per-second CSV
         self.monitor: Any = None
         self.metrics: Any = None
         self.streams: list[_Stream] = []
@@ -176,9 +190,13 @@ class _Run:
         from fer_stream.serve.monitor import Monitor, parse_address
 
         self.metrics = Metrics()
-        self.monitor = Monitor(*parse_address(sv.address), self.metrics,
-                               token=sv.token or os.environ.get("FER_STREAM_SERVE_TOKEN", ""),
-                               max_clients=sv.max_clients, max_viewers=sv.max_viewers)
+        self.monitor = Monitor(
+            *parse_address(sv.address),
+            self.metrics,
+            token=sv.token or os.environ.get("FER_STREAM_SERVE_TOKEN", ""),
+            max_clients=sv.max_clients,
+            max_viewers=sv.max_viewers,
+        )
         stack.callback(self.monitor.server.server_close)
 
     def open_sources(self, stack: ExitStack) -> None:
@@ -210,8 +228,14 @@ class _Run:
         for st, detector in zip(self.streams, self.detectors):
             self._open_sinks(stack, st)
             st.pipeline = make_pipeline(
-                self.cfg, st.source, self.clf, detector, warmup=self.cfg.classifier.warmup and st is self.streams[0],
-                live_classifier=self.shared if st.source.live else None, source_id=st.sid, metrics=self.metrics,
+                self.cfg,
+                st.source,
+                self.clf,
+                detector,
+                warmup=self.cfg.classifier.warmup and st is self.streams[0],
+                live_classifier=self.shared if st.source.live else None,
+                source_id=st.sid,
+                metrics=self.metrics,
             )
             if self.monitor is not None:
                 st.sinks.append(self.monitor.add_source(st.sid, st.health))
@@ -225,8 +249,13 @@ class _Run:
             if self.cfg.source.max_frames and total:
                 total = min(total, self.cfg.source.max_frames)
             self.bar = tqdm(
-                total=total, unit="frame", disable=not self.cfg.output.progress, dynamic_ncols=True, file=sys.stderr,
-                mininterval=0.5 if sys.stderr.isatty() else 5.0, desc=Path(src.name).name if not src.live else src.name,
+                total=total,
+                unit="frame",
+                disable=not self.cfg.output.progress,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0,
+                desc=Path(src.name).name if not src.live else src.name,
             )
             stack.callback(self.bar.close)
 
@@ -238,14 +267,24 @@ class _Run:
         st.sinks.append(st.tally)
         video_path, events_path = self.paths[st.sid]
         if video_path and out.segment_seconds > 0:
-            st.video = stack.enter_context(SegmentedVideoSink(
-                out.video, source_id=st.sid, seconds=out.segment_seconds, fps=src.fps or 30.0, crf=out.crf, preset=out.preset))
+            st.video = stack.enter_context(
+                SegmentedVideoSink(
+                    out.video, source_id=st.sid, seconds=out.segment_seconds, fps=src.fps or 30.0, crf=out.crf, preset=out.preset
+                )
+            )
         elif video_path:
-            st.video = stack.enter_context(VideoSink(
-                video_path, width=src.width, height=src.height, fps=src.fps or 30.0,
-                time_base=None if src.live else src.time_base,
-                audio_from=src.audio_path if out.audio else None, crf=out.crf, preset=out.preset,
-            ))
+            st.video = stack.enter_context(
+                VideoSink(
+                    video_path,
+                    width=src.width,
+                    height=src.height,
+                    fps=src.fps or 30.0,
+                    time_base=None if src.live else src.time_base,
+                    audio_from=src.audio_path if out.audio else None,
+                    crf=out.crf,
+                    preset=out.preset,
+                )
+            )
         if st.video is not None:
             st.sinks.append(st.video)
         if events_path:
@@ -266,23 +305,27 @@ class _Run:
 
         streams = self.streams
         pipelines = [st.pipeline for st in streams]
-        with (nullcontext(stopper) if stopper is not None else StopOnSignal()) as signals, signals.watching(pipelines):
+        with nullcontext(stopper) if stopper is not None else StopOnSignal() as signals, signals.watching(pipelines):
             with ExitStack() as running:
                 results = [running.enter_context(p) for p in pipelines]
                 if self.shared is not None:
                     stop_shared = threading.Event()
-                    worker = threading.Thread(target=_run_shared, args=(self.shared, stop_shared, pipelines),
-                                              name="fer-classify", daemon=True)
+                    worker = threading.Thread(
+                        target=_run_shared, args=(self.shared, stop_shared, pipelines), name="fer-classify", daemon=True
+                    )
                     worker.start()
                     running.callback(worker.join, 5.0)
                     running.callback(stop_shared.set)
                 if self.several:
+
                     def stop_all() -> None:
                         for p in pipelines:
                             p.stop()
 
-                    threads = [threading.Thread(target=_consume, args=(st, it, None, stop_all), name=f"fer-out-{st.sid}",
-                                                daemon=True) for st, it in zip(streams, results)]
+                    threads = [
+                        threading.Thread(target=_consume, args=(st, it, None, stop_all), name=f"fer-out-{st.sid}", daemon=True)
+                        for st, it in zip(streams, results)
+                    ]
                     for t in threads:
                         t.start()
                     while any(t.is_alive() for t in threads):
@@ -372,20 +415,32 @@ def _consume(st: _Stream, results: Any, bar: Any, stop_all: Callable[[], None] |
 def _report_settings(cfg: Config) -> dict[str, Any]:
     """The settings a reader of a report needs to judge it."""
     c, d, q = cfg.classifier, cfg.detector, cfg.quality
-    return {"model": c.model, "device": c.device, "precision": c.precision, "threshold": c.threshold,
-            "classify every": c.classify_every, "smoothing": cfg.tracking.smoothing, "detector": d.kind,
-            "detector confidence (short / full)": f"{d.min_confidence} / {d.full_min_confidence}",
-            "quality minimums (px / sharpness / score)": f"{q.min_face_px} / {q.min_sharpness} / {q.min_score}",
-            "timeline bucket": f"{cfg.output.timeline_seconds:g} s"}
+    return {
+        "model": c.model,
+        "device": c.device,
+        "precision": c.precision,
+        "threshold": c.threshold,
+        "classify every": c.classify_every,
+        "smoothing": cfg.tracking.smoothing,
+        "detector": d.kind,
+        "detector confidence (short / full)": f"{d.min_confidence} / {d.full_min_confidence}",
+        "quality minimums (px / sharpness / score)": f"{q.min_face_px} / {q.min_sharpness} / {q.min_score}",
+        "timeline bucket": f"{cfg.output.timeline_seconds:g} s",
+    }
 
 
 def _combined(summaries: dict[str, dict[str, Any]], signum: int | None) -> dict[str, Any]:
-    total = {k: sum(s[k] for s in summaries.values()) for k in ("frames_in", "frames_out", "faces", "flagged", "unusable", "dropped", "classified")}
+    total = {
+        k: sum(s[k] for s in summaries.values())
+        for k in ("frames_in", "frames_out", "faces", "flagged", "unusable", "dropped", "classified")
+    }
     first = next(iter(summaries.values()))
     return {
         **total,
         "sources": summaries,
-        "model": first["model"], "device": first["device"], "precision": first["precision"],
+        "model": first["model"],
+        "device": first["device"],
+        "precision": first["precision"],
         "elapsed_s": max(s["elapsed_s"] for s in summaries.values()),
         "stopped_by": signal.Signals(signum).name if signum else None,
     }
@@ -422,9 +477,15 @@ def _summary(cfg: Config, st: _Stream, clf: Any, signum: int | None) -> dict[str
         "tracks_omitted": st.pipeline.track_log.omitted,  # the oldest, beyond the 10 000 kept
         "threshold": cfg.classifier.threshold,
         "stopped_by": signal.Signals(signum).name if signum else None,
-        "outputs": {k: v for k, v in (("video", str(st.video.path) if isinstance(st.video, VideoSink) else ""),
-                                      ("events", str(st.events.path) if st.events is not None else ""),
-                                      ("summary", cfg.output.summary)) if v},
+        "outputs": {
+            k: v
+            for k, v in (
+                ("video", str(st.video.path) if isinstance(st.video, VideoSink) else ""),
+                ("events", str(st.events.path) if st.events is not None else ""),
+                ("summary", cfg.output.summary),
+            )
+            if v
+        },
     }
     h = source.health()
     if h is not None and h.network:
@@ -448,8 +509,9 @@ def _print_summary(s: dict[str, Any]) -> None:
     ]
     lat = s["latency_s"]
     if lat.get("p50") is not None:
-        lines.append(f"latency (capture to output): p50 {lat['p50'] * 1e3:.0f} ms, p95 {lat['p95'] * 1e3:.0f} ms, "
-                     f"p99 {lat['p99'] * 1e3:.0f} ms")
+        lines.append(
+            f"latency (capture to output): p50 {lat['p50'] * 1e3:.0f} ms, p95 {lat['p95'] * 1e3:.0f} ms, p99 {lat['p99'] * 1e3:.0f} ms"
+        )
     counts = [f"{k} {v}" for k, v in sorted(s["labels"].items(), key=lambda kv: -kv[1]) if v]
     if counts:
         lines.append("labels: " + ", ".join(counts))
@@ -459,5 +521,3 @@ def _print_summary(s: dict[str, Any]) -> None:
     if s.get("segments"):
         lines.append(f"segments: {len(s['segments'])} files, {s['segments'][0]} ... {s['segments'][-1]}")
     print("\n".join(lines), flush=True)
-
-

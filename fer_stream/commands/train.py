@@ -105,21 +105,37 @@ def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
         return processor, net
     source = str(Path(base).expanduser()) if _looks_like_path(base) else base
     net = AutoModelForImageClassification.from_pretrained(
-        source, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-        ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=False, local_files_only=True,
+        source,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,
+        use_safetensors=True,
+        trust_remote_code=False,
+        local_files_only=True,
     )
     return processor, net
 
 
-def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(), *, device: str = "auto",
-          resume: bool = False, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+def train(
+    data: str | Path,
+    base: str,
+    out: str | Path,
+    recipe: Recipe = Recipe(),
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict[str, Any]:
     """Fine-tune ``base`` on ``data``; writes the best model to ``out`` and returns the run's figures."""
     from tqdm import tqdm
 
+    from fer_stream.commands.evaluate import load_dataset
+    from fer_stream.model.devices import resolve_device
     from fer_stream.model.hub import _quiet_transformers
     from fer_stream.model.preprocess import TensorPreprocessor
-    from fer_stream.model.devices import resolve_device
-    from fer_stream.commands.evaluate import load_dataset
+
     _quiet_transformers()
     if workers is None:
         workers = min(4, max(1, (os.cpu_count() or 1) - 1))
@@ -138,7 +154,9 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
         raise ModelError(f"nothing to resume in '{out}' (no {last}); run without --resume first")
     pre = TensorPreprocessor.from_processor(processor)
     if pre is None:
-        raise ModelError(f"'{base}' uses an image processor that crops; fer-stream train supports resize-and-normalize processors (ViT-style)")
+        raise ModelError(
+            f"'{base}' uses an image processor that crops; fer-stream train supports resize-and-normalize processors (ViT-style)"
+        )
     # Images stay on disk: workers decode and resize each batch to 0-255 floats at the model's
     # input size; augmentation and normalization run on the batch in the training process.
     raw = TensorPreprocessor(*pre.size, pre.mode, 1.0, torch.zeros(3), torch.ones(3))
@@ -155,24 +173,25 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
     amp_dtype = {"cuda": torch.float16, "npu": torch.float16, "mps": torch.float16}.get(dev.type)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype is torch.float16 and dev.type == "cuda" else None
     history: list[dict[str, Any]] = []
-    start_epoch, best = 0, {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
+    best: dict[str, Any] = {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
+    start_epoch = 0
     if resume:
         state = _load_state(last / "training_state.pt")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
     gen = torch.Generator().manual_seed(recipe.seed + start_epoch)
-    norm = lambda x: x.mul(pre._mul).sub(pre._sub)  # noqa: E731
-    bar = tqdm(range(start_epoch, recipe.epochs), desc="train", unit="epoch", disable=not progress, initial=start_epoch,
-               total=recipe.epochs)
+    norm = lambda x: x.mul(pre._mul).sub(pre._sub)
+    bar = tqdm(
+        range(start_epoch, recipe.epochs), desc="train", unit="epoch", disable=not progress, initial=start_epoch, total=recipe.epochs
+    )
     for epoch in bar:
         net.train()
         order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
         total, seen = 0.0, 0
         opt.zero_grad(set_to_none=True)
         batches = [order[i : i + recipe.batch_size].tolist() for i in range(0, len(order), recipe.batch_size)]
-        steps = tqdm(loader(batches), total=len(batches), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
-                     disable=not progress)
+        steps = tqdm(loader(batches), total=len(batches), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not progress)
         for k, (images, t) in enumerate(steps):
             x = norm(augment(images, gen) if recipe.augment else images).to(dev)
             t = t.to(dev)
@@ -193,24 +212,44 @@ def train(data: str | Path, base: str, out: str | Path, recipe: Recipe = Recipe(
                 sched.step()
                 opt.zero_grad(set_to_none=True)
         val = _evaluate(net, loader, val_idx, norm, loss_fn, dev) if val_idx else {"val_loss": None, "val_accuracy": None}
-        row = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5), **val, "lr": opt.param_groups[0]["lr"]}
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5), **val, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         score = (val["val_accuracy"] if val_idx else -row["train_loss"], -(val["val_loss"] or row["train_loss"]))
         if score > (best["val_accuracy"], -best["val_loss"]):
             best = {"val_accuracy": score[0], "val_loss": -score[1], "epoch": epoch + 1}
             _save(net, processor, out)
-        _checkpoint(net, processor, last, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                                           "best": best, "history": history, "recipe": asdict(recipe), "labels": labels})
+        _checkpoint(
+            net,
+            processor,
+            last,
+            {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "history": history,
+                "recipe": asdict(recipe),
+                "labels": labels,
+            },
+        )
         bar.set_postfix(loss=row["train_loss"], val_acc=val["val_accuracy"], refresh=False)
     bar.close()
     # The held-out images, for `fer-stream eval DATA --only OUT/heldout.txt` on exactly what training never saw.
     base_dir = Path(data)
-    (out / "heldout.txt").write_text("".join(f"{files[i].relative_to(base_dir).as_posix()}\n" for i in val_idx),
-                                     encoding="utf-8")
-    summary = {"data": str(data), "base": base, "out": str(out), "labels": labels, "train_images": len(train_idx),
-               "val_images": len(val_idx), "best_epoch": best["epoch"],
-               "best_val_accuracy": best["val_accuracy"] if val_idx else None,  # without a split: lowest training loss
-               "history": history, "recipe": asdict(recipe), "device": str(dev)}
+    (out / "heldout.txt").write_text("".join(f"{files[i].relative_to(base_dir).as_posix()}\n" for i in val_idx), encoding="utf-8")
+    summary = {
+        "data": str(data),
+        "base": base,
+        "out": str(out),
+        "labels": labels,
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"] if val_idx else None,  # without a split: lowest training loss
+        "history": history,
+        "recipe": asdict(recipe),
+        "device": str(dev),
+    }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -242,8 +281,9 @@ class _Loader:
         from torch.utils.data import DataLoader
 
         # Each "item" is a whole batch: one task per batch keeps worker round-trips few.
-        return DataLoader(batches, batch_size=None, collate_fn=self.batch, num_workers=self.workers,
-                          prefetch_factor=4 if self.workers else None)
+        return DataLoader(
+            batches,  # type: ignore[arg-type]  # a list of index batches is a map-style data set batch_size=None, collate_fn=self.batch, num_workers=self.workers, prefetch_factor=4 if self.workers else None
+        )
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -254,20 +294,23 @@ def _load_state(path: Path) -> dict[str, Any]:
         return torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         first = first_line(e)
-        raise ModelError(f"cannot resume from '{path}': not a plain training checkpoint ({first[:160]}); "
-                         "delete it or train again without --resume") from None
+        raise ModelError(
+            f"cannot resume from '{path}': not a plain training checkpoint ({first[:160]}); delete it or train again without --resume"
+        ) from None
 
 
 @torch.inference_mode()
-def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, loss_fn: Any,
-              dev: torch.device) -> dict[str, float]:
+def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device) -> dict[str, float]:
     net.eval()
-    parts = [(net(pixel_values=norm(x).to(dev)).logits.float().cpu(), t)
-             for x, t in loader([idx[i : i + 128] for i in range(0, len(idx), 128)])]
+    parts = [
+        (net(pixel_values=norm(x).to(dev)).logits.float().cpu(), t) for x, t in loader([idx[i : i + 128] for i in range(0, len(idx), 128)])
+    ]
     logits = torch.cat([p for p, _ in parts])
     t = torch.cat([t for _, t in parts])
-    return {"val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
-            "val_accuracy": round(float((logits.argmax(1) == t).float().mean()), 4)}
+    return {
+        "val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
+        "val_accuracy": round(float((logits.argmax(1) == t).float().mean()), 4),
+    }
 
 
 def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[str, Any]) -> None:
@@ -292,29 +335,34 @@ def _recover(last: Path) -> None:
         old.rename(last)
 
 
-def _save(net: torch.nn.Module, processor: Any, folder: Path) -> None:
+def _save(net: Any, processor: Any, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
 
 
-def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool,
-              workers: int | None = None) -> int:
+def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool, workers: int | None = None) -> int:
     """The ``train`` command."""
     from fer_stream.io.sinks import writable_path
 
     writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)
-    summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress,
-                    workers=workers)
+    summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress, workers=workers)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
         h = summary["history"]
-        best = (f"best validation accuracy {summary['best_val_accuracy']:.1%}" if summary["best_val_accuracy"] is not None
-                else "lowest training loss")
-        print(f"trained {len(h)} epochs on {summary['train_images']} images ({summary['val_images']} held out) on "
-              f"{summary['device']}: train loss {h[0]['train_loss']:.4f} -> {h[-1]['train_loss']:.4f}; {best} at epoch "
-              f"{summary['best_epoch']}")
-        print(f"saved the best model to {summary['out']} (labels {', '.join(summary['labels'])}); try "
-              f"`fer-stream eval DATA --model {summary['out']}`")
+        best = (
+            f"best validation accuracy {summary['best_val_accuracy']:.1%}"
+            if summary["best_val_accuracy"] is not None
+            else "lowest training loss"
+        )
+        print(
+            f"trained {len(h)} epochs on {summary['train_images']} images ({summary['val_images']} held out) on "
+            f"{summary['device']}: train loss {h[0]['train_loss']:.4f} -> {h[-1]['train_loss']:.4f}; {best} at epoch "
+            f"{summary['best_epoch']}"
+        )
+        print(
+            f"saved the best model to {summary['out']} (labels {', '.join(summary['labels'])}); try "
+            f"`fer-stream eval DATA --model {summary['out']}`"
+        )
     return 0

@@ -10,7 +10,7 @@ import numpy as np
 
 from fer_stream.errors import SourceError
 
-ImageLike = Union[str, Path, np.ndarray]
+ImageLike = Union[str, Path, np.ndarray]  # noqa: UP007  (a runtime alias: `|` needs 3.10 objects)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 120_000_000  # a 12000 x 10000 photo; a bigger "image" is refused before it is decoded
 
@@ -53,8 +53,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
         raise SourceError(f"'{p}' is empty (0 bytes); not an image")
     w, h = image_size(p)
     if w * h > max_pixels:
-        raise SourceError(f"'{p}' is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP fer-stream reads; "
-                          "scale it down first")
+        raise SourceError(
+            f"'{p}' is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP fer-stream reads; scale it down first"
+        )
     # cv2.imread cannot take non-ASCII paths on every platform; decoding the bytes always works.
     data = np.fromfile(str(p), dtype=np.uint8)
     try:

@@ -18,16 +18,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-from fer_stream.health import SourceHealth
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
+from fer_stream.health import SourceHealth, State
 from fer_stream.io.sources import AVSource, Source, redact, redact_text, transport_options
 
 log = logging.getLogger("fer_stream")
 
-CONNECTING, STREAMING, RECONNECTING, FAILED, STOPPED = "connecting", "streaming", "reconnecting", "failed", "stopped"
+CONNECTING: State = "connecting"
+STREAMING: State = "streaming"
+RECONNECTING: State = "reconnecting"
+FAILED: State = "failed"
+STOPPED: State = "stopped"
 
 
 class ReconnectingSource(Source):
@@ -63,7 +67,7 @@ class ReconnectingSource(Source):
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._inner: Source | None = None
-        self.state = CONNECTING
+        self.state: State = CONNECTING
         self.reconnects = 0  # successful re-openings after an outage
         self.attempts = 0  # failed openings and lost streams, in all
         self._failures = 0  # the same since the last frame
@@ -136,10 +140,16 @@ class ReconnectingSource(Source):
         """State for /healthz: ``state``, frame count and age, reconnects, the outage and its reason."""
         age = None if self._last_frame_at is None else round(time.monotonic() - self._last_frame_at, 3)
         return SourceHealth(
-            url=self.name, state=self.state, frames=self.frames_read, network=True, last_frame_age_s=age,
-            reconnects=self.reconnects, outages=self.outages,
+            url=self.name,
+            state=self.state,
+            frames=self.frames_read,
+            network=True,
+            last_frame_age_s=age,
+            reconnects=self.reconnects,
+            outages=self.outages,
             down_s=round(self.down_s + (time.time() - self.outage_since if self.outage_since else 0.0), 3),
-            outage_since=self.outage_since, last_error=self.last_error,
+            outage_since=self.outage_since,
+            last_error=self.last_error,
         )
 
     # -- internals ---------------------------------------------------------------------------
@@ -150,8 +160,9 @@ class ReconnectingSource(Source):
                 raise SourceError("closed")
             options = transport_options(self.url, self.transport)
             extra = {"max_pixels": self.max_pixels} if self.max_pixels else {}
-            inner = self._opener(self.url, live=True, open_timeout=self.open_timeout,
-                                 read_timeout=self.stall_timeout, options=options, **extra)
+            inner = self._opener(
+                self.url, live=True, open_timeout=self.open_timeout, read_timeout=self.stall_timeout, options=options, **extra
+            )
             self._inner = inner
             self.width, self.height, self.fps = inner.width, inner.height, inner.fps
 
@@ -174,8 +185,12 @@ class ReconnectingSource(Source):
             self.outages += 1
             if self.max_reconnects == 0:
                 return  # not retrying: the caller's error says it
-            log.warning("source %s: %s; reconnecting (%s)", self.source_id, reason,
-                        "for ever" if self.max_reconnects is None else f"at most {self.max_reconnects} times")
+            log.warning(
+                "source %s: %s; reconnecting (%s)",
+                self.source_id,
+                reason,
+                "for ever" if self.max_reconnects is None else f"at most {self.max_reconnects} times",
+            )
         self.state = RECONNECTING
 
     def _end_outage(self) -> None:

@@ -20,8 +20,9 @@ import html
 import io
 import os
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -92,22 +93,36 @@ class TimelineSink(Sink):
                 key = (b, track)
                 if key not in self._flag_seen and len(self.flagged) < self.max_flagged and face.crop is not None:
                     self._flag_seen.add(key)
-                    self.flagged.append({"time": round(t, 2), "track": track, "label": p.label,
-                                         "confidence": round(p.confidence, 3), "thumb": _thumb(face.crop, 96)})
+                    self.flagged.append(
+                        {
+                            "time": round(t, 2),
+                            "track": track,
+                            "label": p.label,
+                            "confidence": round(p.confidence, 3),
+                            "thumb": _thumb(face.crop, 96),
+                        }
+                    )
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (second, track): start time, faces, mean probabilities, dominant label."""
         out = []
         for (b, track), (n, total) in sorted(self.cells.items()):
             mean = total / n
-            out.append({"time_s": round(b * self.bucket_s, 3), "track": track, "faces": n,
-                        "dominant": self.labels[int(mean.argmax())],
-                        **{label: round(float(v), 6) for label, v in zip(self.labels, mean)}})
+            out.append(
+                {
+                    "time_s": round(b * self.bucket_s, 3),
+                    "track": track,
+                    "faces": n,
+                    "dominant": self.labels[int(mean.argmax())],
+                    **{label: round(float(v), 6) for label, v in zip(self.labels, mean)},
+                }
+            )
         return out
 
 
 def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path:
     """The timeline as CSV (a row per second and track), written atomically."""
+
     def write(f: Any) -> None:
         w = csv.DictWriter(f, fieldnames=["time_s", "track", "faces", "dominant", *timeline.labels])
         w.writeheader()
@@ -133,11 +148,19 @@ def _svg(fig: Any) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog: inline SVG
+    return text[text.index("<svg") :]  # drop the XML prolog: inline SVG
 
 
-COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#2ca02c", "neutral": "#7f7f7f",
-          "sad": "#1f77b4", "surprise": "#ff7f0e", "contempt": "#e377c2"}
+COLORS = {
+    "angry": "#d62728",
+    "disgust": "#8c564b",
+    "fear": "#9467bd",
+    "happy": "#2ca02c",
+    "neutral": "#7f7f7f",
+    "sad": "#1f77b4",
+    "surprise": "#ff7f0e",
+    "contempt": "#e377c2",
+}
 
 
 def _track_plot(timeline: TimelineSink, track: int) -> str:
@@ -148,8 +171,13 @@ def _track_plot(timeline: TimelineSink, track: int) -> str:
     means = np.array([total / n for _, (n, total) in cells])
     fig, ax = plt.subplots(figsize=(9, 2.2))
     # Steps drawn to the end of each bucket: the last point repeated one bucket later.
-    ax.stackplot(np.append(x, x[-1] + timeline.bucket_s), np.vstack([means, means[-1:]]).T, labels=timeline.labels,
-                 step="post", colors=[COLORS.get(label, None) for label in timeline.labels])
+    ax.stackplot(
+        np.append(x, x[-1] + timeline.bucket_s),
+        np.vstack([means, means[-1:]]).T,
+        labels=timeline.labels,
+        step="post",
+        colors=[COLORS.get(label) for label in timeline.labels],
+    )
     low = means.max(axis=1) < timeline.threshold
     for xi, is_low in zip(x, low):  # an amber strip above the seconds to review, as the overlay flags them
         if is_low:
@@ -187,18 +215,27 @@ def _overview_plots(timeline: TimelineSink, summary: dict[str, Any]) -> tuple[st
     return bars, _svg(fig)
 
 
-def write_report(path: str | os.PathLike[str], timeline: TimelineSink, summary: dict[str, Any],
-                 settings: dict[str, Any] | None = None) -> Path:
+def write_report(
+    path: str | os.PathLike[str], timeline: TimelineSink, summary: dict[str, Any], settings: dict[str, Any] | None = None
+) -> Path:
     """One self-contained HTML file: overview plots, a timeline per track, flagged moments, settings."""
     p = Path(path)
     esc = html.escape
     bars, over_time = _overview_plots(timeline, summary)
     faces = max(1, summary.get("faces", 0))
-    figures = [("frames", summary.get("frames_out")), ("faces", summary.get("faces")),
-               ("tracks", len(summary.get("tracks", []))), ("flagged", f"{summary.get('flagged', 0)} ({summary.get('flagged', 0) / faces:.0%})"),
-               ("unusable", summary.get("unusable")), ("fps", summary.get("fps")), ("model", summary.get("model")),
-               ("device", summary.get("device")), ("precision", summary.get("precision")),
-               ("detector", summary.get("detector")), ("threshold", summary.get("threshold"))]
+    figures = [
+        ("frames", summary.get("frames_out")),
+        ("faces", summary.get("faces")),
+        ("tracks", len(summary.get("tracks", []))),
+        ("flagged", f"{summary.get('flagged', 0)} ({summary.get('flagged', 0) / faces:.0%})"),
+        ("unusable", summary.get("unusable")),
+        ("fps", summary.get("fps")),
+        ("model", summary.get("model")),
+        ("device", summary.get("device")),
+        ("precision", summary.get("precision")),
+        ("detector", summary.get("detector")),
+        ("threshold", summary.get("threshold")),
+    ]
     tracks = [t for t, _ in timeline.track_frames.most_common(MAX_TRACKS_PLOTTED)]
     track_html = []
     for t in sorted(tracks):
@@ -211,10 +248,18 @@ def write_report(path: str | os.PathLike[str], timeline: TimelineSink, summary: 
         track_html.append(
             f'<section class="track"><div class="who"><img alt="track {t}" src="{thumb}"><b>#{t}</b><br>'
             f"<small>{timeline.track_frames[t]} face{'s' if timeline.track_frames[t] != 1 else ''}<br>{shares}</small></div>"
-            f'<div class="plot">{_track_plot(timeline, t)}</div></section>')
+            f'<div class="plot">{_track_plot(timeline, t)}</div></section>'
+        )
+    shown = " shown" if len(timeline.flagged) >= timeline.max_flagged else ""
+    legend = (
+        f"Each band is a label's mean probability per {timeline.bucket_s:g} s; an amber strip above marks "
+        f"seconds whose best label is under {timeline.threshold:.0%}."
+    )
     flagged_rows = "".join(
-        f'<tr><td>{f["time"]:.2f} s</td><td>#{f["track"]}</td><td>{esc(f["label"])}</td><td>{f["confidence"]:.0%}</td>'
-        f'<td><img alt="face" src="{f["thumb"]}"></td></tr>' for f in timeline.flagged)
+        f"<tr><td>{f['time']:.2f} s</td><td>#{f['track']}</td><td>{esc(f['label'])}</td><td>{f['confidence']:.0%}</td>"
+        f'<td><img alt="face" src="{f["thumb"]}"></td></tr>'
+        for f in timeline.flagged
+    )
     settings_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in (settings or {}).items())
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fer-stream report: {esc(str(summary.get("source", "")))}</title>
@@ -231,9 +276,9 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #eee; 
 <div class="figures">{"".join(f"<div><b>{esc(k)}</b> {esc(str(v))}</div>" for k, v in figures)}</div>
 <h2>Whole video</h2><div class="overview"><div>{bars}</div><div>{over_time}</div></div>
 <h2>Tracks ({len(tracks)} of {len(timeline.track_frames)} shown: the longest)</h2>
-<p>Each band is a label's mean probability per {timeline.bucket_s:g} s; an amber strip above marks seconds whose best label is under {timeline.threshold:.0%}.</p>
+<p>{legend}</p>
 {"".join(track_html) or "<p>No classified faces.</p>"}
-<h2>Flagged moments ({len(timeline.flagged)}{" shown" if len(timeline.flagged) >= timeline.max_flagged else ""}): for a person to review</h2>
+<h2>Flagged moments ({len(timeline.flagged)}{shown}): for a person to review</h2>
 <table><tr><th>time</th><th>track</th><th>label</th><th>confidence</th><th>face</th></tr>{flagged_rows}</table>
 <h2>Settings</h2><table>{settings_rows}</table>
 </body></html>

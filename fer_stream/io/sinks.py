@@ -16,9 +16,10 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from fer_stream.errors import SinkError, first_line
 from fer_stream.frames import FrameResult
@@ -42,7 +43,7 @@ def check_output(path: str | os.PathLike[str], *, inputs: tuple[str, ...] = (), 
     p = writable_path(path)
     for source in inputs:
         src = Path(source)
-        if src.exists() and p.exists() and os.path.samefile(src, p) or p.resolve() == src.resolve():
+        if (src.exists() and p.exists() and os.path.samefile(src, p)) or p.resolve() == src.resolve():
             raise SinkError(f"output '{p}' is the input '{source}'; write the result to another file")
     if p.exists() and not overwrite:
         raise SinkError(f"output '{p}' already exists; pass --overwrite (or output.overwrite = true) to replace it")
@@ -73,7 +74,7 @@ class Sink(Protocol):
     def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None:
-        pass
+        return None  # most sinks hold nothing to release
 
     def __enter__(self) -> Sink:
         return self
@@ -118,7 +119,7 @@ class VideoSink(Sink):
         self._out: Any = None
         self._stream: Any = None
         self._last_pts: int | None = None
-        self._in_audio = None
+        self._in_audio: Any = None
         self._audio_stream = None
         self._audio_packets: Iterator[Any] | None = None
         self._pending_audio = None
@@ -156,14 +157,14 @@ class VideoSink(Sink):
     def _open_audio(self, path: str) -> None:
         import av
 
-        self._in_audio = av.open(path)
-        if not self._in_audio.streams.audio:
-            self._in_audio.close()
-            self._in_audio = None
+        container = av.open(path)
+        if not container.streams.audio:
+            container.close()
             return
-        src = self._in_audio.streams.audio[0]
+        self._in_audio = container
+        src = container.streams.audio[0]
         self._audio_stream = self._out.add_stream_from_template(src)
-        self._audio_packets = self._in_audio.demux(src)
+        self._audio_packets = container.demux(src)
 
     def end_of_input(self) -> None:
         """The whole input was written: keep all of its audio, not just up to the last frame."""
@@ -258,8 +259,9 @@ class SegmentedVideoSink(Sink):
     crash loses at most the open one, and every closed segment plays on its own.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, source_id: str, seconds: float, fps: float,
-                 crf: int = 20, preset: str = "veryfast") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, source_id: str, seconds: float, fps: float, crf: int = 20, preset: str = "veryfast"
+    ) -> None:
         template = str(path)
         tagged = "{source}" in template
         self._base = Path(template.replace("{source}", source_id))
@@ -454,7 +456,7 @@ class Tally(Sink):
                 self.flagged += face.prediction.flagged
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[io.TextIOBase], None], what: str = "") -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[io.TextIOBase], object], what: str = "") -> Path:
     """Write a whole file through ``write(f)`` to its partial name, then rename it into place;
     any failure is one SinkError naming the file, and leaves no partial file behind."""
     p = writable_path(path)
@@ -474,5 +476,17 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
 
 
-__all__ = ["Sink", "VideoSink", "SegmentedVideoSink", "EventSink", "DisplaySink", "Tally", "write_json", "display_available", "writable_path",
-           "check_output", "partial_path", "write_atomic"]
+__all__ = [
+    "DisplaySink",
+    "EventSink",
+    "SegmentedVideoSink",
+    "Sink",
+    "Tally",
+    "VideoSink",
+    "check_output",
+    "display_available",
+    "partial_path",
+    "writable_path",
+    "write_atomic",
+    "write_json",
+]

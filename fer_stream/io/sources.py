@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import time
 import urllib.parse
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from fer_stream.health import SourceHealth
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
+from fer_stream.health import SourceHealth
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,10 @@ class AVSource(Source):
         self.width, self.height = int(ctx.width), int(ctx.height)
         if max_pixels and self.width * self.height > max_pixels:
             self._container.close()
-            raise SourceError(f"'{self.name}' is {self.width}x{self.height}, over --max-pixels {max_pixels} "
-                              f"({max_pixels / 1e6:.1f} MP); raise --max-pixels if this machine has the memory for it")
+            raise SourceError(
+                f"'{self.name}' is {self.width}x{self.height}, over --max-pixels {max_pixels} "
+                f"({max_pixels / 1e6:.1f} MP); raise --max-pixels if this machine has the memory for it"
+            )
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = float(rate) if rate else 30.0
         self.time_base = stream.time_base

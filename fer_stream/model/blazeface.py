@@ -24,15 +24,14 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from fer_stream.errors import ModelError, first_line
-
 
 _STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one redirection at a time
 
@@ -99,10 +98,8 @@ class SsdSpec:
         return out
 
 
-FULL_RANGE = SsdSpec("face_detection_full_range_sparse.tflite", input_size=192, strides=(4,),
-                     interpolated_scale_aspect_ratio=0.0)
-SHORT_RANGE = SsdSpec("blaze_face_short_range.tflite", input_size=128, strides=(8, 16, 16, 16),
-                      interpolated_scale_aspect_ratio=1.0)
+FULL_RANGE = SsdSpec("face_detection_full_range_sparse.tflite", input_size=192, strides=(4,), interpolated_scale_aspect_ratio=0.0)
+SHORT_RANGE = SsdSpec("blaze_face_short_range.tflite", input_size=128, strides=(8, 16, 16, 16), interpolated_scale_aspect_ratio=1.0)
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
@@ -176,8 +173,7 @@ class BlazeFace:
     pixels and their scores ``(n,)``, highest first.
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], spec: SsdSpec = FULL_RANGE, *, min_score: float = 0.5,
-                 threads: int = 1) -> None:
+    def __init__(self, model_path: str | os.PathLike[str], spec: SsdSpec = FULL_RANGE, *, min_score: float = 0.5, threads: int = 1) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -192,16 +188,22 @@ class BlazeFace:
             outputs = self._interpreter.get_output_details()
         except Exception as e:  # LiteRT raises ValueError/RuntimeError for files that are not models
             first = first_line(e)
-            raise ModelError(f"detector model '{self.model_path}' does not load in LiteRT ({first}); point it at "
-                             f"MediaPipe's {spec.file}") from None
+            raise ModelError(
+                f"detector model '{self.model_path}' does not load in LiteRT ({first}); point it at MediaPipe's {spec.file}"
+            ) from None
         # The regressors output has 16 values per anchor, the classificators output 1.
         by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
         n = len(self._anchors)
         shape = tuple(int(s) for s in self._input["shape"])
-        if shape[1:] != (spec.input_size, spec.input_size, 3) or set(by_width) != {16, 1} or any(
-                int(np.prod(o["shape"][1:-1])) != n for o in outputs):
-            raise ModelError(f"detector model '{self.model_path}' is not a BlazeFace model with a {spec.input_size}x"
-                             f"{spec.input_size} input and {n} anchors; point it at MediaPipe's face_detection_full_range_sparse.tflite")
+        if (
+            shape[1:] != (spec.input_size, spec.input_size, 3)
+            or set(by_width) != {16, 1}
+            or any(int(np.prod(o["shape"][1:-1])) != n for o in outputs)
+        ):
+            raise ModelError(
+                f"detector model '{self.model_path}' is not a BlazeFace model with a {spec.input_size}x"
+                f"{spec.input_size} input and {n} anchors; point it at MediaPipe's face_detection_full_range_sparse.tflite"
+            )
         self._boxes_out, self._scores_out = by_width[16], by_width[1]
         self._batch = 0
         # LiteRT prints an INFO line when its CPU delegate starts (first inference): spend it here, silenced.
@@ -243,8 +245,9 @@ class BlazeFace:
             self._batch = len(batch)
         it.set_tensor(self._input["index"], batch)
         it.invoke()
-        return self._per_image(it.get_tensor(self._boxes_out), len(batch)), self._per_image(
-            it.get_tensor(self._scores_out), len(batch))[..., 0]
+        return self._per_image(it.get_tensor(self._boxes_out), len(batch)), self._per_image(it.get_tensor(self._scores_out), len(batch))[
+            ..., 0
+        ]
 
     def _per_image(self, out: np.ndarray, n: int) -> np.ndarray:
         """``(1, n * anchors, k)`` -> ``(n, anchors, k)``. The models reshape each grid's output with the

@@ -14,7 +14,8 @@ Labels always come from the loaded model's ``config.id2label``.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Protocol, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -98,8 +99,10 @@ def onnx_backend(model: str, device: torch.device, precision: str, max_batch: in
     if precision != "fp32":
         raise DeviceError(f"the onnxruntime backend runs the exported fp32 model; drop --precision {precision}")
     if not model.lower().endswith(".onnx"):
-        raise ModelError(f"--backend onnxruntime needs an exported model: run `fer-stream export --format onnx "
-                         f"model.onnx --model {model}`, then pass --model model.onnx")
+        raise ModelError(
+            f"--backend onnxruntime needs an exported model: run `fer-stream export --format onnx "
+            f"model.onnx --model {model}`, then pass --model model.onnx"
+        )
     if device.type not in ("cpu", "cuda"):
         raise DeviceError(f"the onnxruntime backend runs on cpu or cuda, not {device.type}")
     return OnnxModel(model, str(device))
@@ -155,7 +158,7 @@ class EmotionClassifier:
         self.precision = precision
         self.backend = backend
         self.runtime: ClassifierBackend = BACKENDS[backend](model, self.device, precision, max_batch)
-        self.processor = self.runtime.processor
+        self.processor: Any = self.runtime.processor
         self.labels: tuple[str, ...] = self.runtime.labels
         self._fast = TensorPreprocessor.from_processor(self.processor) if fast_preprocess else None
         if warmup:
@@ -176,8 +179,10 @@ class EmotionClassifier:
         self.runtime.static_batch = value  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
-        return (f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', backend={self.backend!r}, "
-                f"precision={self.precision!r}, labels={self.labels})")
+        return (
+            f"EmotionClassifier(model={self.model_name!r}, device='{self.device}', backend={self.backend!r}, "
+            f"precision={self.precision!r}, labels={self.labels})"
+        )
 
     def warmup(self) -> None:
         """Run one full batch so that kernels are compiled and memory is allocated up front."""

@@ -30,10 +30,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from fer_stream.model.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, ios_matrix, iou_matrix
-from fer_stream.model.blazeface import native_stderr_silenced as _native_stderr_silenced
 from fer_stream.errors import ModelError, first_line
 from fer_stream.frames import Box, Face
+from fer_stream.model.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, ios_matrix, iou_matrix
+from fer_stream.model.blazeface import native_stderr_silenced as _native_stderr_silenced
 from fer_stream.model.detector_files import resolve_detector_model
 from fer_stream.model.quality import QualityGate
 
@@ -59,8 +59,14 @@ class FaceDetector:
 
     kind = "short"
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.5, margin: float = 0.1,
-                 quality: QualityGate | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        min_confidence: float = 0.5,
+        margin: float = 0.1,
+        quality: QualityGate | None = None,
+    ) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.model_path = resolve_detector_model(model_path)
@@ -82,7 +88,10 @@ class FaceDetector:
                 self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=blank))
         except Exception as e:
             first = first_line(e)
-            raise ModelError(f"detector model '{self.model_path}' does not load in MediaPipe ({first}); point --detector-model at MediaPipe's blaze_face_short_range.tflite") from None
+            raise ModelError(
+                f"detector model '{self.model_path}' does not load in MediaPipe ({first}); "
+                "point --detector-model at MediaPipe's blaze_face_short_range.tflite"
+            ) from None
         self._mp = mp
 
     def __enter__(self) -> FaceDetector:
@@ -105,13 +114,20 @@ class FaceDetector:
         rgb = np.ascontiguousarray(image)
         # The model sees 128x128 anyway; a huge photo is scaled down first (MediaPipe crashes on some).
         s = min(1.0, MAX_DETECT_SIDE / max(rgb.shape[:2]))
-        small = rgb if s == 1.0 else cv2.resize(rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)),
-                                               interpolation=cv2.INTER_AREA)
+        small = rgb if s == 1.0 else cv2.resize(rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)), interpolation=cv2.INTER_AREA)
         result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=small))
-        found = [(Box(round(d.bounding_box.origin_x / s), round(d.bounding_box.origin_y / s),
-                      round(d.bounding_box.width / s), round(d.bounding_box.height / s)),
-                  float(d.categories[0].score) if d.categories else 0.0)
-                 for d in result.detections]
+        found = [
+            (
+                Box(
+                    round(d.bounding_box.origin_x / s),
+                    round(d.bounding_box.origin_y / s),
+                    round(d.bounding_box.width / s),
+                    round(d.bounding_box.height / s),
+                ),
+                float(d.categories[0].score) if d.categories else 0.0,
+            )
+            for d in result.detections
+        ]
         return make_faces(rgb, found, self.margin, self.quality)
 
 
@@ -120,8 +136,15 @@ class FullRangeDetector:
 
     kind = "full"
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.6,
-                 margin: float = 0.1, quality: QualityGate | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        min_confidence: float = 0.6,
+        margin: float = 0.1,
+        quality: QualityGate | None = None,
+        threads: int = 1,
+    ) -> None:
         self.model_path = resolve_detector_model(model_path, kind="full")
         self.min_confidence = min_confidence
         self.margin = margin
@@ -175,16 +198,27 @@ class TiledDetector(FullRangeDetector):
     VERIFY_CONTEXT = 3.0  # side of the verification crop, in face heights
     VERIFY_IOU = 0.3  # the verifier's box and the candidate's must overlap this much
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None, *, min_confidence: float = 0.6,
-                 margin: float = 0.1, quality: QualityGate | None = None, threads: int = 1, tile: int = 640,
-                 overlap: float = 0.2, short_model: str | os.PathLike[str] | None = None,
-                 verify_below: float = 0.25, verify_min_confidence: float = 0.5) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        min_confidence: float = 0.6,
+        margin: float = 0.1,
+        quality: QualityGate | None = None,
+        threads: int = 1,
+        tile: int = 640,
+        overlap: float = 0.2,
+        short_model: str | os.PathLike[str] | None = None,
+        verify_below: float = 0.25,
+        verify_min_confidence: float = 0.5,
+    ) -> None:
         super().__init__(model_path, min_confidence=min_confidence, margin=margin, quality=quality, threads=threads)
         self.tile = tile
         self.overlap = overlap
         self.verify_below = verify_below
-        self._short: BlazeFace | None = BlazeFace(resolve_detector_model(short_model), SHORT_RANGE,
-                                                  min_score=verify_min_confidence, threads=threads)
+        self._short: BlazeFace | None = BlazeFace(
+            resolve_detector_model(short_model), SHORT_RANGE, min_score=verify_min_confidence, threads=threads
+        )
 
     def close(self) -> None:
         super().close()
@@ -218,18 +252,20 @@ class TiledDetector(FullRangeDetector):
         # Scale the frame once so that a tile is exactly the model's input: the tiles are then cut
         # from it with no resizing of their own (one resize per frame instead of one per tile).
         s = min(1.0, self._net.spec.input_size / self.tile)
-        small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(width * s)), max(1, round(height * s))),
-                                               interpolation=cv2.INTER_AREA)
-        tiles = [(round(x * s), round(y * s), round(w * s), round(h * s))
-                 for x, y, w, h in tile_grid(width, height, self.tile, self.overlap)]
+        small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(width * s)), max(1, round(height * s))), interpolation=cv2.INTER_AREA)
+        tiles = [
+            (round(x * s), round(y * s), round(w * s), round(h * s)) for x, y, w, h in tile_grid(width, height, self.tile, self.overlap)
+        ]
         views = [small] + [small[y : y + h, x : x + w] for x, y, w, h in tiles]
         found = self._short.detect([small]) + self._net.detect(views)
         offsets = [(0, 0), (0, 0)] + [(x, y) for x, y, _, _ in tiles]
         boxes = np.concatenate([b + np.array([x, y, x, y], np.float32) for (b, _), (x, y) in zip(found, offsets)]) / s
         scores = np.concatenate([sc for _, sc in found])
         sh, sw = small.shape[:2]
-        cut = np.concatenate([np.zeros(len(found[0][0]) + len(found[1][0]), bool)]
-                             + [_touches_inner_edge(b, t, sw, sh) for (b, _), t in zip(found[2:], tiles)])
+        cut = np.concatenate(
+            [np.zeros(len(found[0][0]) + len(found[1][0]), bool)]
+            + [_touches_inner_edge(b, t, sw, sh) for (b, _), t in zip(found[2:], tiles)]
+        )
         return self._verify(rgb, *merge(boxes, scores, cut))
 
 
@@ -250,8 +286,9 @@ def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[
     return [(x, y, min(tile, width), min(tile, height)) for y in starts(height) for x in starts(width)]
 
 
-def merge(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray | None = None, iou: float = 0.3,
-          ios: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+def merge(
+    boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray | None = None, iou: float = 0.3, ios: float = 0.7
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy merge of detections from several passes: a box overlapping a kept one by IoU > ``iou``,
     or lying mostly inside it or around it (IoS > ``ios``), is the same face.
 
@@ -275,8 +312,12 @@ def _touches_inner_edge(boxes: np.ndarray, tile: tuple[int, int, int, int], widt
     """Which of a tile's boxes (tile pixels) reach an edge of the tile that is not the frame's edge."""
     x, y, w, h = tile
     edge = 2.0
-    return (((boxes[:, 0] <= edge) & (x > 0)) | ((boxes[:, 1] <= edge) & (y > 0))
-            | ((boxes[:, 2] >= w - edge) & (x + w < width)) | ((boxes[:, 3] >= h - edge) & (y + h < height)))
+    return (
+        ((boxes[:, 0] <= edge) & (x > 0))
+        | ((boxes[:, 1] <= edge) & (y > 0))
+        | ((boxes[:, 2] >= w - edge) & (x + w < width))
+        | ((boxes[:, 3] >= h - edge) & (y + h < height))
+    )
 
 
 def _as_boxes(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[Box, float]]:
@@ -311,10 +352,18 @@ def resolve_kind(kind: str, *, webcam: bool) -> str:
     return kind
 
 
-def make_detector(kind: str, *, short_model: str | os.PathLike[str] | None = None,
-                  full_model: str | os.PathLike[str] | None = None, min_confidence: float = 0.5,
-                  full_min_confidence: float = 0.6, margin: float = 0.1, quality: QualityGate | None = None,
-                  tile: int = 640, overlap: float = 0.2) -> Detector:
+def make_detector(
+    kind: str,
+    *,
+    short_model: str | os.PathLike[str] | None = None,
+    full_model: str | os.PathLike[str] | None = None,
+    min_confidence: float = 0.5,
+    full_min_confidence: float = 0.6,
+    margin: float = 0.1,
+    quality: QualityGate | None = None,
+    tile: int = 640,
+    overlap: float = 0.2,
+) -> Detector:
     """A detector of ``kind`` (``short``, ``full`` or ``tiled``; resolve ``auto`` first).
 
     ``min_confidence`` applies to the short-range model (also as the tiled detector's verifier),
@@ -325,11 +374,17 @@ def make_detector(kind: str, *, short_model: str | os.PathLike[str] | None = Non
     if kind == "full":
         return FullRangeDetector(full_model, min_confidence=full_min_confidence, margin=margin, quality=quality)
     if kind == "tiled":
-        return TiledDetector(full_model, min_confidence=full_min_confidence, margin=margin, quality=quality, tile=tile,
-                             overlap=overlap, short_model=short_model, verify_min_confidence=min_confidence)
+        return TiledDetector(
+            full_model,
+            min_confidence=full_min_confidence,
+            margin=margin,
+            quality=quality,
+            tile=tile,
+            overlap=overlap,
+            short_model=short_model,
+            verify_min_confidence=min_confidence,
+        )
     raise ModelError(f"unknown detector kind '{kind}'; use one of {', '.join(KINDS)}")
-
-
 
 
 def crop(image: np.ndarray, box: Box, margin: float = 0.0) -> np.ndarray:

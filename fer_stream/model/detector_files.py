@@ -35,16 +35,21 @@ class ModelFile:
 DETECTOR_MODELS = {
     "short": ModelFile(
         "blaze_face_short_range.tflite",
-        "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/latest/"
-        "blaze_face_short_range.tflite",
-        "FER_STREAM_DETECTOR_MODEL", "FER_STREAM_DETECTOR_URL", "--detector-model",
-        "2099d256f1290a0727ef5f3c561e3e23f3595aef8764b9edb4ab221d12c7bd5e"),
+        "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/latest/blaze_face_short_range.tflite",
+        "FER_STREAM_DETECTOR_MODEL",
+        "FER_STREAM_DETECTOR_URL",
+        "--detector-model",
+        "2099d256f1290a0727ef5f3c561e3e23f3595aef8764b9edb4ab221d12c7bd5e",
+    ),
     # MediaPipe's full-range model, as its face_detection module uses it (published with MediaPipe's assets).
     "full": ModelFile(
         "face_detection_full_range_sparse.tflite",
         "https://storage.googleapis.com/mediapipe-assets/face_detection_full_range_sparse.tflite",
-        "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_FULL_RANGE_URL", "--full-range-model",
-        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
+        "FER_STREAM_FULL_RANGE_MODEL",
+        "FER_STREAM_FULL_RANGE_URL",
+        "--full-range-model",
+        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+    ),
 }
 DETECTOR_FILE = DETECTOR_MODELS["short"].file
 DETECTOR_URL = DETECTOR_MODELS["short"].url
@@ -67,8 +72,7 @@ def cached_detector_path(kind: str = "short") -> Path:
     return cache_dir() / DETECTOR_MODELS[kind].file
 
 
-def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, kind: str = "short",
-                           download: bool = True) -> Path:
+def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, kind: str = "short", download: bool = True) -> Path:
     """The ``kind`` (short or full) detector model file to use, downloading it into the cache if nothing else is found."""
     m = DETECTOR_MODELS[kind]
     for origin, value in ((m.flag, explicit), (f"${m.env_path}", os.environ.get(m.env_path))):
@@ -91,8 +95,10 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
     dest = dest or cached_detector_path(kind)
     url = url or os.environ.get(m.env_url) or m.url
     if not url.lower().startswith("https://") and os.environ.get(ENV_TRUST_MIRROR) != "1":
-        raise ModelError(f"refusing to download {m.file} from '{url}': not https; set {ENV_TRUST_MIRROR}=1 to trust "
-                         f"this mirror, or point {m.env_path} at a local copy")
+        raise ModelError(
+            f"refusing to download {m.file} from '{url}': not https; set {ENV_TRUST_MIRROR}=1 to trust "
+            f"this mirror, or point {m.env_path} at a local copy"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tflite", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -116,8 +122,10 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
                 f"`fer-stream models pull` while online, or set {m.env_path} to a local copy"
             ) from None
         if digest.hexdigest() != m.sha256:
-            raise ModelError(f"the downloaded {m.file} is not MediaPipe's published file (SHA-256 {digest.hexdigest()[:16]}..., "
-                             f"expected {m.sha256[:16]}...); not kept. Check the mirror, or point {m.env_path} at a copy you trust")
+            raise ModelError(
+                f"the downloaded {m.file} is not MediaPipe's published file (SHA-256 {digest.hexdigest()[:16]}..., "
+                f"expected {m.sha256[:16]}...); not kept. Check the mirror, or point {m.env_path} at a copy you trust"
+            )
         _check_detector_loads(tmp, kind)
         os.replace(tmp, dest)  # atomic: a reader never sees half a file
     finally:

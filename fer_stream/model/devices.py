@@ -58,8 +58,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if kind == "npu":
         if importlib.util.find_spec("torch_npu") is None:
             raise DeviceError(
-                "device 'npu' needs torch_npu: install it with `pip install 'fer-stream[npu]'` "
-                "on a machine with the Ascend CANN toolkit"
+                "device 'npu' needs torch_npu: install it with `pip install 'fer-stream[npu]'` on a machine with the Ascend CANN toolkit"
             )
         try:
             import torch_npu  # noqa: F401

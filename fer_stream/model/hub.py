@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from fer_stream.config import DEFAULT_MODEL
 from fer_stream.errors import ModelError, first_line
@@ -23,17 +22,14 @@ def _quiet_transformers() -> None:
 
 def _looks_like_path(model: str) -> bool:
     """Hub ids are ``name`` or ``owner/name``; anything else, or anything on disk, is a path."""
-    return (
-        Path(model).expanduser().exists()
-        or model.startswith((".", "/", "~"))
-        or model.count("/") > 1
-        or "\\" in model
-    )
+    return Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
 
 
 def _check_local_folder(folder: Path) -> None:
     if not folder.exists():
-        raise ModelError(f"model folder '{folder}' does not exist; pass a hub id like {DEFAULT_MODEL} or a folder written by save_pretrained")
+        raise ModelError(
+            f"model folder '{folder}' does not exist; pass a hub id like {DEFAULT_MODEL} or a folder written by save_pretrained"
+        )
     if not folder.is_dir():
         raise ModelError(f"model '{folder}' is a file; pass the folder that holds config.json and model.safetensors")
     if not (folder / "config.json").is_file():
@@ -64,7 +60,7 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def _from_pretrained(source: str, **kwargs: object) -> tuple[object, torch.nn.Module]:
+def _from_pretrained(source: str, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **kwargs)
@@ -72,7 +68,7 @@ def _from_pretrained(source: str, **kwargs: object) -> tuple[object, torch.nn.Mo
     return processor, net
 
 
-def load_model(model: str) -> tuple[object, torch.nn.Module]:
+def load_model(model: str) -> tuple[Any, Any]:
     """The image processor and classification model for a hub id or local folder.
 
     Hub ids load from the local Hugging Face cache when they are there, so a model fetched once
@@ -114,9 +110,7 @@ def pull_classifier(model: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(
-            model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
-        )
+        folder = snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
     except Exception as e:
         first = first_line(e)
         raise ModelError(f"cannot download classifier '{model}' from the Hugging Face Hub: {first}") from None

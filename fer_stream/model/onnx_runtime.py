@@ -70,8 +70,9 @@ class OnnxModel:
             raise ModelError(f"'{path}' is not an ONNX model ONNX Runtime can load ({first_line(e, limit=120)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_LABELS not in meta or META_PROCESSOR not in meta:
-            raise ModelError(f"'{path}' was not exported by fer-stream (no labels in its metadata); "
-                             "export it with `fer-stream export --format onnx`")
+            raise ModelError(
+                f"'{path}' was not exported by fer-stream (no labels in its metadata); export it with `fer-stream export --format onnx`"
+            )
         bad = f"'{path}' has broken fer-stream metadata"
         try:
             id2label = {int(k): str(v) for k, v in json.loads(meta[META_LABELS]).items()}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +29,17 @@ class TensorPreprocessor:
         self._sub = (mean / std).reshape(1, -1, 1, 1)
 
     @classmethod
-    def from_processor(cls, processor: object) -> TensorPreprocessor | None:
+    def from_processor(cls, processor: Any) -> TensorPreprocessor | None:
         """The equivalent of ``processor``, or ``None`` if it does more than resize and normalize."""
-        get = lambda name, default=None: getattr(processor, name, default)  # noqa: E731
+
+        def get(name: str, default: Any = None) -> Any:
+            return getattr(processor, name, default)
+
         size = get("size") or {}
-        dim = lambda key: size.get(key) if isinstance(size, dict) else getattr(size, key, None)  # noqa: E731
+
+        def dim(key: str) -> Any:
+            return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
         resample = int(getattr(get("resample", 2), "value", get("resample", 2)))
         if get("do_center_crop") or get("do_pad") or not get("do_resize", False) or resample not in cls._MODES:
             return None
@@ -53,7 +60,10 @@ class TensorPreprocessor:
             x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
             if x.shape[-2:] != (h, w):
                 x = torch.nn.functional.interpolate(
-                    x.float(), size=(h, w), mode=self.mode, antialias=self.mode != "nearest",
+                    x.float(),
+                    size=(h, w),
+                    mode=self.mode,
+                    antialias=self.mode != "nearest",
                     **({} if self.mode == "nearest" else {"align_corners": False}),
                 )
                 x = x.round_().clamp_(0, 255)  # PIL resizes to uint8

@@ -11,8 +11,8 @@ It is the exact-mode sibling of :class:`fer_stream.stream.live.LiveClassifier`, 
 newest crops; written here because the requests are blocking calls from pipeline threads (a
 few lines of queue and condition), not a job for a serving framework.
 
->>> service = ClassifierService(clf)                          # doctest: +SKIP
->>> with service:                                             # the model thread runs
+>>> service = ClassifierService(clf)                                  # doctest: +SKIP
+>>> with service:                                     # the model thread runs  # doctest: +SKIP
 ...     probs = service.client().forward(clf.preprocess(crops))
 """
 

@@ -30,8 +30,7 @@ from fer_stream.io.sinks import Sink
 class SourceView(Sink):
     """One camera's current tracks, recent label mix and recent flagged faces, for the dashboard."""
 
-    def __init__(self, *, minutes: float = 5.0, keep_flagged: int = 12, flag_every_s: float = 2.0,
-                 thumb_px: int = 72) -> None:
+    def __init__(self, *, minutes: float = 5.0, keep_flagged: int = 12, flag_every_s: float = 2.0, thumb_px: int = 72) -> None:
         self.seconds = int(minutes * 60)
         self.keep_flagged = keep_flagged
         self.flag_every_s = flag_every_s
@@ -55,12 +54,21 @@ class SourceView(Sink):
             else:
                 entry.update(label=p.label, confidence=round(p.confidence, 3), flagged=p.flagged)
                 counts[p.label] += 1
-                if p.flagged and face.fresh and now - self._last_flag.get(face.track, 0.0) >= self.flag_every_s:
-                    self._last_flag[face.track] = now
+                if p.flagged and face.fresh and now - self._last_flag.get(face.track_id, 0.0) >= self.flag_every_s:
+                    self._last_flag[face.track_id] = now
                     fresh_flags.append((face, p))
             tracks.append(entry)
-        thumbs = [{"time": round(now, 3), "video_s": round(result.frame.time, 3), "track": face.track, "label": p.label,
-                   "confidence": round(p.confidence, 3), "jpeg": self._thumb(face.crop)} for face, p in fresh_flags]
+        thumbs = [
+            {
+                "time": round(now, 3),
+                "video_s": round(result.frame.time, 3),
+                "track": face.track,
+                "label": p.label,
+                "confidence": round(p.confidence, 3),
+                "jpeg": self._thumb(face.crop),
+            }
+            for face, p in fresh_flags
+        ]
         with self._lock:
             self._tracks = tracks
             if counts:

@@ -12,7 +12,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -60,8 +61,9 @@ class Metrics:
         self.unusable = Counter("fer_stream_unusable_faces", "Faces too small, blurry or unsure to classify", ["source"], registry=r)
         self.batch_size = Histogram("fer_stream_batch_size", "Faces per classifier batch", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("fer_stream_batch_seconds", "Time to classify one batch", registry=r)
-        self.latency = Histogram("fer_stream_latency_seconds", "Frame capture to annotated output",
-                                 ["source"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "fer_stream_latency_seconds", "Frame capture to annotated output", ["source"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self._state = _SourceState()
         r.register(self._state)
 

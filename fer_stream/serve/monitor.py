@@ -30,17 +30,18 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from fer_stream.serve.dashboard import PAGE, SourceView
 from fer_stream.errors import ConfigError
-from fer_stream.health import SourceHealth
 from fer_stream.frames import FrameResult
-from fer_stream.serve.metrics import Metrics
+from fer_stream.health import SourceHealth
 from fer_stream.io.sinks import Sink
+from fer_stream.serve.dashboard import PAGE, SourceView
+from fer_stream.serve.metrics import Metrics
 
 BOUNDARY = "fer-stream-frame"
 log = logging.getLogger("fer_stream.serve.monitor")
@@ -96,6 +97,7 @@ class PreviewSink(Sink):
             cached = self._jpeg
             if cached is not None and cached[0] >= seq:  # another viewer encoded it meanwhile
                 return cached
+            assert image is not None  # waited for above
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             if not ok:
                 return None
@@ -118,8 +120,18 @@ class _Both(Sink):
 class Monitor:
     """The HTTP server of ``--serve``, running on a background thread while the context is open."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, *, token: str = "", max_clients: int = 32,
-                 max_viewers: int = 8, timeout: float = 10.0, allowed_hosts: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        *,
+        token: str = "",
+        max_clients: int = 32,
+        max_viewers: int = 8,
+        timeout: float = 10.0,
+        allowed_hosts: tuple[str, ...] = (),
+    ) -> None:
         self.metrics = metrics
         self.health: dict[str, Callable[[], SourceHealth]] = {}
         self.previews: dict[str, PreviewSink] = {}
@@ -133,13 +145,13 @@ class Monitor:
                 return "fer-stream"  # not the Python version
 
             def setup(self) -> None:
-                self.timeout = timeout  # a silent or slow client is dropped, never waited on for ever
+                self.timeout = timeout  # type: ignore[misc]  # per connection: a silent or slow client is dropped
                 super().setup()
 
             def log_message(self, *args: Any) -> None:  # no access log on stderr
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 try:
                     monitor._route(self)
                 except _GONE:
@@ -178,15 +190,19 @@ class Monitor:
         self._any_host = host in ("0.0.0.0", "::") and not allowed_hosts
         self.allowed_hosts = {h.lower() for n in names | set(allowed_hosts) for h in (n, f"{n}:{bound_port}")}
         if not is_loopback(host) and not token:
-            log.warning("serving on %s without a token: anyone who can reach this port sees the cameras; "
-                        "set --serve-token (or serve.token, $FER_STREAM_SERVE_TOKEN)", host)
+            log.warning(
+                "serving on %s without a token: anyone who can reach this port sees the cameras; "
+                "set --serve-token (or serve.token, $FER_STREAM_SERVE_TOKEN)",
+                host,
+            )
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
 
     def add_source(self, source_id: str, health: Callable[[], SourceHealth]) -> Sink:
         """Register a source; the returned sink feeds its preview and its dashboard card."""
@@ -198,12 +214,13 @@ class Monitor:
     def dashboard_state(self) -> dict[str, Any]:
         """``/api/state``: each source's health and view (tracks, label mix, flagged faces)."""
         code, health = self.healthz()
-        return {"status": health["status"],
-                "sources": {sid: {"health": health["sources"][sid], **view.state()} for sid, view in self.views.items()}}
+        return {
+            "status": health["status"],
+            "sources": {sid: {"health": health["sources"][sid], **view.state()} for sid, view in self.views.items()},
+        }
 
     def __enter__(self) -> Monitor:
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="fer-serve", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="fer-serve", daemon=True)
         self._thread.start()
         return self
 

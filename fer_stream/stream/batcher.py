@@ -16,8 +16,9 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +49,15 @@ class Pending:
 class ExactBatcher:
     """Batches due crops across frames through ``classifier`` and releases frames in order."""
 
-    def __init__(self, classifier: Any, smoother: Smoother, track_log: TrackLog, *, batch_wait: float = 0.05,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        classifier: Any,
+        smoother: Smoother,
+        track_log: TrackLog,
+        *,
+        batch_wait: float = 0.05,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.classifier = classifier
         self.smoother = smoother
         self.track_log = track_log
@@ -58,8 +66,9 @@ class ExactBatcher:
         self.batch_sizes: Counter[int] = Counter()
         self.classified = 0
 
-    def run(self, get: Callable[[float | None], Any], get_nowait: Callable[[], Any], put: Callable[[FrameResult], bool],
-            stop: threading.Event) -> None:
+    def run(
+        self, get: Callable[[float | None], Any], get_nowait: Callable[[], Any], put: Callable[[FrameResult], bool], stop: threading.Event
+    ) -> None:
         """Until ``END`` arrives and every frame is out, or ``stop``.
 
         ``get(timeout)`` returns the next :class:`Pending`, ``END``, or ``None`` when ``timeout``
@@ -118,17 +127,18 @@ class ExactBatcher:
 
     def release(self, p: Pending) -> FrameResult:
         """Smooth the frame's new classifications in frame order; other faces reuse their track's."""
-        rows, fresh = [], []
+        rows: list[np.ndarray | None] = []
+        fresh: list[bool] = []
         for i, face in enumerate(p.faces):
             if not face.usable:
                 rows.append(None)
                 fresh.append(False)
             elif i in p.probs:
-                rows.append(self.smoother.update(face.track, p.probs[i]))
+                rows.append(self.smoother.update(face.track_id, p.probs[i]))
                 fresh.append(True)
-                self.track_log.classified(face.track)
+                self.track_log.classified(face.track_id)
             else:
-                rows.append(self.smoother.get(face.track))
+                rows.append(self.smoother.get(face.track_id))
                 fresh.append(False)
         known = [r for r in rows if r is not None]
         preds = iter(self.classifier.postprocess(np.stack(known)) if known else [])

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -46,12 +47,12 @@ class LiveClassifier:
         self._listeners[source] = on_classified
 
     def offer(self, key: Key, crop: Any, captured: float) -> None:
-        self.scheduler.offer(key, crop, captured)  # type: ignore[arg-type]
+        self.scheduler.offer(key, crop, captured)
 
     def retire(self, keys: list[Key]) -> None:
         with self._lock:
-            self.scheduler.retire(keys)  # type: ignore[arg-type]
-            self.smoother.forget(keys)  # type: ignore[arg-type]
+            self.scheduler.retire(keys)
+            self.smoother.forget(keys)
             for k in keys:
                 self._preds.pop(k, None)
 
@@ -83,7 +84,7 @@ class LiveClassifier:
                 self.on_batch(len(keys), time.monotonic() - started)
             with self._lock:
                 alive = [k in self.scheduler for k in keys]  # a track may end during the forward pass
-                rows = [self.smoother.update(k, row) for k, row, a in zip(keys, probs, alive) if a]  # type: ignore[arg-type]
+                rows = [self.smoother.update(k, row) for k, row, a in zip(keys, probs, alive) if a]
                 preds = iter(clf.postprocess(np.stack(rows)) if rows else [])
                 for k, a in zip(keys, alive):
                     if a:

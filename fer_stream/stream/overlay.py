@@ -11,7 +11,7 @@ scale with the frame, from 360p to 4K.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

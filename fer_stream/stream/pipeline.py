@@ -26,19 +26,20 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from fer_stream.model.classifier import EmotionClassifier
-from fer_stream.model.detector import FaceDetector
 from fer_stream.errors import FerStreamError, PipelineError
 from fer_stream.frames import Face, Frame, FrameResult, TrackKey
-from fer_stream.stream.overlay import Overlay
+from fer_stream.io.sources import Source, open_source
+from fer_stream.model.classifier import EmotionClassifier
+from fer_stream.model.detector import FaceDetector
 from fer_stream.stream.batcher import END as _END
 from fer_stream.stream.batcher import ExactBatcher, Pending
 from fer_stream.stream.live import LiveClassifier
+from fer_stream.stream.overlay import Overlay
 from fer_stream.stream.schedule import EveryN
 from fer_stream.stream.smooth import Smoother
-from fer_stream.io.sources import Source, open_source
 from fer_stream.stream.stats import LatencyStats, PipelineStats, TrackLog
 from fer_stream.stream.track import IoUTracker
 
@@ -137,8 +138,9 @@ class Pipeline:
         self._started = 0.0
         self.latency = LatencyStats()
         self.track_log = TrackLog()
-        self.batcher = ExactBatcher(classifier, self.smoother, self.track_log, batch_wait=batch_wait,
-                                    on_batch=metrics.batch if metrics is not None else None)
+        self.batcher = ExactBatcher(
+            classifier, self.smoother, self.track_log, batch_wait=batch_wait, on_batch=metrics.batch if metrics is not None else None
+        )
         if self.live:
             self.live_classifier.listen(source_id, lambda track: self.track_log.classified(track))
 
@@ -287,7 +289,7 @@ class Pipeline:
                 due = [i for i, t in enumerate(ids) if faces[i].usable and self.every.due(t)]
                 self.every.forget(ended)
                 # Preprocess here, overlapping the classifier's forward pass on the previous batch.
-                pixels = self.classifier.preprocess([faces[i].crop for i in due]) if due else None
+                pixels = self.classifier.preprocess([faces[i].crop for i in due]) if due else None  # type: ignore[misc]  # detected faces have crops
                 if not self._put(self._detected, Pending(frame, faces, due, pixels, ended)):
                     return
         finally:
@@ -300,7 +302,7 @@ class Pipeline:
         live, sid = self.live_classifier, self.source_id
         for face in faces:
             if face.usable:
-                live.offer(TrackKey(sid, face.track), face.crop, frame.captured)
+                live.offer(TrackKey(sid, face.track_id), face.crop, frame.captured)
         if ended:
             live.retire([TrackKey(sid, t) for t in ended])
             for t in ended:
@@ -310,9 +312,9 @@ class Pipeline:
             if not face.usable:
                 out.append(face)
                 continue
-            pred, version = live.current(TrackKey(sid, face.track))
-            out.append(face.with_prediction(pred, fresh=shown.get(face.track) != version))
-            shown[face.track] = version
+            pred, version = live.current(TrackKey(sid, face.track_id))
+            out.append(face.with_prediction(pred, fresh=shown.get(face.track_id) != version))
+            shown[face.track_id] = version
         return tuple(out)
 
     def _classify_live(self) -> None:
@@ -322,8 +324,12 @@ class Pipeline:
             self._detect_done.wait()
 
     def _classify(self) -> None:
-        self.batcher.run(lambda timeout: self._get(self._detected, timeout), self._detected.get_nowait,
-                         lambda result: self._put(self._classified, result), self._stop)
+        self.batcher.run(
+            lambda timeout: self._get(self._detected, timeout),
+            self._detected.get_nowait,
+            lambda result: self._put(self._classified, result),
+            self._stop,
+        )
         if not self._stop.is_set():
             self._put(self._classified, _END)
 

@@ -18,6 +18,7 @@ on screen and in the log:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -37,10 +38,10 @@ class Smoother:
         self.mode = mode
         self.alpha = alpha
         self.window = window
-        self._state: dict[int, np.ndarray] = {}
-        self._history: dict[int, deque[np.ndarray]] = {}
+        self._state: dict[Hashable, np.ndarray] = {}
+        self._history: dict[Hashable, deque[np.ndarray]] = {}
 
-    def update(self, track: int, probs: np.ndarray) -> np.ndarray:
+    def update(self, track: Hashable, probs: np.ndarray) -> np.ndarray:
         """Fold one classification of ``track`` in and return its smoothed probabilities."""
         probs = np.asarray(probs, dtype=np.float64)
         if self.mode == "ema":
@@ -55,11 +56,11 @@ class Smoother:
         self._state[track] = out
         return out
 
-    def get(self, track: int) -> np.ndarray | None:
+    def get(self, track: Hashable) -> np.ndarray | None:
         """The track's current smoothed probabilities, or ``None`` before its first classification."""
         return self._state.get(track)
 
-    def forget(self, tracks: list[int]) -> None:
+    def forget(self, tracks: Sequence[Hashable]) -> None:
         """Drop the state of tracks that ended."""
         for t in tracks:
             self._state.pop(t, None)

@@ -15,8 +15,8 @@ with MediaPipe's ``opencv-contrib-python``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
