@@ -27,10 +27,24 @@ def media_file(part: str) -> Path:
     """The ../shared video whose name contains ``part`` (a path that does not exist without the data)."""
     return next((p for p in MEDIA if part in p.name), SHARED / "media" / f"missing-{part}.mp4")
 
+
 collect_ignore = ["rtsp_server.py"]  # run by Debian's python3 (GStreamer), not a test module
 # Fixtures that read ../shared: a test using one (directly or through another) is a media test.
-MEDIA_FIXTURES = {"tiny_model", "clf", "detector", "tiled_detector", "ascend_model", "cli_env", "long_videos", "archive",
-                  "single_runs", "reported", "local_ray", "video", "model_server"}
+MEDIA_FIXTURES = {
+    "tiny_model",
+    "clf",
+    "detector",
+    "tiled_detector",
+    "ascend_model",
+    "cli_env",
+    "long_videos",
+    "archive",
+    "single_runs",
+    "reported",
+    "local_ray",
+    "video",
+    "model_server",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects
@@ -44,8 +58,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _media_present(request: pytest.FixtureRequest) -> None:
     """A media test without the test data is an error naming the fix, not a skip."""
     if not HAVE_MEDIA and request.node.get_closest_marker("media"):
-        raise pytest.UsageError(f"test data not found at {SHARED}; set FER_STREAM_SHARED to the shared/ folder, "
-                                "or run the fast tier: pytest -m 'not media'")
+        raise pytest.UsageError(
+            f"test data not found at {SHARED}; set FER_STREAM_SHARED to the shared/ folder, or run the fast tier: pytest -m 'not media'"
+        )
 
 
 def save_tiny_vit(folder: Path, labels: list[str], seed: int = 0, base: Path | None = None, rows: list[int] | None = None) -> Path:

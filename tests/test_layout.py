@@ -12,21 +12,38 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fer_stream"
 # Lower layers never import higher ones: values and settings; media; models; the pipeline; serving;
 # settings -> objects; commands; the command line.
-LAYERS = {"frames": 0, "errors": 0, "health": 0, "config": 0, "_compat": 0, "io": 1, "model": 2, "stream": 3,
-          "serve": 4, "build": 5, "commands": 6, "cli": 7, "__main__": 8}
+LAYERS = {
+    "frames": 0,
+    "errors": 0,
+    "health": 0,
+    "config": 0,
+    "_compat": 0,
+    "io": 1,
+    "model": 2,
+    "stream": 3,
+    "serve": 4,
+    "build": 5,
+    "commands": 6,
+    "cli": 7,
+    "__main__": 8,
+}
 
 
 def _modules() -> dict[str, Path]:
-    return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p
-            for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE}
+    return {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" or p.parent != PACKAGE
+    }
 
 
 def _imports(path: Path) -> set[str]:
     """Every fer_stream module ``path`` imports, at the top or inside functions (type-only imports aside)."""
     out = set()
     tree = ast.parse(path.read_text())
-    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                 for n in ast.walk(node)}
+    type_only = {
+        id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in type_only:
             continue
@@ -63,7 +80,7 @@ def test_no_import_loops():
         seen[m] = 1
         for n in sorted(GRAPH[m]):
             if seen.get(n) == 1:
-                raise AssertionError("import loop: " + " -> ".join(path[path.index(n):] + [n]))
+                raise AssertionError("import loop: " + " -> ".join(path[path.index(n) :] + [n]))
             if n not in seen:
                 visit(n, path + [n])
         seen[m] = 2
@@ -73,10 +90,15 @@ def test_no_import_loops():
             visit(m, [m])
 
 
-@pytest.mark.parametrize("old, new", [("fer_stream.sources", "fer_stream.io.sources"),
-                                      ("fer_stream.pipeline", "fer_stream.stream.pipeline"),
-                                      ("fer_stream.classify", "fer_stream.model.classifier"),
-                                      ("fer_stream.monitor", "fer_stream.serve.monitor")])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("fer_stream.sources", "fer_stream.io.sources"),
+        ("fer_stream.pipeline", "fer_stream.stream.pipeline"),
+        ("fer_stream.classify", "fer_stream.model.classifier"),
+        ("fer_stream.monitor", "fer_stream.serve.monitor"),
+    ],
+)
 def test_old_module_paths_still_import_with_a_warning(old, new):
     import sys
 

@@ -24,7 +24,10 @@ from fer_stream.stream.smooth import Smoother
 LABELS = ("happy", "sad")
 
 
-def _face(track: int, label: str | None, conf: float = 0.9, *, usable: bool = True, box: Box = Box(40, 30, 60, 60)) -> Face:
+FACE_BOX = Box(40, 30, 60, 60)
+
+
+def _face(track: int, label: str | None, conf: float = 0.9, *, usable: bool = True, box: Box = FACE_BOX) -> Face:
     quality = Quality(size_px=60, sharpness=50.0, score=0.9, reason=None if usable else "small")
     face = Face(box, 0.9, np.full((60, 60, 3), 120, np.uint8), quality=quality).with_track(track)
     if label is None:
