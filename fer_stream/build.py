@@ -10,10 +10,17 @@ Every command builds its models here, so a setting means the same thing everywhe
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_stream.config import Config
 from fer_stream.io.sources import Source
+
+if TYPE_CHECKING:  # the real imports wait until a factory runs: torch and MediaPipe load slowly
+    from fer_stream.model.classifier import EmotionClassifier
+    from fer_stream.model.detector import Detector
+    from fer_stream.stream.pipeline import Pipeline
+    from fer_stream.stream.smooth import Smoother
+    from fer_stream.stream.track import IoUTracker
 
 
 def auto_threads(live: bool) -> int | None:
@@ -35,7 +42,7 @@ def make_classifier(
     precision: str | None = None,
     threads: int | None = None,
     backend: str | None = None,
-) -> Any:
+) -> EmotionClassifier:
     """The classifier the settings describe; keyword arguments override single settings."""
     from fer_stream.model.classifier import EmotionClassifier
 
@@ -52,7 +59,7 @@ def make_classifier(
     )
 
 
-def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any) -> Any:
+def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any) -> Pipeline:
     """A pipeline with the settings' batching, tracking, smoothing and scheduling; ``kwargs`` add or override."""
     from fer_stream.stream.pipeline import Pipeline
 
@@ -89,13 +96,15 @@ def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:
     return tuple(max(2, int(n * scale)) for n in (q.frames, q.faces, q.results))  # type: ignore[return-value]
 
 
-def load_models(cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False) -> tuple[Any, Any]:
+def load_models(
+    cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False
+) -> tuple[EmotionClassifier, Detector | None]:
     """The classifier (threads for a live run) and, unless ``detector`` is false, the detector."""
     clf = make_classifier(cfg, threads=cfg.classifier.threads or auto_threads(live))
     return clf, make_detector(cfg, webcam=webcam) if detector else None
 
 
-def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Any:
+def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Detector:
     """The configured detector; ``auto`` resolves by source (``webcam``), ``kind`` overrides the setting."""
     from fer_stream.model.detector import make_detector as build
     from fer_stream.model.detector import resolve_kind
@@ -115,13 +124,13 @@ def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None)
     )
 
 
-def make_tracker(cfg: Config) -> Any:
+def make_tracker(cfg: Config) -> IoUTracker:
     from fer_stream.stream.track import IoUTracker
 
     return IoUTracker(cfg.tracking.iou_threshold, cfg.tracking.max_missed)
 
 
-def make_smoother(cfg: Config) -> Any:
+def make_smoother(cfg: Config) -> Smoother:
     from fer_stream.stream.smooth import Smoother
 
     t = cfg.tracking

@@ -20,19 +20,16 @@ A user's mistake ends in one line, ``fer-stream: error: ...``, and a non-zero ex
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fer_stream import __version__
-from fer_stream.config import PRECISIONS, check_unique_ids, default_id, load_config
+from fer_stream.config import PRECISIONS, Config, check_unique_ids, default_id, load_config
 from fer_stream.errors import ConfigError, FerStreamError
-
-COMMANDS = ("run", "batch", "fleet", "image", "bench", "parity", "eval", "export", "train", "models", "config")
 
 # Settings every model-using command takes as flags (see config.FLAGS).
 MODEL_SETTINGS = (
@@ -454,151 +451,153 @@ def _setup_logging(debug: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _run(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.run import run_stream
+
+    return run_stream(cfg)
+
+
+def _batch(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.batch import run_batch
+
+    return run_batch(
+        cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed, video=args.video, ray=args.ray
+    )
+
+
+def _fleet(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.cluster import run_fleet
+
+    return run_fleet(args.groups, args.ray)
+
+
+def _image(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.image import classify_images
+
+    return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
+
+
+def _bench(cfg: Config, args: argparse.Namespace) -> int:
+    if args.detection:
+        from fer_stream.commands.detection_bench import run_detection_bench
+
+        return run_detection_bench(cfg, args.video, kinds=args.detectors, canvases=args.canvases, as_json=args.json)
+    from fer_stream.commands.bench import run_bench
+
+    if len(args.video) > 1:
+        raise ConfigError("bench takes one --video (several only with --detection)")
+    if cfg.classifier.backend == "onnxruntime":
+        precisions = ["fp32"]  # the exported model
+    else:
+        precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
+    return run_bench(
+        cfg,
+        args.video[0],
+        as_json=args.json,
+        precisions=precisions,
+        devices=args.devices,
+        batches=args.batches,
+        frames=args.frames,
+        naive_frames=args.naive_frames,
+        live_seconds=args.live_seconds,
+        images=args.images,
+        min_time=args.min_time,
+    )
+
+
+def _parity(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.parity import run_parity
+
+    if args.count < 1:
+        raise ConfigError("--count must be at least 1")
+    return run_parity(
+        cfg,
+        device=cfg.classifier.device,
+        precision=cfg.classifier.precision,
+        images=args.images,
+        count=args.count,
+        min_cosine=args.min_cosine,
+        min_top1=args.min_top1,
+        as_json=args.json,
+    )
+
+
+def _eval(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.evaluate import run_eval
+
+    return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only)
+
+
+def _export(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.export import run_export
+
+    return run_export(cfg, args.out, opset=args.opset, tolerance=args.tolerance, as_json=args.json)
+
+
+def _train(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.train import Recipe, run_train
+
+    names = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "label_smoothing",
+        "accumulate",
+        "val_fraction",
+        "clip",
+        "restart_epochs",
+        "seed",
+        "augment",
+        "class_weights",
+    )
+    recipe = Recipe(**{name: getattr(args, name) for name in names})
+    return run_train(
+        cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume, as_json=args.json, workers=args.workers
+    )
+
+
+def _models(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.commands.pull import pull_models
+
+    return pull_models(cfg, force=args.force)
+
+
+def _config(cfg: Config, args: argparse.Namespace) -> int:
+    from fer_stream.config import render
+
+    sys.stdout.write(render(cfg))
+    return 0
+
+
+# command -> (its parser, what it runs)
+_COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[Config, argparse.Namespace], int]]] = {
+    "run": (_run_parser, _run),
+    "batch": (_batch_parser, _batch),
+    "fleet": (_fleet_parser, _fleet),
+    "image": (_image_parser, _image),
+    "bench": (_bench_parser, _bench),
+    "parity": (_parity_parser, _parity),
+    "eval": (_eval_parser, _eval),
+    "export": (_export_parser, _export),
+    "train": (_train_parser, _train),
+    "models": (_models_parser, _models),
+    "config": (_config_parser, _config),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fer-stream`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in COMMANDS else "run"
-    if argv and argv[0] in COMMANDS:
+    command = argv[0] if argv and argv[0] in _COMMANDS else "run"
+    if argv and argv[0] in _COMMANDS:
         argv = argv[1:]
-    parser = {
-        "run": _run_parser,
-        "batch": _batch_parser,
-        "fleet": _fleet_parser,
-        "image": _image_parser,
-        "bench": _bench_parser,
-        "parity": _parity_parser,
-        "eval": _eval_parser,
-        "export": _export_parser,
-        "train": _train_parser,
-        "models": _models_parser,
-        "config": _config_parser,
-    }[command]()
-    args = parser.parse_args(argv)
+    make_parser, handler = _COMMANDS[command]
+    args = make_parser().parse_args(argv)
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
     try:
-        cfg = load_config(getattr(args, "config", None), _overrides(args))
-        if command == "run":
-            from fer_stream.commands.run import run_stream
-
-            return run_stream(cfg)
-        if command == "batch":
-            from fer_stream.commands.batch import run_batch
-
-            return run_batch(
-                cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed, video=args.video, ray=args.ray
-            )
-        if command == "fleet":
-            from fer_stream.commands.cluster import run_fleet
-
-            return run_fleet(args.groups, args.ray)
-        if command == "image":
-            from fer_stream.commands.image import classify_images
-
-            return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
-        if command == "bench" and args.detection:
-            from fer_stream.commands.detection_bench import run_detection_bench
-
-            return run_detection_bench(cfg, args.video, kinds=args.detectors, canvases=args.canvases, as_json=args.json)
-        if command == "bench":
-            from fer_stream.commands.bench import run_bench
-
-            if len(args.video) > 1:
-                raise ConfigError("bench takes one --video (several only with --detection)")
-
-            if cfg.classifier.backend == "onnxruntime":
-                precisions = ["fp32"]  # the exported model
-            else:
-                precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
-            return run_bench(
-                cfg,
-                args.video[0],
-                as_json=args.json,
-                precisions=precisions,
-                devices=args.devices,
-                batches=args.batches,
-                frames=args.frames,
-                naive_frames=args.naive_frames,
-                live_seconds=args.live_seconds,
-                images=args.images,
-                min_time=args.min_time,
-            )
-        if command == "parity":
-            from fer_stream.commands.parity import run_parity
-
-            if args.count < 1:
-                raise ConfigError("--count must be at least 1")
-            return run_parity(
-                cfg,
-                device=cfg.classifier.device,
-                precision=cfg.classifier.precision,
-                images=args.images,
-                count=args.count,
-                min_cosine=args.min_cosine,
-                min_top1=args.min_top1,
-                as_json=args.json,
-            )
-        if command == "eval":
-            from fer_stream.commands.evaluate import run_eval
-
-            return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only)
-        if command == "export":
-            from fer_stream.commands.export import export_onnx
-            from fer_stream.io.sinks import writable_path
-
-            if not args.out.lower().endswith(".onnx"):
-                raise ConfigError(f"export file '{args.out}' must end in .onnx")
-            writable_path(args.out)
-            result = export_onnx(cfg.classifier.model, args.out, opset=args.opset, tolerance=args.tolerance)
-            if args.json:
-                print(json.dumps(result, indent=2))
-            else:
-                print(
-                    f"wrote {result['path']} ({result['size_mb']} MB, opset {result['opset']}, dynamic batch); "
-                    f"largest difference from PyTorch on {result['images']} images: {result['max_abs_diff']:.2e} "
-                    f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
-                    f"{result['top1_agreement']:.0%}"
-                )
-            return 0
-        if command == "train":
-            from fer_stream.commands.train import Recipe, run_train
-
-            recipe = Recipe(
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                weight_decay=args.weight_decay,
-                label_smoothing=args.label_smoothing,
-                accumulate=args.accumulate,
-                val_fraction=args.val_fraction,
-                clip=args.clip,
-                restart_epochs=args.restart_epochs,
-                seed=args.seed,
-                augment=args.augment,
-                class_weights=args.class_weights,
-            )
-            if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
-                raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
-            if args.workers is not None and args.workers < 0:
-                raise ConfigError("--workers must be 0 or more")
-            return run_train(
-                cfg,
-                args.data,
-                base=cfg.classifier.model,
-                out=args.out,
-                recipe=recipe,
-                resume=args.resume,
-                as_json=args.json,
-                workers=args.workers,
-            )
-        if command == "models":
-            from fer_stream.commands.pull import pull_models
-
-            return pull_models(cfg, force=args.force)
-        from fer_stream.config import render
-
-        sys.stdout.write(render(cfg))
-        return 0
+        return handler(load_config(getattr(args, "config", None), _overrides(args)), args)
     except FerStreamError as e:
         if debug:
             logging.getLogger("fer_stream").exception("traceback")

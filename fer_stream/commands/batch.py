@@ -268,7 +268,7 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
     faces = [0]
     service = ClassifierService(clf)
     with ExitStack() as stack:
-        detectors = [stack.enter_context(make_detector(cfg)) for _ in range(workers)]  # one per worker, loaded here
+        detectors: list[Any] = [stack.enter_context(make_detector(cfg)) for _ in range(workers)]  # one per worker, loaded here
         stack.enter_context(service)
         signals = stack.enter_context(StopOnSignal())
 

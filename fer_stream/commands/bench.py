@@ -247,7 +247,7 @@ class Bench:
                     n += 1
             s = pipeline.stats
         elapsed = max(s.elapsed_s, 1e-9)
-        out = {
+        out: dict[str, Any] = {
             "precision": c.precision,
             "threads": threads or self._all_threads,
             "frames_in": s.frames_in,

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_stream.errors import ModelError
+from fer_stream.config import Config
+from fer_stream.errors import ConfigError, ModelError
 from fer_stream.io.images import synthetic_faces
 from fer_stream.model.hub import load_model
 from fer_stream.model.onnx_runtime import META_LABELS, META_PROCESSOR, META_SOURCE, _session, _softmax, need_onnx
@@ -96,3 +97,23 @@ def _export_checked(
     if diff > tolerance:
         raise ModelError(f"ONNX export of '{model}' differs from PyTorch by {diff:.2e} (tolerance {tolerance:g}); try another --opset")
     return result
+
+
+def run_export(cfg: Config, out: str, *, opset: int, tolerance: float, as_json: bool) -> int:
+    """``fer-stream export``: write, check and report; returns the exit code."""
+    from fer_stream.io.sinks import writable_path
+
+    if not out.lower().endswith(".onnx"):
+        raise ConfigError(f"export file '{out}' must end in .onnx")
+    writable_path(out)
+    result = export_onnx(cfg.classifier.model, out, opset=opset, tolerance=tolerance)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"wrote {result['path']} ({result['size_mb']} MB, opset {result['opset']}, dynamic batch); "
+            f"largest difference from PyTorch on {result['images']} images: {result['max_abs_diff']:.2e} "
+            f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
+            f"{result['top1_agreement']:.0%}"
+        )
+    return 0

@@ -57,7 +57,7 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
                     faces = [Face(box, 1.0, np.ascontiguousarray(image), quality=gate.assess(image, box, 1.0))]
                 per_image.append((f, faces))
                 del image
-            crops = [face.crop for _, faces in per_image for face in faces if face.usable]
+            crops = [face.crop for _, faces in per_image for face in faces if face.usable and face.crop is not None]
             predictions = iter(clf.predict(crops))
             for f, faces in per_image:
                 faces = [face.with_prediction(next(predictions)) if face.usable else face for face in faces]

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fer_stream.errors import ModelError, SourceError, first_line
+from fer_stream.errors import ConfigError, ModelError, SourceError, first_line
 
 
 @dataclass(frozen=True)
@@ -343,6 +343,10 @@ def _save(net: Any, processor: Any, folder: Path) -> None:
 
 def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool, workers: int | None = None) -> int:
     """The ``train`` command."""
+    if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
+        raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
+    if workers is not None and workers < 0:
+        raise ConfigError("--workers must be 0 or more")
     from fer_stream.io.sinks import writable_path
 
     writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)

@@ -25,7 +25,7 @@ Box(x=97, y=116, w=175, h=175)
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -42,11 +42,17 @@ MAX_DETECT_SIDE = 4096  # larger frames are scaled down before the short-range m
 
 
 class Detector(Protocol):
-    """What the pipeline needs of a face detector."""
+    """What the pipeline needs of a face detector: its ``kind``, ``detect`` and ``close`` (also as a context manager)."""
+
+    kind: str
 
     def detect(self, image: np.ndarray) -> list[Face]: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class FaceDetector:
