@@ -173,6 +173,18 @@ def test_batch_user_errors_are_one_line(tiny_model, cli_env, tmp_path):
     assert r.returncode != 0 and "choose one" in r.stderr
 
 
+def test_fleet_user_errors_are_one_line_before_any_cluster_starts(tmp_path):
+    from conftest import run_cli as run
+
+    env = dict(os.environ)
+    r = run(["fleet", str(tmp_path / "missing.toml")], env)
+    assert r.returncode != 0 and "does not exist" in r.stderr and r.stderr.count("\n") == 1
+    group = tmp_path / "site.toml"
+    group.write_text('[[sources]]\nid = "door"\ninput = "rtsp://cam/1"\n')
+    r = run(["fleet", str(group)], env)
+    assert r.returncode != 0 and "no [serve] address" in r.stderr and r.stderr.count("\n") == 1
+
+
 class _Doubler:
     """A stand-in classifier: probabilities are a fixed function of each row, batches recorded."""
 
@@ -194,29 +206,45 @@ def test_classifier_service_merges_requests_and_keeps_rows_apart():
 
     from fer_stream.model.service import ClassifierService
 
-    clf = _Doubler()
+    gate, holding = threading.Event(), threading.Event()
+
+    class Held(_Doubler):
+        """Holds its first batch until every request is queued, as a busy model would."""
+
+        def forward(self, pixels):
+            if not self.batches and not holding.is_set():
+                holding.set()
+                gate.wait(10)
+            return super().forward(pixels)
+
+    clf = Held()
     service = ClassifierService(clf)
     results: dict[int, np.ndarray] = {}
     sizes = {1: 3, 2: 5, 3: 11, 4: 1}
-    barrier = threading.Barrier(len(sizes))
 
     def ask(owner: int) -> None:
-        client = service.client()
         pixels = torch.arange(sizes[owner], dtype=torch.float32).reshape(-1, 1, 1, 1) + 100 * owner
-        barrier.wait()
-        results[owner] = client.forward(pixels)
+        results[owner] = service.client().forward(pixels)
 
     with service:
-        threads = [threading.Thread(target=ask, args=(o,)) for o in sizes]
+        sizes[0] = 2
+        first = threading.Thread(target=ask, args=(0,))
+        first.start()
+        assert holding.wait(5)  # the model is busy with the first request
+        threads = [threading.Thread(target=ask, args=(o,)) for o in (1, 2, 3, 4)]
         for t in threads:
             t.start()
-        for t in threads:
+        deadline = time.monotonic() + 5
+        while sum(r.pixels.shape[0] - r.taken for r in list(service._queue)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.005)  # all 20 rows wait behind the busy model
+        gate.set()
+        for t in [first, *threads]:
             t.join(10)
     for owner, n in sizes.items():
         x = np.arange(n, dtype=np.float32) + 100 * owner
         np.testing.assert_array_equal(results[owner], np.stack([x, 2 * x], axis=1))
-    assert sum(clf.batches) == sum(sizes.values()) and max(clf.batches) <= 8
-    assert len(clf.batches) == 3 and service.mixed_batches >= 2  # 20 rows in full batches, videos mixed
+    assert clf.batches == [2, 8, 8, 4]  # then full batches across callers
+    assert service.mixed_batches >= 1
     assert service.client().labels == ("a", "b")  # everything but forward is the classifier's
 
 

@@ -320,6 +320,8 @@ def run_fleet(paths: list[str], address: str) -> int:
         cfgs[name] = load_config(p)
         if not cfgs[name].sources and not cfgs[name].source.input:
             raise ConfigError(f"group config '{p}' names no cameras; add [[sources]] tables")
+        if not cfgs[name].serve.address:
+            raise ConfigError(f"group config '{p}' has no [serve] address; give each group its own, e.g. \"0.0.0.0:9108\"")
     ray = connect(address)
     actors = start_groups(cfgs, address)
     runs = {actors[name].run.remote(): name for name in cfgs}

@@ -282,7 +282,11 @@ class _Loader:
 
         # Each "item" is a whole batch: one task per batch keeps worker round-trips few.
         return DataLoader(
-            batches,  # type: ignore[arg-type]  # a list of index batches is a map-style data set batch_size=None, collate_fn=self.batch, num_workers=self.workers, prefetch_factor=4 if self.workers else None
+            batches,  # type: ignore[arg-type]  # a list of index batches is a map-style data set
+            batch_size=None,
+            collate_fn=self.batch,
+            num_workers=self.workers,
+            prefetch_factor=4 if self.workers else None,
         )
 
 
