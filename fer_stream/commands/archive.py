@@ -39,6 +39,14 @@ class Job:
     mtime_ns: int | None = None
     name: str = ""  # its folder under DIR
 
+    def identity(self) -> dict[str, Any]:
+        """The manifest fields that say which input, and which version of it, a record is about."""
+        return {"input": self.shown, "key": self.key, "name": self.name, "size": self.size, "mtime_ns": self.mtime_ns}
+
+    def failed(self, error: str) -> dict[str, Any]:
+        """The manifest record of an attempt that failed with ``error``."""
+        return {**self.identity(), "status": FAILED, "finished": now(), "error": error}
+
 
 def video_config(cfg: Config, job: Job, folder: Path, *, video: bool) -> Config:
     """The settings of one video's run: its input, its folder's outputs, no progress bar or server."""
@@ -68,7 +76,7 @@ def analyse_video(
 ) -> dict[str, Any]:
     """Run one video into ``folder``; returns its manifest record (status done, failed or stopped)."""
     started = time.time()
-    record: dict[str, Any] = {"input": job.shown, "key": job.key, "name": job.name, "size": job.size, "mtime_ns": job.mtime_ns}
+    record = job.identity()
     remove_outputs(folder)  # a re-run never leaves an older attempt's file looking like this one's
     folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -32,7 +32,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from fer_stream.commands.archive import Job, analyse_video, now
+from fer_stream.commands.archive import Job, analyse_video
 from fer_stream.config import Config, render, with_settings
 from fer_stream.errors import ConfigError, SinkError, SourceError
 from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key
@@ -285,33 +285,13 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
                     rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=signals)
                 except SinkError as e:
                     fatal.append(e)
-                    record(
-                        {
-                            "input": job.shown,
-                            "key": job.key,
-                            "name": job.name,
-                            "size": job.size,
-                            "mtime_ns": job.mtime_ns,
-                            "status": FAILED,
-                            "error": str(e),
-                            "finished": now(),
-                        }
-                    )
+                    record(job.failed(str(e)))
                     for p in list(signals.pipelines):
                         p.stop()
                     return
                 except Exception as e:  # a bug on one video: recorded, the others go on
                     log.debug("video %s", job.shown, exc_info=True)
-                    rec = {
-                        "input": job.shown,
-                        "key": job.key,
-                        "name": job.name,
-                        "size": job.size,
-                        "mtime_ns": job.mtime_ns,
-                        "status": FAILED,
-                        "finished": now(),
-                        "error": f"internal error: {type(e).__name__}: {e}",
-                    }
+                    rec = job.failed(f"internal error: {type(e).__name__}: {e}")
                 record(rec)
                 if rec["status"] == FAILED:
                     tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)

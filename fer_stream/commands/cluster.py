@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_stream.commands.archive import OUTPUTS, Job, analyse_video, now, remove_outputs
+from fer_stream.commands.archive import OUTPUTS, Job, analyse_video, remove_outputs
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, first_line
 from fer_stream.io.manifest import FAILED
@@ -214,16 +214,7 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
                 try:
                     result = ray.get(ref)
                 except Exception as e:  # the task itself failed (after Ray's retries of lost workers)
-                    rec = {
-                        "input": job.shown,
-                        "key": job.key,
-                        "name": job.name,
-                        "size": job.size,
-                        "mtime_ns": job.mtime_ns,
-                        "status": FAILED,
-                        "finished": now(),
-                        "error": f"{type(e).__name__}: {first_line(e, last=True)}",
-                    }
+                    rec = job.failed(f"{type(e).__name__}: {first_line(e, last=True)}")
                 else:
                     _write_files(out_dir / job.name, result["files"], result["tmp"])
                     rec = result["record"]
