@@ -50,14 +50,18 @@ def connect(address: str) -> Any:
         raise ConfigError("--ray needs Ray: pip install 'fer-stream[ray]'") from None
     if ray.is_initialized():
         return ray
+    import warnings
+
     try:
-        if address == "auto":
-            try:
-                ray.init(address="auto", logging_level=logging.WARNING, log_to_driver=False)
-            except ConnectionError:
-                ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray's own warnings about ports: the error line below says it
+            if address == "auto":
+                try:
+                    ray.init(address="auto", logging_level=logging.WARNING, log_to_driver=False)
+                except ConnectionError:
+                    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as e:  # Ray raises several types for an unreachable or refused cluster
         raise ConfigError(
             f"cannot join the Ray cluster at '{address}': {first_line(e)}; start one with `ray start --head` or give --ray ray://HOST:10001"
