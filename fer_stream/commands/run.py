@@ -337,8 +337,6 @@ class _Run:
             stats = st.pipeline.stats
             if isinstance(st.video, VideoSink) and stats.source_ended and st.tally.frames_out == stats.frames_in:
                 st.video.end_of_input()
-        if self.bar is not None:
-            self.bar.close()
         self.summaries = {st.sid: _summary(self.cfg, st, self.clf, signals.signum) for st in streams}
         return signals.signum
 
