@@ -63,15 +63,13 @@ def _setting_flags(p: argparse.ArgumentParser | Any, names: Sequence[str]) -> No
         help_text = field.metadata["help"].replace(' ("" = none)', "").replace(' ("" = off)', "")
         default = field.default
         kw: dict[str, Any] = {"dest": _DEST + dotted, "default": None}
-        if isinstance(default, bool) or dotted == "display.enabled":
-            if len(flags) == 2 and flags[1].startswith("--no-"):
-                kw["action"] = argparse.BooleanOptionalAction
-                flags = flags[:1]
-            elif flags[-1].startswith("--no-") or dotted == "output.progress":
-                kw["action"] = "store_false"
+        if len(flags) == 2 and flags[1] == "--no-" + flags[0].removeprefix("--"):  # --x/--no-x: either way
+            kw["action"] = argparse.BooleanOptionalAction
+            flags = flags[:1]
+        elif isinstance(default, bool):  # the flag turns the setting away from its default
+            kw["action"] = "store_false" if default else "store_true"
+            if default:
                 help_text = f"turn off: {help_text}"
-            else:
-                kw["action"] = "store_true"
         else:
             kw["type"] = type(default) if default is not None else str
             choices = getattr(field.metadata["check"], "choices", None)

@@ -8,7 +8,10 @@ already loaded and returns the manifest record of the attempt.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,3 +119,39 @@ def remove_outputs(folder: Path) -> None:
     """Delete the batch's own files in ``folder`` (before a video runs again); nothing else there."""
     for name in OUTPUTS.values():
         (folder / name).unlink(missing_ok=True)
+
+
+class VideoProgress:
+    """A batch's records as they finish: each goes to ``record`` (the manifest), a failure gets a
+    warning line, and one progress bar counts videos and faces. Safe to call from worker threads."""
+
+    def __init__(self, cfg: Config, total: int, record: Callable[[dict[str, Any]], None]) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._record = record
+        self._lock = threading.Lock()
+        self.faces = 0
+        self.bar = tqdm(
+            total=total,
+            unit="video",
+            disable=not cfg.output.progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        )
+
+    def started(self, job: Job) -> None:
+        self.bar.set_description_str(job.name[:30], refresh=False)
+
+    def finished(self, job: Job, rec: dict[str, Any]) -> None:
+        with self._lock:
+            self._record(rec)
+            if rec["status"] == FAILED:
+                self._tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
+            self.faces += int(rec.get("faces") or 0)
+            self.bar.update(1)
+            self.bar.set_postfix(faces=self.faces, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

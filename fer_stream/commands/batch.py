@@ -32,7 +32,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from fer_stream.commands.archive import Job, analyse_video
+from fer_stream.commands.archive import Job, VideoProgress, analyse_video
 from fer_stream.config import Config, render, with_settings
 from fer_stream.errors import ConfigError, SinkError, SourceError
 from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key
@@ -242,8 +242,6 @@ def run_batch(
 
 
 def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
-    from tqdm import tqdm
-
     from fer_stream.build import make_classifier, make_detector
     from fer_stream.commands.signals import StopOnSignal
     from fer_stream.model.service import ClassifierService
@@ -257,15 +255,7 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
     for job in todo:
         pending.put(job)
     fatal: list[BaseException] = []
-    bar = tqdm(
-        total=len(todo),
-        unit="video",
-        disable=not cfg.output.progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-    )
-    faces = [0]
+    progress = VideoProgress(cfg, len(todo), record)
     service = ClassifierService(clf)
     with ExitStack() as stack:
         detectors: list[Any] = [stack.enter_context(make_detector(cfg)) for _ in range(workers)]  # one per worker, loaded here
@@ -280,24 +270,19 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
                 except queue.Empty:
                     return
                 folder = out_dir / job.name
-                bar.set_description_str(job.name[:30], refresh=False)
+                progress.started(job)
                 try:
                     rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=signals)
                 except SinkError as e:
                     fatal.append(e)
-                    record(job.failed(str(e)))
+                    progress.finished(job, job.failed(str(e)))
                     for p in list(signals.pipelines):
                         p.stop()
                     return
                 except Exception as e:  # a bug on one video: recorded, the others go on
                     log.debug("video %s", job.shown, exc_info=True)
                     rec = job.failed(f"internal error: {type(e).__name__}: {e}")
-                record(rec)
-                if rec["status"] == FAILED:
-                    tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
-                faces[0] += rec.get("faces", 0)
-                bar.update(1)
-                bar.set_postfix(faces=faces[0], refresh=False)
+                progress.finished(job, rec)
 
         threads = [
             threading.Thread(target=_guarded, args=(lambda d=d: work(d), fatal), name=f"fer-batch-{i}", daemon=True)
@@ -308,7 +293,7 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(0.2)
-    bar.close()
+    progress.close()
     log.info(
         "classifier batches %s, %d mixed across videos, model busy %.1f s", dict(service.batch_sizes), service.mixed_batches, service.busy_s
     )

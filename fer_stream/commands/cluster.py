@@ -33,10 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from fer_stream.commands.archive import OUTPUTS, Job, analyse_video, remove_outputs
+from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_video, remove_outputs
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, first_line
-from fer_stream.io.manifest import FAILED
 
 log = logging.getLogger("fer_stream")
 
@@ -173,8 +172,6 @@ def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any]) -> d
 
 def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
     """Every job as a Ray task; outputs and manifest records written here, as each finishes."""
-    from tqdm import tqdm
-
     ray = connect(address)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -201,15 +198,7 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
     ray.get([a.describe.remote() for a in actors.values()])  # loaded everywhere before videos start
     task = ray.remote(_video_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
     running = {task.remote(cfg, job, video, actors): job for job in todo}
-    bar = tqdm(
-        total=len(todo),
-        unit="video",
-        disable=not cfg.output.progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-    )
-    faces = 0
+    progress = VideoProgress(cfg, len(todo), record)
     try:
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
@@ -222,18 +211,13 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
                 else:
                     _write_files(out_dir / job.name, result["files"], result["tmp"])
                     rec = result["record"]
-                record(rec)
-                if rec["status"] == FAILED:
-                    tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
-                faces += int(rec.get("faces") or 0)
-                bar.update(1)
-                bar.set_postfix(faces=faces, refresh=False)
+                progress.finished(job, rec)
     except KeyboardInterrupt:
         for ref in running:
             ray.cancel(ref, force=True)
         raise
     finally:
-        bar.close()
+        progress.close()
         for name, actor in actors.items():
             try:
                 log.info("classifier on node %s: %s", name[:12], ray.get(actor.stats.remote(), timeout=5))
