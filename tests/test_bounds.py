@@ -266,7 +266,8 @@ def test_repeated_warnings_are_counted_not_repeated(caplog):
 
 def test_a_short_clip_over_http_is_reopened_with_growing_pauses(media):
     with _http_server(media) as (base, requests):
-        src = ReconnectingSource(f"{base}/clip.ts", backoff_initial=0.4, backoff_max=10)
+        # However slowly this machine decodes the clip, it is a short stream (under min_stream_s).
+        src = ReconnectingSource(f"{base}/clip.ts", backoff_initial=0.4, backoff_max=10, min_stream_s=60)
         frames: list[Frame] = []
         reader = threading.Thread(target=lambda: frames.extend(src.frames()), daemon=True)
         reader.start()
@@ -364,9 +365,18 @@ def test_a_folder_of_huge_photos_is_read_in_chunks_bounded_by_pixels(tmp_path, m
         (["--source", "x.mp4", "--serve", "127.0.0.1:²"], "must be PORT or HOST:PORT"),
         (["--source", "x.mp4", "--device", "cuda:²"], "cuda:N"),
     ],
+    ids=["superscript-two", "arabic-indic-three", "past-a-c-int", "serve-port", "device-index"],
 )
 def test_digits_that_are_no_number_are_one_line(args, says, cli_env, tmp_path):
     # Run in a folder of its own: no file there has the name given.
     r = subprocess.run([sys.executable, "-m", "fer_stream", *args], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_a_device_index_in_other_digits_is_a_device_error():
+    from fer_stream.errors import DeviceError
+    from fer_stream.model.devices import resolve_device
+
+    with pytest.raises(DeviceError, match="unknown device 'cuda:²'"):
+        resolve_device("cuda:²")
