@@ -262,6 +262,10 @@ def test_repeated_warnings_are_counted_not_repeated(caplog):
     assert len(shown) + counted == 150  # every one is told, as a line or in a count
     assert len(shown) == 3 * 3 + 1  # 3 a minute, and at the end the last held back
     assert sum("connection refused" in r.getMessage() for r in caplog.records) == 2  # another kind is not held back
+    for n in range(500):  # reasons that differ every time, for hours: what is remembered stays bounded
+        clock.t = 200.0 + 30 * n
+        lines.warning(f"outage {n}", f"source cam1: error {n}")
+    assert len(lines._shown) <= 65
 
 
 def test_a_short_clip_over_http_is_reopened_with_growing_pauses(media):

@@ -7,8 +7,8 @@ from ``backoff_initial`` up to ``backoff_max``, for ever unless ``max_reconnects
 stream that ends or fails within ``min_stream_s`` of its first frame counts as a failed attempt
 (a 1 s clip served over HTTP is not reopened hundreds of times a second); one that streamed
 longer is reopened at once and the backoff starts afresh. Each outage is logged once when it
-starts and once when it ends; the same line again within a minute is counted, not repeated
-(:class:`RepeatedLines`). Frame indices and times continue across outages (times are seconds
+starts and once when it ends; past 3 lines of a kind a minute, the others are counted, not
+printed (:class:`RepeatedLines`). Frame indices and times continue across outages (times are seconds
 since the source started, by the wall clock), so the pipeline, its sinks and its metrics simply
 see a gap. A frame over ``max_pixels`` ends the source (:class:`FrameTooLarge`), never retried.
 
@@ -63,6 +63,8 @@ class RepeatedLines:
 
     def warning(self, key: str, message: str) -> None:
         now = self.clock.now()
+        if len(self._shown) > 64:  # reasons that vary: forget the kinds not seen within the window
+            self._shown = {k: v for k, v in self._shown.items() if k in self._held or (v and now - v[-1] < self.window)}
         shown = [t for t in self._shown.get(key, []) if now - t < self.window]
         self._shown[key] = shown
         if len(shown) >= self.burst:
