@@ -63,8 +63,7 @@ def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any
     """A pipeline with the settings' batching, tracking, smoothing and scheduling; ``kwargs`` add or override."""
     from fer_stream.stream.pipeline import Pipeline
 
-    c = cfg.classifier
-    frames, faces, results = queue_sizes(cfg, source.width * source.height * 3)
+    c, q = cfg.classifier, cfg.queues
     options: dict[str, Any] = dict(
         max_frames=cfg.source.max_frames or None,
         batch_wait=c.batch_wait_ms / 1000.0,
@@ -73,27 +72,23 @@ def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any
         smoother=make_smoother(cfg),
         classify_every=c.classify_every,
         live_max_hz=c.live_max_hz,
-        frame_queue=frames,
-        face_queue=faces,
-        result_queue=results,
+        frame_queue=q.frames,
+        face_queue=q.faces,
+        result_queue=q.results,
+        queue_mb=q.max_mb,  # lengths fitted to each frame's size as it comes
     )
     options.update(kwargs)
     return Pipeline(source, clf, det, **options)
 
 
 def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:
-    """The frame, face and result queue lengths: the settings' counts, shortened so that all of
-    them together hold at most ``queues.max_mb`` of frames (results hold two pictures each:
-    the frame and its annotated copy). Each keeps at least 2 so the stages still overlap."""
+    """The frame, face and result queue lengths for frames of ``frame_bytes``: the settings'
+    counts, shortened to hold at most ``queues.max_mb`` of frames (see ``fit_queues``; the
+    pipeline fits them again whenever the frame size changes)."""
+    from fer_stream.stream.pipeline import fit_queues
+
     q = cfg.queues
-    if frame_bytes <= 0:  # a camera not connected yet: its size is unknown
-        return q.frames, q.faces, q.results
-    budget = q.max_mb * (1 << 20) // frame_bytes  # frames' worth of memory
-    wanted = q.frames + q.faces + 2 * q.results * 2  # results and the output queue, two pictures each
-    if wanted <= budget:
-        return q.frames, q.faces, q.results
-    scale = budget / wanted
-    return tuple(max(2, int(n * scale)) for n in (q.frames, q.faces, q.results))  # type: ignore[return-value]
+    return fit_queues((q.frames, q.faces, q.results), frame_bytes, q.max_mb)
 
 
 def load_models(

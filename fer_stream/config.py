@@ -83,7 +83,7 @@ def _str(v: Any) -> str | None:
 def _device(v: Any) -> str | None:
     if isinstance(v, str):
         kind, _, index = v.partition(":")
-        if kind in DEVICES and (not index or (kind in ("npu", "cuda") and index.isdigit())):
+        if kind in DEVICES and (not index or (kind in ("npu", "cuda") and index.isascii() and index.isdigit())):
             return None
     return "one of 'auto', 'npu', 'cuda', 'mps', 'cpu' (or 'cuda:N' / 'npu:N')"
 
@@ -219,7 +219,7 @@ class OutputConfig:
 def _address(v: Any) -> str | None:
     if isinstance(v, str):
         port = v.rpartition(":")[2]
-        if v == "" or (port.isdigit() and int(port) <= 65535):
+        if v == "" or (port.isascii() and port.isdigit() and int(port) <= 65535):
             return None
     return 'PORT or HOST:PORT, e.g. 9108 or 0.0.0.0:9108 ("" = off)'
 

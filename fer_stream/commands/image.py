@@ -18,7 +18,7 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
     import numpy as np
 
     from fer_stream.frames import Box, Face
-    from fer_stream.io.images import IMAGE_SUFFIXES, check_image_file, list_images, read_image
+    from fer_stream.io.images import IMAGE_SUFFIXES, check_image_file, image_chunks, list_images, read_image
 
     files = [Path(p) for p in paths]
     if folder:
@@ -39,10 +39,12 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
     doc: list[dict[str, Any]] = []
     failed = 0
     try:
-        # In chunks: a folder of large photos never sits in memory at once; batches still span images.
-        for start in range(0, len(files), IMAGE_CHUNK):
+        # In chunks bounded by pixels, not count: a folder of large photos never sits in memory at
+        # once (with --no-detect each image is held whole until its chunk is classified); batches
+        # still span images.
+        for chunk in image_chunks(files):
             per_image: list[tuple[Path, list[Face]]] = []
-            for f in files[start : start + IMAGE_CHUNK]:
+            for f in chunk:
                 try:
                     image = read_image(f)
                 except SourceError as e:  # one bad image is reported; the others go on
@@ -71,9 +73,6 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
     if as_json:
         print(json.dumps(doc, indent=2))
     return 1 if failed else 0
-
-
-IMAGE_CHUNK = 16  # images read, detected and classified together
 
 
 def _print_image(f: Path, faces: list[Any], detect: bool) -> None:

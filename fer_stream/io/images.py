@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
@@ -13,6 +14,8 @@ from fer_stream.errors import SourceError
 ImageLike = Union[str, Path, np.ndarray]  # noqa: UP007  (a runtime alias: `|` needs 3.10 objects)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 120_000_000  # a 12000 x 10000 photo; a bigger "image" is refused before it is decoded
+CHUNK_IMAGES = 16  # most images read, detected and classified together
+CHUNK_PIXELS = 48_000_000  # most pixels of the images of one chunk (144 MB as RGB); one larger image is a chunk alone
 
 
 def check_image_file(path: str | Path) -> Path:
@@ -65,6 +68,38 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     if bgr is None:
         raise SourceError(f"'{p}' is not an image OpenCV can read (supported: {', '.join(IMAGE_SUFFIXES)})")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def chunk_by_pixels(pixels: Sequence[int], *, budget: int = CHUNK_PIXELS, most: int = CHUNK_IMAGES) -> list[range]:
+    """Consecutive index ranges over ``pixels`` (each item's size): at most ``most`` items whose
+    sizes add up to at most ``budget``; an item over ``budget`` forms a chunk alone.
+
+    >>> chunk_by_pixels([30, 30, 30, 200, 10, 10], budget=64, most=4)
+    [range(0, 2), range(2, 3), range(3, 4), range(4, 6)]
+    """
+    chunks: list[range] = []
+    start, total = 0, 0
+    for i, n in enumerate(pixels):
+        if i > start and (total + n > budget or i - start >= most):
+            chunks.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(pixels):
+        chunks.append(range(start, len(pixels)))
+    return chunks
+
+
+def image_chunks(files: Sequence[Path], *, budget: int = CHUNK_PIXELS, most: int = CHUNK_IMAGES) -> list[list[Path]]:
+    """``files`` in chunks of at most ``most`` images and ``budget`` pixels, sized from their headers
+    (a file whose header cannot be read counts as 0 pixels: reading it fails without holding anything)."""
+    sizes = []
+    for f in files:
+        try:
+            w, h = image_size(f)
+        except (SourceError, OSError):
+            w = h = 0
+        sizes.append(w * h)
+    return [[files[i] for i in chunk] for chunk in chunk_by_pixels(sizes, budget=budget, most=most)]
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -24,6 +25,30 @@ from fer_stream.health import SourceHealth
 log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+class FrameTooLarge(SourceError):
+    """A frame over ``--max-pixels``: the source ends (a camera that reconnects would send it again)."""
+
+
+def check_frame_size(name: str, width: int, height: int, max_pixels: int, index: int | None = None) -> None:
+    """A :class:`FrameTooLarge` if ``width`` x ``height`` is over ``max_pixels`` (0 = any size).
+
+    Checked on every decoded frame, before it is converted: a stream may change size mid-way.
+
+    >>> try:
+    ...     check_frame_size("cam", 9000, 9000, 7680 * 4320, index=12)
+    ... except FrameTooLarge as e:
+    ...     print(str(e).split(";")[0])
+    'cam' frame 12 is 9000x9000, over --max-pixels 33177600 (33.2 MP)
+    """
+    if max_pixels and width * height > max_pixels:
+        what = f"'{name}'" if index is None else f"'{name}' frame {index}"
+        ended = "" if index is None else "the source ended; "
+        raise FrameTooLarge(
+            f"{what} is {width}x{height}, over --max-pixels {max_pixels} ({max_pixels / 1e6:.3g} MP); "
+            f"{ended}raise --max-pixels if this machine has the memory for it"
+        )
 
 
 def transport_options(url: str, transport: str = "tcp") -> dict[str, str]:
@@ -91,22 +116,23 @@ class AVSource(Source):
 
         self.url = url  # opened, never shown: self.name is what messages and outputs carry
         self.name = redact(url)
+        self.max_pixels = max_pixels
         is_network = url.lower().startswith(NETWORK_SCHEMES)
         self.live = is_network if live is None else live
         self._paced = self.live and not is_network
         if not is_network:
             p = Path(url)
             if not p.exists():
-                raise SourceError(f"video file '{url}' does not exist; check the path (webcams are given by index, e.g. --source 0)")
+                raise SourceError(f"video file '{self.name}' does not exist; check the path (webcams are given by index, e.g. --source 0)")
             if p.is_dir():
-                raise SourceError(f"'{url}' is a folder, not a video; for images use `fer-stream image --dir {url}`")
+                raise SourceError(f"'{self.name}' is a folder, not a video; for images use `fer-stream image --dir {self.name}`")
         options = {**transport_options(url), **(options or {})}
         started = time.monotonic()
         try:
             self._container = av.open(url, options=options, timeout=(open_timeout, read_timeout))
         except av.error.FFmpegError as e:
             if not is_network:
-                raise SourceError(f"cannot open video file '{url}': {_ffmpeg_reason(e)}") from None
+                raise SourceError(f"cannot open video file '{self.name}': {_ffmpeg_reason(e, url)}") from None
             if time.monotonic() - started >= open_timeout:
                 raise SourceError(
                     f"cannot open stream '{self.name}': no answer within {open_timeout:g} s "
@@ -120,12 +146,11 @@ class AVSource(Source):
         stream.thread_type = "SLICE" if self.live else "AUTO"  # frame threading adds latency
         ctx = stream.codec_context
         self.width, self.height = int(ctx.width), int(ctx.height)
-        if max_pixels and self.width * self.height > max_pixels:
+        try:
+            check_frame_size(self.name, self.width, self.height, max_pixels)
+        except FrameTooLarge:
             self._container.close()
-            raise SourceError(
-                f"'{self.name}' is {self.width}x{self.height}, over --max-pixels {max_pixels} "
-                f"({max_pixels / 1e6:.1f} MP); raise --max-pixels if this machine has the memory for it"
-            )
+            raise
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = float(rate) if rate else 30.0
         self.time_base = stream.time_base
@@ -162,6 +187,7 @@ class AVSource(Source):
                     raise SourceError(f"'{self.name}' is not a video PyAV can decode: {_ffmpeg_reason(e, self.url)}") from None
                 continue
             for vf in decoded:
+                check_frame_size(self.name, vf.width, vf.height, self.max_pixels, index)  # before the RGB copy is made
                 pts = vf.pts
                 if pts is None or (last_pts is not None and pts <= last_pts):
                     # Missing or repeated timestamps: continue the sequence so the output stays valid.
@@ -191,10 +217,11 @@ class WebcamSource(Source):
 
     live = True
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, max_pixels: int = 0) -> None:
         import cv2
 
         self.name = f"webcam {index}"
+        self.max_pixels = max_pixels
         # OpenCV logs every backend it tries for a missing camera; our error says it once.
         log_utils = getattr(getattr(cv2, "utils", None), "logging", None)
         previous = log_utils.getLogLevel() if log_utils else None
@@ -230,6 +257,7 @@ class WebcamSource(Source):
                 time.sleep(0.01)
                 continue
             failures = 0
+            check_frame_size(self.name, bgr.shape[1], bgr.shape[0], self.max_pixels, index)
             rgb = self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
             yield Frame(index=index, time=now - start, image=rgb, captured=now)
             index += 1
@@ -244,9 +272,18 @@ def open_source(spec: str | int, *, live: bool | None = None, max_pixels: int = 
     text = str(spec).strip()
     if not text:
         raise SourceError("no source given; use --source 0 for a webcam, --source FILE for a video, or --source rtsp://...")
-    if text.isdigit():
-        return WebcamSource(int(text))
+    # str.isdigit() is true of '²' and '٣' too, which int() refuses: only 0-9 number a camera.
+    if text.isascii() and text.isdigit() and int(text) <= MAX_WEBCAM_INDEX:
+        return WebcamSource(int(text), max_pixels=max_pixels)
+    if text.isdigit() and not Path(text).exists():
+        raise SourceError(
+            f"'{text}' is neither a webcam index nor an existing file; webcams are numbered 0, 1, 2, ... "
+            f"in the digits 0-9, up to {MAX_WEBCAM_INDEX} (e.g. --source 0)"
+        )
     return AVSource(text, live=live, max_pixels=max_pixels)
+
+
+MAX_WEBCAM_INDEX = 2**31 - 1  # OpenCV takes a C int
 
 
 def _ffmpeg_reason(e: Exception, url: str = "") -> str:
@@ -255,29 +292,112 @@ def _ffmpeg_reason(e: Exception, url: str = "") -> str:
     return redact_text(reason, url) if url else reason
 
 
+# A query key naming any of these holds a secret: password, passwd, pwd, token, api_key, access_token,
+# X-Amz-Signature, auth, secret, passphrase (SRT), credentials, session ids.
+SECRET_KEY_PARTS = ("pass", "pwd", "token", "key", "secret", "auth", "sig", "cred", "session")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_SHORTEST_LOOSE_SECRET = 4  # shorter secrets are hidden inside URLs only: replacing "ab" everywhere garbles a message
+
+
+def secret_key(name: str) -> bool:
+    """Whether a query key names a secret.
+
+    >>> [k for k in ("user", "password", "api_key", "X-Amz-Signature", "channel", "streamid") if secret_key(k)]
+    ['password', 'api_key', 'X-Amz-Signature']
+    """
+    key = urllib.parse.unquote_plus(name).lower()
+    return any(part in key for part in SECRET_KEY_PARTS)
+
+
+def _split_url(url: str) -> tuple[str, str, str] | None:
+    """``(scheme://, userinfo, rest)`` of a URL (``userinfo`` without its ``@``); ``None``: not a URL.
+
+    The userinfo ends at the last ``@`` of the authority (as FFmpeg reads it); a password with a
+    bare ``/`` in it (``rtsp://admin:pa/ss@cam``) is taken to end at the ``@`` after it as well.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme or not scheme[0].isalpha():
+        return None
+    head_end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority_end = min((i for i in (rest.find("/"), head_end) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if at < 0:
+        authority = rest[:authority_end]
+        port = authority.rpartition(":")[2] if ":" in authority and not authority.endswith("]") else ""
+        later = rest.rfind("@", 0, head_end)
+        if later >= 0 and port and not port.isdigit():  # 'user:pa/ss@host': a broken password is still one
+            at = later
+    if at < 0:
+        return scheme + sep, "", rest
+    return scheme + sep, rest[:at], rest[at + 1 :]
+
+
+def _redact_params(text: str) -> str:
+    """``a=1&password=x;token=y`` -> ``a=1&password=***;token=***``."""
+    parts = re.split(r"([&;])", text)
+    for i in range(0, len(parts), 2):
+        key, eq, value = parts[i].partition("=")
+        if eq and value and secret_key(key):
+            parts[i] = f"{key}=***"
+    return "".join(parts)
+
+
 def redact(url: str) -> str:
-    """``url`` as it may be shown or stored: a password in it becomes ``***``
-    (``rtsp://admin:S3cret@cam/s1`` -> ``rtsp://admin:***@cam/s1``)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL (a path with odd characters): nothing to hide
+    """``url`` as it may be shown or stored: its secrets become ``***``.
+
+    The password of the userinfo (the user name stays), a userinfo without a password (a token:
+    ``http://TOKEN@host``) whole, and the values of query and fragment keys that name a secret
+    (:data:`SECRET_KEY_PARTS`). Any scheme; file paths and webcam indices come back as they are.
+
+    >>> redact("rtsp://admin:S3cret@cam/s1?channel=1&password=S3cret")
+    'rtsp://admin:***@cam/s1?channel=1&password=***'
+    >>> redact("http://0123abcd@cam/live.ts"), redact("talk.mp4")
+    ('http://***@cam/live.ts', 'talk.mp4')
+    """
+    split = _split_url(url)
+    if split is None:
         return url
-    if not password:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    scheme, userinfo, rest = split
+    if userinfo:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***@" if colon and user else "***@"
+    path, hash_, fragment = rest.partition("#")
+    path, q, query = path.partition("?")
+    return f"{scheme}{userinfo}{path}{q}{_redact_params(query)}{hash_}{_redact_params(fragment)}"
 
 
-def redact_text(text: str, url: str) -> str:
-    """``text`` (an error message, say) with ``url`` and its password replaced by their redacted forms."""
-    try:
-        password = urllib.parse.urlsplit(url).password
-    except ValueError:
-        return text
-    if not password:
-        return text
-    text = text.replace(url, redact(url))
-    for form in {password, urllib.parse.unquote(password)}:
-        text = text.replace(form, "***")
+def secrets_of(url: str) -> set[str]:
+    """The secret parts of ``url`` (password or token, secret query values), as written and decoded."""
+    split = _split_url(url)
+    if split is None:
+        return set()
+    _, userinfo, rest = split
+    found = []
+    if userinfo:
+        _, colon, password = userinfo.partition(":")
+        found.append(password if colon else userinfo)
+    path, _, fragment = rest.partition("#")
+    for params in (path.partition("?")[2], fragment):
+        for part in re.split(r"[&;]", params):
+            key, eq, value = part.partition("=")
+            if eq and value and secret_key(key):
+                found.append(value)
+    forms = {f for s in found for f in (s, urllib.parse.unquote(s), urllib.parse.unquote_plus(s))}
+    return {f for f in forms if f}
+
+
+def redact_text(text: str, url: str = "") -> str:
+    """``text`` (an error message, say) with every URL in it redacted, and ``url``'s secrets
+    replaced by ``***`` wherever they appear (FFmpeg may quote them apart from the URL).
+
+    >>> url = "http://cam/live.ts?user=admin&password=S3cret"
+    >>> redact_text(f"HTTP error 401 for {url} (password S3cret)", url)
+    'HTTP error 401 for http://cam/live.ts?user=admin&password=*** (password ***)'
+    """
+    if url:
+        text = text.replace(url, redact(url))
+    text = _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+    for secret in sorted(secrets_of(url), key=len, reverse=True):
+        if len(secret) >= _SHORTEST_LOOSE_SECRET:
+            text = text.replace(secret, "***")
     return text

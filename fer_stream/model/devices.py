@@ -47,7 +47,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if kind not in ("npu", "cuda", "mps", "cpu") or (index and not index.isdigit()):
+    if kind not in ("npu", "cuda", "mps", "cpu") or (index and not (index.isascii() and index.isdigit())):
         raise DeviceError(f"unknown device '{name}'; choose {_CHOICES} (cuda:N and npu:N pick a card)")
     if index and kind in ("mps", "cpu"):
         raise DeviceError(f"device '{name}' takes no index; use '{kind}'")

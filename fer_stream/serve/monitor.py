@@ -59,7 +59,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """``PORT``, ``:PORT`` or ``HOST:PORT`` -> (host, port); the host defaults to 127.0.0.1."""
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"  # [::1]:9108 is IPv6
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--serve '{text}' must be PORT or HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
     return host, int(port)
 

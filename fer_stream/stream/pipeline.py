@@ -46,6 +46,26 @@ from fer_stream.stream.track import IoUTracker
 _POLL = 0.1  # seconds between checks of the stop flag while blocked on a queue
 
 
+def fit_queues(lengths: tuple[int, int, int], frame_bytes: int, max_mb: int) -> tuple[int, int, int]:
+    """The frame, face and result queue ``lengths``, shortened so that all of them together hold
+    at most ``max_mb`` of frames of ``frame_bytes`` (results hold two pictures each: the frame and
+    its annotated copy; the output queue is as long as the result queue). Each keeps at least 2 so
+    the stages still overlap; ``max_mb`` 0 or an unknown size (0 bytes): the lengths as they are.
+
+    >>> fit_queues((8, 16, 8), 1920 * 1080 * 3, 1024), fit_queues((8, 16, 8), 7680 * 4320 * 3, 1024)
+    ((8, 16, 8), (2, 2, 2))
+    """
+    if frame_bytes <= 0 or max_mb <= 0:
+        return lengths
+    frames, faces, results = lengths
+    budget = max_mb * (1 << 20) // frame_bytes  # frames' worth of memory
+    wanted = frames + faces + 2 * results * 2  # results and the output queue, two pictures each
+    if wanted <= budget:
+        return lengths
+    scale = budget / wanted
+    return (max(2, int(frames * scale)), max(2, int(faces * scale)), max(2, int(results * scale)))
+
+
 class LatestSlot:
     """A one-item buffer for live sources: ``put`` never blocks and replaces an unread item."""
 
@@ -104,6 +124,7 @@ class Pipeline:
         frame_queue: int = 8,
         face_queue: int = 16,
         result_queue: int = 8,
+        queue_mb: int = 0,
     ) -> None:
         self._owns_source = not isinstance(source, Source)
         self.source = open_source(source) if not isinstance(source, Source) else source
@@ -124,6 +145,10 @@ class Pipeline:
         self.live_classifier = live_classifier or LiveClassifier(classifier, self.smoother, max_hz=live_max_hz)
         if self._owns_live and metrics is not None:
             self.live_classifier.on_batch = metrics.batch
+        # Queue lengths fit queue_mb for the size of each frame as it comes (a stream may grow mid-way).
+        self._lengths, self.queue_mb = (frame_queue, face_queue, result_queue), queue_mb
+        self._fitted_bytes = self.source.width * self.source.height * 3
+        frame_queue, face_queue, result_queue = fit_queues(self._lengths, self._fitted_bytes, queue_mb)
         self._frames: queue.Queue[Any] | LatestSlot = LatestSlot() if self.live else queue.Queue(frame_queue)
         self._detected: queue.Queue[Any] = queue.Queue(face_queue)
         self._classified: queue.Queue[Any] = queue.Queue(result_queue)
@@ -203,6 +228,11 @@ class Pipeline:
             tracks=tracks,
         )
 
+    def queue_lengths(self) -> dict[str, int]:
+        """Most items each queue holds now (the frame slot of a live source holds one)."""
+        frames = 1 if isinstance(self._frames, LatestSlot) else self._frames.maxsize
+        return {"frames": frames, "faces": self._detected.maxsize, "results": self._classified.maxsize}
+
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now (for metrics)."""
         frames = int(getattr(self._frames, "_full", 0)) if isinstance(self._frames, LatestSlot) else self._frames.qsize()
@@ -259,8 +289,21 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------
 
+    def _fit_queues(self, frame_bytes: int) -> None:
+        """Lengthen or shorten the queues for frames of ``frame_bytes``; frames already queued stay."""
+        self._fitted_bytes = frame_bytes
+        lengths = fit_queues(self._lengths, frame_bytes, self.queue_mb)
+        queues = [(self._frames, lengths[0]), (self._detected, lengths[1]), (self._classified, lengths[2]), (self._out, lengths[2])]
+        for q, n in queues:
+            if isinstance(q, queue.Queue) and q.maxsize != n:
+                with q.mutex:  # a shorter queue takes no new item until it has drained below its length
+                    q.maxsize = n
+                    q.not_full.notify_all()
+
     def _read(self) -> None:
         for frame in self.source.frames():
+            if self.queue_mb and frame.image.nbytes != self._fitted_bytes:
+                self._fit_queues(frame.image.nbytes)
             if self._stop.is_set() or not self._put(self._frames, frame):
                 return
             self._frames_in += 1
