@@ -204,24 +204,24 @@ def test_a_report_for_labels_without_built_in_colours_is_written(tmp_path):
 
 
 def test_a_very_long_run_keeps_a_bounded_timeline_and_says_what_it_merged_and_pooled(tmp_path):
-    """80 000 s of a camera at one frame a second: one person always there, a passer-by every
-    20 s (4 000 tracks). What is kept stays under the bounds; every face is still counted."""
+    """30 000 s of a camera at one frame a second: one person always there, a passer-by every
+    10 s (3 000 tracks). What is kept stays under the bounds; every face is still counted."""
     labels = ("happy", "sad", "neutral")
     timeline = TimelineSink(labels, bucket_s=1.0, max_flagged=20)
-    seconds = 80_000
+    seconds = 30_000
     passer = 100
     classified = 0
     for i in range(seconds):
         faces = [_face(1, {"happy": 0.8, "sad": 0.1, "neutral": 0.1}, crop=i == 0)]
-        if i % 20 < 3:  # each passer-by is seen for 3 s
-            faces.append(_face(passer + i // 20, {"happy": 0.2, "sad": 0.5, "neutral": 0.3}, crop=i % 20 == 0))
+        if i % 10 < 3:  # each passer-by is seen for 3 s
+            faces.append(_face(passer + i // 10, {"happy": 0.2, "sad": 0.5, "neutral": 0.3}, crop=i % 10 == 0))
         classified += len(faces)
         timeline.write(_frame(i, float(i), faces))
     assert len(timeline.faces) <= report.MAX_BINS and len(timeline.cells) <= report.MAX_CELLS
     assert len(timeline.track_frames) <= report.MAX_TRACKS and len(timeline.thumbs) <= report.MAX_TRACKS
     assert len(timeline.flagged) <= 20 and len(timeline._flag_seen) <= 20
-    assert timeline.merges >= 3 and timeline.bucket_s == 2.0**timeline.merges
-    assert timeline.dropped_tracks >= 3_000 and timeline.track_frames[1] == seconds  # the long track is kept
+    assert timeline.merges >= 2 and timeline.bucket_s == 2.0**timeline.merges
+    assert timeline.dropped_tracks >= 2_000 and timeline.track_frames[1] == seconds  # the long track is kept
     assert 1 in timeline.thumbs
     # Nothing is lost from the counts, only resolution and per-track detail.
     assert sum(timeline.faces.values()) == classified
@@ -233,7 +233,7 @@ def test_a_very_long_run_keeps_a_bounded_timeline_and_says_what_it_merged_and_po
     write_timeline(tmp_path / "t.csv", timeline)
     table = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert {float(r["span_s"]) for r in table} == {timeline.bucket_s} and {r["track"] for r in table} >= {"1", str(report.DROPPED)}
-    summary = {"labels": {"happy": 80_000, "sad": 0, "neutral": 0}, "faces": classified, "tracks": [], "source": "cam"}
+    summary = {"labels": {"happy": seconds, "sad": 0, "neutral": 0}, "faces": classified, "tracks": [], "source": "cam"}
     page = write_report(tmp_path / "r.html", timeline, summary).read_text()
     assert f"merged into {timeline.bucket_s:g} s bins" in page and f"{timeline.dropped_tracks} shorter tracks" in page
 
