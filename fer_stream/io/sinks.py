@@ -128,7 +128,9 @@ class VideoSink(Sink):
     :meth:`end_of_input` all of it is kept.
 
     The file is written as ``NAME.partial.mp4`` and renamed to ``path`` when closed, so a finished
-    name always holds a finished video. It is a fragmented MP4 with a fragment about every
+    name always holds a finished video. That partial file is created exclusively when the sink is
+    made (before the first frame of a camera not yet connected) and PyAV writes to the open file,
+    so a link planted at its name is never written through. It is a fragmented MP4 with a fragment about every
     ``fragment_s`` seconds: if the process is killed (out of memory, SIGKILL, power), the partial
     file still plays up to its last fragment.
     """
