@@ -332,8 +332,9 @@ def _export_parser() -> argparse.ArgumentParser:
         type=float,
         default=1e-3,
         metavar="D",
-        help="largest allowed difference of the probabilities against PyTorch (default 0.001)",
+        help="largest allowed difference of the probabilities against PyTorch, above 0 (default 0.001)",
     )
+    _setting_flags(p, ("output.overwrite",))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _common(p)
     return p

@@ -122,5 +122,7 @@ def test_bad_metadata_is_one_clear_error(exported, tmp_path, key, value, expecte
 
 def test_a_failed_export_leaves_no_file(tiny_model, cli_env, tmp_path):
     out = tmp_path / "m.onnx"
-    r = run_cli(["export", "--format", "onnx", str(out), "--model", str(tiny_model), "--tolerance", "-1"], cli_env)
+    # A tolerance no float difference meets (a negative one is refused now: --tolerance must be positive).
+    r = run_cli(["export", "--format", "onnx", str(out), "--model", str(tiny_model), "--tolerance", "1e-300"], cli_env)
     assert r.returncode != 0 and "differs from PyTorch" in r.stderr and not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no partial file either

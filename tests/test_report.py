@@ -41,8 +41,9 @@ def reported(cli_env, tmp_path_factory):
 def test_timeline_is_the_mean_of_the_events_per_second_and_track(reported):
     rows = list(csv.DictReader((reported / "t.csv").open()))
     events = [json.loads(line) for line in (reported / "e.jsonl").read_text().splitlines()]
-    labels = list(rows[0])[4:]  # the model's label order
+    labels = list(rows[0])[4:-1]  # the model's label order
     assert rows and list(rows[0])[:4] == ["time_s", "track", "faces", "dominant"] and set(labels) == set(events[0]["probs"])
+    assert list(rows[0])[-1] == "span_s" and {row["span_s"] for row in rows} == {"1.0"}  # a short run: bins as asked
     for row in rows:
         mine = [e for e in events if e["track"] == int(row["track"]) and int(e["time"]) == int(float(row["time_s"])) and "probs" in e]
         assert len(mine) == int(row["faces"])

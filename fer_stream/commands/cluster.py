@@ -24,7 +24,6 @@ hub id, or a folder present on every node).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import numpy as np
 from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_video, remove_outputs
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, first_line
+from fer_stream.io.sinks import write_atomic
 
 log = logging.getLogger("fer_stream")
 
@@ -233,11 +233,7 @@ def _write_files(folder: Path, files: dict[str, bytes], worker_folder: str) -> N
     for name, data in files.items():
         if name in (OUTPUTS["summary"], OUTPUTS["report"]):  # they name the outputs: where they are now
             data = data.replace(worker_folder.encode(), str(folder).encode())
-        partial = folder / f"{Path(name).stem}.partial{Path(name).suffix}"
-        partial.unlink(missing_ok=True)
-        with open(partial, "xb") as f:
-            f.write(data)
-        os.replace(partial, folder / name)
+        write_atomic(folder / name, data)  # a killed run's partial is kept aside, never written through
 
 
 # -- camera groups -------------------------------------------------------------------------------

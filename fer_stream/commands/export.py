@@ -23,6 +23,7 @@ import torch
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, ModelError
 from fer_stream.io.images import synthetic_faces
+from fer_stream.io.sinks import check_output, write_atomic
 from fer_stream.model.hub import load_model
 from fer_stream.model.onnx_runtime import META_LABELS, META_PROCESSOR, META_SOURCE, _session, _softmax, need_onnx
 from fer_stream.model.preprocess import TensorPreprocessor
@@ -40,72 +41,84 @@ class _Logits(torch.nn.Module):
 
 
 def export_onnx(model: str, out: str | Path, *, opset: int = 17, tolerance: float = 1e-3, images: int = 8) -> dict[str, Any]:
-    """Export ``model`` (hub id or folder) to ``out``; returns the self-check's figures."""
+    """Export ``model`` (hub id or folder) to ``out``; returns the self-check's figures.
+
+    The file is built and checked in memory, then written as ``OUT.partial.onnx`` (created
+    exclusively, never through a link) and renamed to ``out``: a failed export leaves ``out``
+    as it was. Whether ``out`` may be replaced is the caller's check (:func:`check_output`).
+    """
     onnx = need_onnx()
+    if not tolerance > 0 or not np.isfinite(tolerance):
+        raise ConfigError(f"--tolerance must be a positive number, not {tolerance:g}")
     processor, net = load_model(model)
     net = net.eval().float()
     pre = TensorPreprocessor.from_processor(processor)
     faces = synthetic_faces(images, seed=1)
     pixels = pre(faces) if pre is not None else processor(images=faces, return_tensors="pt")["pixel_values"]
-    out = Path(out)
-    try:
-        return _export_checked(net, processor, pixels, model, out, opset, tolerance, images, onnx)
-    except BaseException:
-        out.unlink(missing_ok=True)  # a failed export leaves no .onnx behind
-        raise
+    data, result = _export_checked(net, processor, pixels, model, opset, tolerance, images, onnx)
+    written = write_atomic(out, data, "ONNX model")
+    return {"path": str(written), **result}
 
 
 def _export_checked(
-    net: Any, processor: Any, pixels: torch.Tensor, model: str, out: Path, opset: int, tolerance: float, images: int, onnx: Any
-) -> dict[str, Any]:
+    net: Any, processor: Any, pixels: torch.Tensor, model: str, opset: int, tolerance: float, images: int, onnx: Any
+) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX file's bytes and its check against PyTorch (a ModelError if over ``tolerance``)."""
+    import io
     import warnings
 
+    # The wrapper must be in eval mode too: the exporter puts the module it was given back into
+    # that module's mode when it is done, and a wrapper left in training mode (a new Module's
+    # default) switched the whole network to training, batch-norm with batch statistics.
+    wrapper = _Logits(net).eval()
+    with torch.inference_mode():
+        torch_logits = net(pixel_values=pixels).logits.numpy()
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes about constant shapes in transformers' checks
         torch.onnx.export(
-            _Logits(net),
+            wrapper,
             (pixels[:2],),
-            str(out),
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter (dynamo=False) writes to file objects too
             input_names=["pixel_values"],
             output_names=["logits"],
             dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=opset,
             dynamo=False,
+            training=torch.onnx.TrainingMode.EVAL,
         )
-    proto = onnx.load(str(out))
+    net.eval()
+    proto = onnx.load_from_string(buf.getvalue())
     id2label = {int(k): str(v) for k, v in net.config.id2label.items()}
     for key, value in ((META_LABELS, json.dumps(id2label)), (META_PROCESSOR, json.dumps(processor.to_dict())), (META_SOURCE, model)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(out))
-    session = _session(out, "cpu")
+    data = proto.SerializeToString()
+    session = _session(data, "cpu")
     ort_logits = session.run(None, {"pixel_values": pixels.numpy()})[0]
-    with torch.inference_mode():
-        torch_logits = net(pixel_values=pixels).logits.numpy()
     p_ort, p_torch = _softmax(ort_logits), _softmax(torch_logits)
     diff = float(np.abs(p_ort - p_torch).max())
     result = {
-        "path": str(out),
         "model": model,
         "opset": opset,
         "images": images,
-        "size_mb": round(out.stat().st_size / 1e6, 1),
+        "size_mb": round(len(data) / 1e6, 1),
         "max_abs_diff": diff,
         "max_abs_diff_logits": float(np.abs(ort_logits - torch_logits).max()),
         "top1_agreement": float(np.mean(p_ort.argmax(1) == p_torch.argmax(1))),
     }
-    if diff > tolerance:
+    if not diff <= tolerance:
         raise ModelError(f"ONNX export of '{model}' differs from PyTorch by {diff:.2e} (tolerance {tolerance:g}); try another --opset")
-    return result
+    return data, result
 
 
 def run_export(cfg: Config, out: str, *, opset: int, tolerance: float, as_json: bool) -> int:
     """``fer-stream export``: write, check and report; returns the exit code."""
-    from fer_stream.io.sinks import writable_path
-
     if not out.lower().endswith(".onnx"):
         raise ConfigError(f"export file '{out}' must end in .onnx")
-    writable_path(out)
+    if not tolerance > 0 or not np.isfinite(tolerance):
+        raise ConfigError(f"--tolerance must be a positive number, not {tolerance:g}")
+    check_output(out, overwrite=cfg.output.overwrite)  # as every output: an existing file only with --overwrite
     result = export_onnx(cfg.classifier.model, out, opset=opset, tolerance=tolerance)
     if as_json:
         print(json.dumps(result, indent=2))

@@ -23,7 +23,7 @@ from typing import Any
 from fer_stream.build import load_models, make_detector, make_pipeline, make_smoother
 from fer_stream.commands.signals import StopOnSignal
 from fer_stream.config import Config, output_path, source_ids
-from fer_stream.errors import ConfigError
+from fer_stream.errors import ConfigError, FerStreamError, SinkError, first_line
 from fer_stream.health import SourceHealth, SourceState
 from fer_stream.io.sources import Source, WebcamSource, open_source
 
@@ -171,11 +171,19 @@ class _Run:
 
         out = self.cfg.output
         inputs = tuple(spec for _, spec in self.specs)
-        videos = {p[0] for p in self.paths.values()}
-        for path in [p for pair in (*self.paths.values(), *self.people.values()) for p in pair] + [out.summary]:
+        named: list[tuple[str, str]] = []  # (which output, path) of the files this run writes
+        for sid, _ in self.specs:
+            of = f" of source {sid}" if self.several else ""
+            video, events = self.paths[sid]
+            report, timeline = self.people[sid]
+            named += [(f"--output{of}", video), (f"--events{of}", events), (f"--report{of}", report), (f"--timeline{of}", timeline)]
+        named.append(("--summary", out.summary))
+        segmented = out.segment_seconds > 0
+        _check_distinct([(w, p) for w, p in named if p and not (segmented and w.startswith("--output"))])
+        for what, path in named:
             if not path:
                 continue
-            if out.segment_seconds > 0 and path in videos:
+            if segmented and what.startswith("--output"):
                 writable_path(path)  # segments get new, time-stamped names
             else:
                 check_output(path, inputs=inputs, overwrite=out.overwrite)
@@ -355,20 +363,49 @@ class _Run:
             summary = summaries[self.specs[0][0]]
             if isinstance(streams[0].video, SegmentedVideoSink):
                 summary["segments"] = [str(p) for p in streams[0].video.closed_segments]
+        late: list[tuple[str, BaseException]] = []  # a report or timeline that failed: the summary is still written
         for st in streams:
             report_path, timeline_path = self.people[st.sid]
-            if st.timeline is not None:
-                from fer_stream.io.report import write_report, write_timeline
+            if st.timeline is None:
+                continue
+            from fer_stream.io.report import write_report, write_timeline
 
-                if timeline_path:
-                    write_timeline(timeline_path, st.timeline)
-                if report_path:
-                    write_report(report_path, st.timeline, summaries[st.sid], _report_settings(self.cfg))
-                summaries[st.sid]["outputs"].update({k: v for k, v in (("report", report_path), ("timeline", timeline_path)) if v})
+            for key, path, write in (
+                ("timeline", timeline_path, lambda p, st=st: write_timeline(p, st.timeline)),
+                ("report", report_path, lambda p, st=st: write_report(p, st.timeline, summaries[st.sid], _report_settings(self.cfg))),
+            ):
+                if not path:
+                    continue
+                try:
+                    write(path)
+                except Exception as e:
+                    error = e
+                    if not isinstance(e, FerStreamError):  # a bug in the report's making: still one line
+                        error = SinkError(f"cannot write {key} '{path}': {type(e).__name__}: {first_line(e)}")
+                    summaries[st.sid].setdefault("error", str(error))
+                    late.append((st.sid, error))
+                else:
+                    summaries[st.sid]["outputs"][key] = path
         if self.cfg.output.summary:
             write_json(self.cfg.output.summary, summary)
-        errors = [(st.sid, st.error) for st in streams if st.error is not None]
+        errors = [(st.sid, st.error) for st in streams if st.error is not None] + late
         return Outcome(summary, errors, signum, self.several)
+
+
+def _check_distinct(outputs: list[tuple[str, str]]) -> None:
+    """A ConfigError if two outputs are one file (same path once links are resolved, or hard links)."""
+    seen: dict[Any, str] = {}
+    for what, path in outputs:
+        keys: list[Any] = [os.path.realpath(path)]
+        try:
+            st = os.stat(path)
+            keys.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # not there yet: its resolved path is its identity
+        for key in keys:
+            if key in seen and seen[key] != what:
+                raise ConfigError(f"{seen[key]} and {what} are the same file '{path}'; give each output its own file")
+            seen.setdefault(key, what)
 
 
 def _run_shared(shared: Any, stop: threading.Event, pipelines: list[Any]) -> None:

@@ -2,7 +2,8 @@
 
 :class:`TimelineSink` is a sink like the others: it keeps, per second (``bucket_s``) and per
 track, the number of faces and the sum of their probabilities, one thumbnail per track and the
-flagged moments (confidence under the threshold) with a crop each, all bounded in memory.
+flagged moments (confidence under the threshold) with a crop each, all bounded in memory (on
+very long runs bins are merged and the shortest tracks pooled: see :class:`TimelineSink`).
 :func:`write_timeline` writes the CSV spreadsheet users want; :func:`write_report` writes one HTML
 file with the plots inline (matplotlib SVG) and the thumbnails as data URIs: it opens anywhere,
 offline, and can be mailed.
@@ -19,7 +20,7 @@ import csv
 import html
 import io
 import os
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,15 @@ import cv2
 import numpy as np
 
 from fer_stream.frames import FrameResult
-from fer_stream.io.sinks import Sink, write_atomic
+from fer_stream.io.sinks import Sink, spreadsheet_safe, write_atomic
 
-MAX_BUCKETS = 500_000  # (second, track) cells kept; the oldest go first on endless streams
 MAX_TRACKS_PLOTTED = 12
+# Bounds on what a timeline keeps, whatever the length of the run (a camera watched for weeks):
+MAX_BINS = 10_000  # time bins; past it, neighbouring bins are merged (the bin length doubles)
+MAX_CELLS = 50_000  # (bin, track) cells; past it, bins are merged the same way
+MAX_TRACKS = 1_000  # tracks with their own rows, plot and thumbnail; past it, the shortest ended ones are pooled
+DROPPED = -2  # the track id under which the faces of pooled tracks are counted
+_ENDED_S = 10.0  # a track not seen for this long has ended: it may be pooled
 
 
 def _thumb(crop: np.ndarray, size: int = 64) -> str:
@@ -44,29 +50,46 @@ def _thumb(crop: np.ndarray, size: int = 64) -> str:
 
 
 class TimelineSink(Sink):
-    """Per-second, per-track means of the probabilities, thumbnails and flagged moments."""
+    """Per-bin, per-track means of the probabilities, thumbnails and flagged moments, bounded in memory.
+
+    Bins start ``bucket_s`` long. What is kept never grows past fixed bounds, however long the run:
+
+    - at most :data:`MAX_BINS` time bins and :data:`MAX_CELLS` (bin, track) cells: past either,
+      every two neighbouring bins are merged into one twice as long (``bucket_s`` doubles,
+      ``merges`` counts it), so the whole run stays covered at a coarser step;
+    - at most :data:`MAX_TRACKS` tracks of their own (frames, one thumbnail, their cells): past it,
+      the shorter half of the tracks that have ended (unseen for 10 s) are pooled, their faces
+      counted under track :data:`DROPPED` (``dropped_tracks``, ``dropped_faces``);
+    - at most ``max_flagged`` flagged moments with a crop each.
+
+    The timeline CSV gives each row's bin length (``span_s``); the report says what was merged and pooled.
+    """
 
     def __init__(self, labels: Sequence[str], *, bucket_s: float = 1.0, threshold: float = 0.7, max_flagged: int = 60) -> None:
         self.labels = tuple(labels)
-        self.bucket_s = bucket_s
+        self.asked_bucket_s = bucket_s
+        self.bucket_s = bucket_s  # doubles with each merge
+        self.merges = 0
         self.threshold = threshold
         self.max_flagged = max_flagged
-        self.cells: OrderedDict[tuple[int, int], list[Any]] = OrderedDict()  # (bucket, track) -> [n, sum probs]
-        self.faces: Counter[int] = Counter()  # bucket -> faces
+        self.cells: dict[tuple[int, int], np.ndarray] = {}  # (bin, track) -> [faces, sum of probabilities...]
+        self.faces: Counter[int] = Counter()  # bin -> faces
         self.flagged_per: Counter[int] = Counter()
         self.unusable_per: Counter[int] = Counter()
         self.thumbs: dict[int, str] = {}
-        self.track_frames: Counter[int] = Counter()
+        self.track_frames: Counter[int] = Counter()  # kept track -> classified faces
+        self._last_seen: dict[int, float] = {}
+        self.dropped_tracks = 0
+        self.dropped_faces = 0
         self.flagged: list[dict[str, Any]] = []
         self._flag_seen: set[tuple[int, int]] = set()
-        self.omitted = 0
         self.last_time = 0.0
 
     def write(self, result: FrameResult) -> None:
         t = result.frame.time
         self.last_time = max(self.last_time, t)
-        b = int(t // self.bucket_s)
         for face in result.faces:
+            b = int(t // self.bucket_s)  # again per face: a merge changes the bin length
             self.faces[b] += 1
             track = face.track if face.track is not None else -1
             if not face.usable:
@@ -75,19 +98,18 @@ class TimelineSink(Sink):
             p = face.prediction
             if p is None:
                 continue
+            if track not in self.track_frames and len(self.track_frames) >= MAX_TRACKS:
+                self._pool_tracks(t)
             self.track_frames[track] += 1
+            self._last_seen[track] = t
             if track not in self.thumbs and face.crop is not None:
                 self.thumbs[track] = _thumb(face.crop)
             probs = p.as_dict()
-            vec = np.array([probs.get(label, 0.0) for label in self.labels])
             cell = self.cells.get((b, track))
             if cell is None:
-                cell = self.cells[(b, track)] = [0, np.zeros(len(self.labels))]
-                if len(self.cells) > MAX_BUCKETS:
-                    self.cells.popitem(last=False)
-                    self.omitted += 1
+                cell = self.cells[(b, track)] = np.zeros(len(self.labels) + 1)
             cell[0] += 1
-            cell[1] += vec
+            cell[1:] += [probs.get(label, 0.0) for label in self.labels]
             if p.flagged:
                 self.flagged_per[b] += 1
                 key = (b, track)
@@ -102,31 +124,78 @@ class TimelineSink(Sink):
                             "thumb": _thumb(face.crop, 96),
                         }
                     )
+        while len(self.cells) > MAX_CELLS or len(self.faces) > MAX_BINS:
+            self._merge_bins()
+
+    def _pool_tracks(self, now: float) -> None:
+        """Make room for new tracks: the shorter half of the ended ones (of all, if none has ended) are pooled."""
+        candidates = [tr for tr in self.track_frames if tr >= 0 and self._last_seen.get(tr, now) < now - _ENDED_S]
+        if not candidates:
+            candidates = [tr for tr in self.track_frames if tr >= 0]
+        candidates.sort(key=lambda tr: (self.track_frames[tr], self._last_seen.get(tr, 0.0)))
+        pooled = set(candidates[: max(1, len(candidates) // 2)])
+        for tr in pooled:
+            self.dropped_faces += self.track_frames.pop(tr)
+            self.thumbs.pop(tr, None)
+            self._last_seen.pop(tr, None)
+        self.dropped_tracks += len(pooled)
+        for b, tr in [key for key in self.cells if key[1] in pooled]:
+            cell = self.cells.pop((b, tr))
+            into = self.cells.get((b, DROPPED))
+            if into is None:
+                self.cells[(b, DROPPED)] = cell
+            else:
+                into += cell
+
+    def _merge_bins(self) -> None:
+        """Every two neighbouring bins become one, twice as long."""
+        self.bucket_s *= 2
+        self.merges += 1
+        cells: dict[tuple[int, int], np.ndarray] = {}
+        for (b, tr), cell in self.cells.items():
+            into = cells.get((b // 2, tr))
+            if into is None:
+                cells[(b // 2, tr)] = cell
+            else:
+                into += cell
+        self.cells = cells
+        for name in ("faces", "flagged_per", "unusable_per"):
+            merged: Counter[int] = Counter()
+            for b, n in getattr(self, name).items():
+                merged[b // 2] += n
+            setattr(self, name, merged)
+        self._flag_seen = {(b // 2, tr) for b, tr in self._flag_seen}
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per (second, track): start time, faces, mean probabilities, dominant label."""
+        """One row per (bin, track): start time, bin length, faces, mean probabilities, dominant label."""
         out = []
-        for (b, track), (n, total) in sorted(self.cells.items()):
-            mean = total / n
+        for (b, track), cell in sorted(self.cells.items()):
+            n, mean = cell[0], cell[1:] / cell[0]
             out.append(
                 {
                     "time_s": round(b * self.bucket_s, 3),
                     "track": track,
-                    "faces": n,
+                    "faces": int(n),
                     "dominant": self.labels[int(mean.argmax())],
                     **{label: round(float(v), 6) for label, v in zip(self.labels, mean)},
+                    "span_s": round(self.bucket_s, 3),
                 }
             )
         return out
 
 
 def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path:
-    """The timeline as CSV (a row per second and track), written atomically."""
+    """The timeline as CSV (a row per bin and track, ``span_s`` its length), written atomically.
+
+    Text cells (labels, in the header too) that a spreadsheet would run as a formula start with ``'``.
+    """
+    fields = ["time_s", "track", "faces", "dominant", *timeline.labels, "span_s"]
 
     def write(f: Any) -> None:
-        w = csv.DictWriter(f, fieldnames=["time_s", "track", "faces", "dominant", *timeline.labels])
-        w.writeheader()
-        w.writerows(timeline.rows())
+        w = csv.writer(f)
+        w.writerow([spreadsheet_safe(name) for name in fields])
+        for row in timeline.rows():
+            w.writerow([spreadsheet_safe(row[name]) for name in fields])
 
     return write_atomic(path, write, "timeline")
 
@@ -163,12 +232,54 @@ COLORS = {
 }
 
 
+# Colours for labels without one of their own, given in the model's label order: deterministic.
+PALETTE = (
+    "#17becf",
+    "#bcbd22",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+)
+
+
+def label_colors(labels: Sequence[str]) -> dict[str, str]:
+    """A colour for every label: its own for the usual expressions, else the next of :data:`PALETTE`
+    (in label order, cycling), so any model's labels plot, the same way every time.
+
+    >>> label_colors(["happy", "bored", "sad", "awake"])
+    {'happy': '#2ca02c', 'bored': '#17becf', 'sad': '#1f77b4', 'awake': '#bcbd22'}
+    """
+    out: dict[str, str] = {}
+    others = 0
+    for label in labels:
+        if label in out:
+            continue
+        if label in COLORS:
+            out[label] = COLORS[label]
+        else:
+            out[label] = PALETTE[others % len(PALETTE)]
+            others += 1
+    return out
+
+
 def _track_plot(timeline: TimelineSink, track: int) -> str:
     plt = _pyplot()
 
     cells = sorted((b, v) for (b, t), v in timeline.cells.items() if t == track)
     x = np.array([b * timeline.bucket_s for b, _ in cells])
-    means = np.array([total / n for _, (n, total) in cells])
+    means = np.array([cell[1:] / cell[0] for _, cell in cells])
+    colors = label_colors(timeline.labels)
     fig, ax = plt.subplots(figsize=(9, 2.2))
     # Steps drawn to the end of each bucket: the last point repeated one bucket later.
     ax.stackplot(
@@ -176,7 +287,7 @@ def _track_plot(timeline: TimelineSink, track: int) -> str:
         np.vstack([means, means[-1:]]).T,
         labels=timeline.labels,
         step="post",
-        colors=[COLORS.get(label) for label in timeline.labels],
+        colors=[colors[label] for label in timeline.labels],
     )
     low = means.max(axis=1) < timeline.threshold
     for xi, is_low in zip(x, low):  # an amber strip above the seconds to review, as the overlay flags them
@@ -191,13 +302,31 @@ def _track_plot(timeline: TimelineSink, track: int) -> str:
     return _svg(fig)
 
 
+def timeline_bounds(timeline: TimelineSink) -> list[str]:
+    """What a timeline merged or pooled to stay bounded, in words (nothing for a usual run)."""
+    lines = []
+    if timeline.merges:
+        lines.append(
+            f"To bound memory on this long run, the {timeline.asked_bucket_s:g} s bins were merged into "
+            f"{timeline.bucket_s:g} s bins ({timeline.merges} merge{'s' if timeline.merges != 1 else ''})."
+        )
+    if timeline.dropped_tracks:
+        lines.append(
+            f"{timeline.dropped_tracks} shorter track{'s' if timeline.dropped_tracks != 1 else ''} "
+            f"({timeline.dropped_faces} faces) were pooled to bound memory: no plot or thumbnail of their own, "
+            f"their faces counted under track {DROPPED} in the timeline."
+        )
+    return lines
+
+
 def _overview_plots(timeline: TimelineSink, summary: dict[str, Any]) -> tuple[str, str]:
     plt = _pyplot()
 
     labels = list(summary.get("labels", {}))
     counts = [summary["labels"][label] for label in labels]
+    colors = label_colors([*timeline.labels, *labels])
     fig, ax = plt.subplots(figsize=(4.5, 2.6))
-    ax.bar(labels, counts, color=[COLORS.get(label, "#999999") for label in labels])
+    ax.bar(labels, counts, color=[colors[label] for label in labels])
     ax.set_ylabel("faces")
     ax.set_title("label distribution")
     ax.tick_params(axis="x", labelrotation=30)
@@ -240,7 +369,7 @@ def write_report(
     track_html = []
     for t in sorted(tracks):
         cells = [v for (b, tr), v in timeline.cells.items() if tr == t]
-        total = sum((v[1] for v in cells), np.zeros(len(timeline.labels)))
+        total = sum((v[1:] for v in cells), np.zeros(len(timeline.labels)))
         share = total / max(total.sum(), 1e-9)
         top = sorted(zip(timeline.labels, share), key=lambda kv: -kv[1])[:3]
         shares = ", ".join(f"{esc(label)} {v:.0%}" for label, v in top)
@@ -255,6 +384,9 @@ def write_report(
         f"Each band is a label's mean probability per {timeline.bucket_s:g} s; an amber strip above marks "
         f"seconds whose best label is under {timeline.threshold:.0%}."
     )
+    bounded = "".join(
+        f"<p><b>{esc(line)}</b></p>" for line in timeline_bounds(timeline)
+    )  # what was merged or pooled to keep a long run's memory bounded
     flagged_rows = "".join(
         f"<tr><td>{f['time']:.2f} s</td><td>#{f['track']}</td><td>{esc(f['label'])}</td><td>{f['confidence']:.0%}</td>"
         f'<td><img alt="face" src="{f["thumb"]}"></td></tr>'
@@ -276,7 +408,7 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #eee; 
 <div class="figures">{"".join(f"<div><b>{esc(k)}</b> {esc(str(v))}</div>" for k, v in figures)}</div>
 <h2>Whole video</h2><div class="overview"><div>{bars}</div><div>{over_time}</div></div>
 <h2>Tracks ({len(tracks)} of {len(timeline.track_frames)} shown: the longest)</h2>
-<p>{legend}</p>
+<p>{legend}</p>{bounded}
 {"".join(track_html) or "<p>No classified faces.</p>"}
 <h2>Flagged moments ({len(timeline.flagged)}{shown}): for a person to review</h2>
 <table><tr><th>time</th><th>track</th><th>label</th><th>confidence</th><th>face</th></tr>{flagged_rows}</table>

@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
+import stat
 import sys
 import time
 from collections import Counter
@@ -23,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from fer_stream.errors import SinkError, first_line
 from fer_stream.frames import FrameResult
+
+log = logging.getLogger("fer_stream")
 
 
 def writable_path(path: str | os.PathLike[str]) -> Path:
@@ -45,7 +49,7 @@ def check_output(path: str | os.PathLike[str], *, inputs: tuple[str, ...] = (), 
         src = Path(source)
         if (src.exists() and p.exists() and os.path.samefile(src, p)) or p.resolve() == src.resolve():
             raise SinkError(f"output '{p}' is the input '{source}'; write the result to another file")
-    if p.exists() and not overwrite:
+    if os.path.lexists(p) and not overwrite:  # a link there counts, even one pointing nowhere
         raise SinkError(f"output '{p}' already exists; pass --overwrite (or output.overwrite = true) to replace it")
     return p
 
@@ -53,16 +57,49 @@ def check_output(path: str | os.PathLike[str], *, inputs: tuple[str, ...] = (), 
 def partial_path(path: Path) -> Path:
     """Where an output is written until it is complete: ``talk.mp4`` -> ``talk.partial.mp4``.
 
-    A leftover of a killed run (or a link planted there) is removed first, never written through.
+    What a killed run left there is kept, never deleted: renamed to
+    ``talk.recovered-<time>.mp4`` (the time it was last written; a name that exists is never
+    replaced) with one warning line. An empty leftover holds nothing and is removed; so is a
+    link planted there (removed, never followed). Callers then create the partial exclusively
+    (``O_CREAT | O_EXCL``), so nothing planted after this call is written through either.
     """
     p = path.with_name(f"{path.stem}.partial{path.suffix}")
     try:
-        p.unlink()
+        st = os.lstat(p)
     except FileNotFoundError:
-        pass
+        return p
     except OSError as e:
-        raise SinkError(f"cannot replace the unfinished '{p}': {e.strerror}") from None
+        raise SinkError(f"cannot check the unfinished '{p}': {e.strerror}") from None
+    try:
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            kept = _keep_leftover(p, path, st.st_mtime)
+            log.warning("an interrupted run left '%s'; kept it as '%s'", p, kept)
+        else:
+            p.unlink()
+            if stat.S_ISLNK(st.st_mode):
+                log.warning("removed a link planted at '%s' (never written through)", p)
+    except OSError as e:
+        raise SinkError(f"cannot move the unfinished '{p}' aside: {e.strerror}") from None
     return p
+
+
+def _keep_leftover(partial: Path, path: Path, mtime: float) -> Path:
+    """Rename ``partial`` to ``STEM.recovered-<mtime>[-N]SUFFIX`` beside ``path``, replacing nothing."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(mtime))
+    for n in range(1, 10_000):
+        kept = path.with_name(f"{path.stem}.recovered-{stamp}{'' if n == 1 else f'-{n}'}{path.suffix}")
+        try:
+            os.link(partial, kept, follow_symlinks=False)  # fails if ``kept`` exists: never replaces
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: rename, having checked the name is free
+            if os.path.lexists(kept):
+                continue
+            os.rename(partial, kept)
+            return kept
+        partial.unlink()
+        return kept
+    raise SinkError(f"cannot keep the unfinished '{partial}': too many recovered files beside it; move them away")
 
 
 @runtime_checkable
@@ -91,7 +128,9 @@ class VideoSink(Sink):
     :meth:`end_of_input` all of it is kept.
 
     The file is written as ``NAME.partial.mp4`` and renamed to ``path`` when closed, so a finished
-    name always holds a finished video. It is a fragmented MP4 with a fragment about every
+    name always holds a finished video. That partial file is created exclusively when the sink is
+    made (before the first frame of a camera not yet connected) and PyAV writes to the open file,
+    so a link planted at its name is never written through. It is a fragmented MP4 with a fragment about every
     ``fragment_s`` seconds: if the process is killed (out of memory, SIGKILL, power), the partial
     file still plays up to its last fragment.
     """
@@ -111,6 +150,9 @@ class VideoSink(Sink):
     ) -> None:
         self.path = writable_path(path)
         self.partial = partial_path(self.path)
+        # Created now, exclusively (never through a link), even when the first frame comes later.
+        self._file: io.BufferedWriter | None = _create_exclusive(self.partial, f"cannot write video '{self.path}'")
+        self._identity = _identity(self._file)
         self._fragment_s = fragment_s
         self._fps, self._time_base, self._audio_from = fps, time_base, audio_from
         self._crf, self._preset = crf, preset
@@ -135,8 +177,9 @@ class VideoSink(Sink):
 
         # Fragmented: a killed process leaves a file that plays up to its last fragment.
         movflags = {"movflags": "frag_keyframe+delay_moov+default_base_moof"} if self._fragment_s > 0 else {}
+        container = "mp4" if movflags else _CONTAINERS.get(self.path.suffix.lower(), "mp4")
         try:
-            self._out = av.open(str(self.partial), "w", format="mp4" if movflags else None, options=movflags)
+            self._out = av.open(self._file, "w", format=container, options=movflags)
         except (av.error.FFmpegError, OSError) as e:
             raise SinkError(f"cannot write video '{self.path}': {e}") from None
         fps = self._fps
@@ -225,6 +268,11 @@ class VideoSink(Sink):
         import av
 
         if self._out is None:
+            if self._file is not None:  # no frame ever came: no video, and no empty partial left behind
+                file, self._file = self._file, None
+                file.close()
+                if _same_file(self.partial, self._identity):
+                    self.partial.unlink(missing_ok=True)
             return
         try:
             if not self._failed:
@@ -244,10 +292,13 @@ class VideoSink(Sink):
             self._out = None
             if self._in_audio is not None:
                 self._in_audio.close()
+            written, self._file = self._file, None
+            assert written is not None
             try:
-                os.replace(self.partial, self.path)  # the real name appears when the file is done
+                written.close()
             except OSError:
-                pass  # its folder is gone: nothing to name
+                self._failed = True
+            _rename_if_ours(self.partial, self.path, self._identity, f"video '{self.path}'")  # the real name appears when done
 
 
 class SegmentedVideoSink(Sink):
@@ -334,6 +385,7 @@ class EventSink(Sink):
             self._file: io.TextIOWrapper | None = open(self.partial, "x", encoding="utf-8", newline="")
         except OSError as e:
             raise SinkError(f"cannot write event log '{self.path}': {e.strerror}") from None
+        self._identity = _identity(self._file)
         fields = (("source",) if source_id is not None else ()) + self.FIELDS
         self._csv = csv.DictWriter(self._file, fieldnames=fields) if self.format == "csv" else None
         if self._csv:
@@ -356,7 +408,7 @@ class EventSink(Sink):
             if self.source_id is not None:
                 record = {"source": self.source_id, **record}
             if self._csv:
-                record = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
+                record = {k: spreadsheet_safe(json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in record.items()}
                 self._csv.writerow(record)
             else:
                 self._file.write(json.dumps(record) + "\n")
@@ -374,12 +426,62 @@ class EventSink(Sink):
             file.close()
         except OSError:
             self._failed = True
-        if self._failed:
+        if self._failed and _same_file(self.partial, self._identity):
             _trim_to_last_line(self.partial)  # the log ends on a whole record
-        try:
-            os.replace(self.partial, self.path)
-        except OSError:
-            pass  # its folder is gone: nothing to name
+        _rename_if_ours(self.partial, self.path, self._identity, f"event log '{self.path}'")
+
+
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+def _create_exclusive(path: Path, what: str) -> io.BufferedWriter:
+    """``path`` created for writing, failing if anything (a file, a link) is there: never written through."""
+    try:
+        return open(path, "xb")
+    except OSError as e:
+        raise SinkError(f"{what}: {e.strerror or e} ('{path.name}')") from None
+
+
+def _identity(file: io.IOBase) -> tuple[int, int]:
+    st = os.fstat(file.fileno())
+    return st.st_dev, st.st_ino
+
+
+def _same_file(path: Path, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` still names the file created with ``identity`` (not swapped for another file or a link)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == identity
+
+
+def _rename_if_ours(partial: Path, path: Path, identity: tuple[int, int], what: str) -> None:
+    """Rename ``partial`` to ``path`` if it is still the file this sink wrote; a SinkError if it was swapped."""
+    if not os.path.lexists(partial):
+        return  # its folder is gone: nothing to name
+    if not _same_file(partial, identity):
+        raise SinkError(f"'{partial}' was replaced by something else while {what} was written; it was not renamed to '{path.name}'")
+    try:
+        os.replace(partial, path)
+    except OSError as e:
+        raise SinkError(f"cannot rename '{partial}' to '{path.name}': {e.strerror or e}") from None
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a text cell starting with ``= + - @``, a tab or a
+    carriage return gets a leading ``'`` so it is never run as a formula (labels and source ids
+    are text others wrote). Numbers (``-0.5``) are not text cells and stay as they are.
+
+    >>> spreadsheet_safe("=1+2"), spreadsheet_safe("-sad"), spreadsheet_safe(-0.5), spreadsheet_safe("happy")
+    ("'=1+2", "'-sad", -0.5, 'happy')
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _trim_to_last_line(path: Path) -> None:
@@ -456,18 +558,31 @@ class Tally(Sink):
                 self.flagged += face.prediction.flagged
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[io.TextIOBase], object], what: str = "") -> Path:
-    """Write a whole file through ``write(f)`` to its partial name, then rename it into place;
-    any failure is one SinkError naming the file, and leaves no partial file behind."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Any], object] | bytes, what: str = "") -> Path:
+    """Write a whole file through ``write(f)`` (a text file) or from ``bytes`` to its partial name,
+    created exclusively, then rename it into place; any failure leaves no partial file behind, and
+    an OSError is one SinkError naming the file."""
     p = writable_path(path)
+    label = f"{what + ' ' if what else ''}'{p}'"
     tmp = partial_path(p)
+    identity: tuple[int, int] | None = None
     try:
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(tmp, p)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise SinkError(f"cannot write {what + ' ' if what else ''}'{p}': {e.strerror or e}") from None
+        if isinstance(write, bytes):
+            with open(tmp, "xb") as b:
+                identity = _identity(b)
+                b.write(write)
+        else:
+            with open(tmp, "x", encoding="utf-8", newline="") as f:
+                identity = _identity(f)
+                write(f)
+    except BaseException as e:
+        if identity is not None and _same_file(tmp, identity):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise SinkError(f"cannot write {label}: {e.strerror or e}") from None
+        raise
+    assert identity is not None
+    _rename_if_ours(tmp, p, identity, label)
     return p
 
 
@@ -486,6 +601,7 @@ __all__ = [
     "check_output",
     "display_available",
     "partial_path",
+    "spreadsheet_safe",
     "writable_path",
     "write_atomic",
     "write_json",

@@ -39,7 +39,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _session(path: str | Path, device: str) -> Any:
+def _session(path: str | Path | bytes, device: str) -> Any:
+    """An ONNX Runtime session on a file, or on a model's bytes (``export`` checks before it writes)."""
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
@@ -47,7 +48,7 @@ def _session(path: str | Path, device: str) -> Any:
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
 
 
 class OnnxModel:
