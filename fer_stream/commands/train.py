@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fer_stream.errors import ConfigError, ModelError, SourceError, first_line
+from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line
 
 
 @dataclass(frozen=True)
@@ -404,7 +404,7 @@ def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resum
             else "lowest training loss"
         )
         print(
-            f"trained {len(h)} epochs on {summary['train_images']} images ({summary['val_images']} held out) on "
+            f"trained {counted(len(h), 'epoch')} on {counted(summary['train_images'], 'image')} ({summary['val_images']} held out) on "
             f"{summary['device']}: train loss {h[0]['train_loss']:.4f} -> {h[-1]['train_loss']:.4f}; {best} at epoch "
             f"{summary['best_epoch']}"
         )
