@@ -10,6 +10,7 @@ Every command builds its models here, so a setting means the same thing everywhe
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from fer_stream.config import Config
@@ -94,9 +95,24 @@ def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:
 def load_models(
     cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False
 ) -> tuple[EmotionClassifier, Detector | None]:
-    """The classifier (threads for a live run) and, unless ``detector`` is false, the detector."""
+    """The classifier (threads for a live run) and, unless ``detector`` is false, the detector;
+    the detector's model files are found first (the classifier takes seconds to load)."""
+    if detector:
+        check_detector_files(cfg, webcams=(webcam,))
     clf = make_classifier(cfg, threads=cfg.classifier.threads or auto_threads(live))
     return clf, make_detector(cfg, webcam=webcam) if detector else None
+
+
+def check_detector_files(cfg: Config, *, webcams: Iterable[bool] = (False,)) -> None:
+    """Every model file the configured detector needs (for sources that are or are not webcams) is
+    found, or downloaded, now: all the missing ones are named in one error, before anything slow loads."""
+    from fer_stream.model.detector import MODEL_FILES, resolve_kind
+    from fer_stream.model.detector_files import resolve_detector_models
+
+    d = cfg.detector
+    kinds = {f for webcam in set(webcams) for f in MODEL_FILES.get(resolve_kind(d.kind, webcam=webcam), ())}
+    explicit = {"short": d.model or None, "full": d.full_model or None}
+    resolve_detector_models({k: explicit[k] for k in ("short", "full") if k in kinds})
 
 
 def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Detector:

@@ -60,7 +60,7 @@ def _setting_flags(p: argparse.ArgumentParser | Any, names: Sequence[str]) -> No
         field = setting(dotted)
         spec = FLAGS[dotted].split(" ", 1)
         flags, metavar = spec[0].split("/"), (spec[1] if len(spec) > 1 else None)
-        help_text = field.metadata["help"].replace(' ("" = none)', "").replace(' ("" = off)', "")
+        help_text = field.metadata.get("flag_help") or field.metadata["help"].replace(' ("" = none)', "").replace(' ("" = off)', "")
         default = field.default
         kw: dict[str, Any] = {"dest": _DEST + dotted, "default": None}
         if len(flags) == 2 and flags[1] == "--no-" + flags[0].removeprefix("--"):  # --x/--no-x: either way
@@ -68,8 +68,10 @@ def _setting_flags(p: argparse.ArgumentParser | Any, names: Sequence[str]) -> No
             flags = flags[:1]
         elif isinstance(default, bool):  # the flag turns the setting away from its default
             kw["action"] = "store_false" if default else "store_true"
-            if default:
-                help_text = f"turn off: {help_text}"
+            if default:  # says what it turns off, in its own words
+                help_text = field.metadata.get("off") or ""
+                if not help_text:
+                    raise ValueError(f"setting {dotted} needs off= help for its flag {spec[0]}")
         else:
             kw["type"] = type(default) if default is not None else str
             choices = getattr(field.metadata["check"], "choices", None)
@@ -212,7 +214,10 @@ def _image_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="FOLDER", help="also every image in FOLDER")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument(
-        "--no-detect", dest="detect", action="store_false", help="classify each whole image as one face (for ready-cropped faces)"
+        "--no-detect",
+        dest="detect",
+        action="store_false",
+        help="no face detection: classify each whole image as one face (for ready-cropped faces)",
     )
     _common(p)
     return p

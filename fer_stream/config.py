@@ -44,8 +44,11 @@ X264_PRESETS = (
 Check = Callable[[Any], str | None]  # returns a description of what is expected, or None if fine
 
 
-def _setting(default: Any, help: str, check: Check | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "check": check})
+def _setting(default: Any, help: str, check: Check | None = None, *, off: str = "", flag_help: str = "") -> Any:
+    """A setting's field: its default, one-line help and check. ``off``: the help of the flag that
+    turns a setting that defaults to true off (``--no-warmup``), in plain words; ``flag_help``: the
+    command line's help where the file's would not read as one (``--display/--no-display``)."""
+    return field(default=default, metadata={"help": help, "check": check, "off": off, "flag_help": flag_help})
 
 
 def _int_range(lo: int, hi: int) -> Check:
@@ -125,7 +128,12 @@ class ClassifierConfig:
     max_batch: int = _setting(8, "most faces per classifier batch (above 8 risks NPU out-of-memory)", _int_range(1, 256))
     batch_wait_ms: int = _setting(50, "longest wait for more faces before a partial batch runs", _int_range(0, 10_000))
     threshold: float = _setting(0.7, "predictions under this confidence are flagged", _float_range(0.0, 1.0))
-    warmup: bool = _setting(True, "run one full batch before the first frame (compiles NPU kernels)", _bool)
+    warmup: bool = _setting(
+        True,
+        "run one full batch before the first frame (compiles NPU kernels)",
+        _bool,
+        off="skip the warm-up batch before the first frame (an NPU then compiles on the first faces)",
+    )
     backend: str = _setting("torch", "torch | onnxruntime (an .onnx file written by `fer-stream export`)", _choice("torch", "onnxruntime"))
     precision: str = _setting("fp32", "fp32 | fp16 | bf16 | int8 (int8: dynamic quantization, CPU only)", _choice(*PRECISIONS))
     threads: int = _setting(0, "CPU threads for the classifier (0 = auto: all cores; live, all but one)", _int_range(0, 1024))
@@ -190,7 +198,12 @@ class QueuesConfig:
 
 @dataclass(frozen=True)
 class DisplayConfig:
-    enabled: Any = _setting("auto", 'on-screen window: "auto" (on for webcams with a screen), true or false', _display)
+    enabled: Any = _setting(
+        "auto",
+        'on-screen window: "auto" (on for webcams with a screen), true or false',
+        _display,
+        flag_help="show the video in a window; --no-display: never (default: for webcams, when there is a screen)",
+    )
     title: str = _setting("fer-stream", "window title", _str)
 
 
@@ -207,10 +220,12 @@ class OutputConfig:
     )
     timeline_seconds: float = _setting(1.0, "length of a timeline bucket, seconds", _float_range(0.04, 86400.0))
     overwrite: bool = _setting(False, "replace outputs that already exist (otherwise an existing output is an error)", _bool)
-    audio: bool = _setting(True, "copy the input's audio stream into the annotated MP4", _bool)
+    audio: bool = _setting(
+        True, "copy the input's audio stream into the annotated MP4", _bool, off="leave the input's audio out of the annotated MP4"
+    )
     crf: int = _setting(20, "H.264 quality: lower is better and larger (0-51)", _int_range(0, 51))
     preset: str = _setting("veryfast", "x264 speed preset (ultrafast ... veryslow)", _choice(*X264_PRESETS))
-    progress: bool = _setting(True, "progress bar for files", _bool)
+    progress: bool = _setting(True, "progress bar for files", _bool, off="no progress bar")
     segment_seconds: float = _setting(
         0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7)
     )
@@ -316,15 +331,28 @@ def settings() -> list[tuple[str, Any, str]]:
     return out
 
 
-def _validate(section: type, key: str, value: Any, origin: str) -> Any:
+def _validate(section: type, key: str, value: Any, origin: str, named: str = "") -> Any:
+    """``value`` if the setting's check passes; the error names ``named`` (the flag and the setting)
+    when the value came from a flag, else ``origin`` and the key."""
     fields = {f.name: f for f in dataclasses.fields(section)}
     f = fields[key]
     if isinstance(value, int) and not isinstance(value, bool) and isinstance(f.default, float):
         value = float(value)
     expected = f.metadata["check"](value) if f.metadata["check"] else None
     if expected:
-        raise ConfigError(f"{origin}: '{key}' must be {expected}, not {value!r}")
+        where = named or f"{origin}: '{key}'"
+        raise ConfigError(f"{where} must be {expected}, not {value!r}")
     return value
+
+
+def flag_name(dotted: str) -> str:
+    """The long command-line flag of setting ``"table.key"`` ("" if it has none).
+
+    >>> flag_name("output.video"), flag_name("output.progress"), flag_name("queues.frames")
+    ('--output', '--quiet', '')
+    """
+    names = FLAGS.get(dotted, "").split(" ")[0].split("/")
+    return next((n for n in names if n.startswith("--")), "")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -348,7 +376,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             streams = list(value)
             continue
         table, _, key = dotted.partition(".")
-        _merge(values, {table: {key: value}}, "command line")
+        _merge(values, {table: {key: value}}, "command line", flag=flag_name(dotted))
     sections = _sections()
     return Config(**{name: sections[name](**kv) for name, kv in values.items()}, sources=tuple(streams))
 
@@ -414,7 +442,7 @@ def valid_id(text: str) -> bool:
     return bool(text) and len(text) <= 64 and all(c.isalnum() or c in "-_" for c in text)
 
 
-def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str) -> None:
+def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str, flag: str = "") -> None:
     sections = _sections()
     for table, content in data.items():
         if table not in sections:
@@ -426,7 +454,8 @@ def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: s
         for key, value in content.items():
             if key not in names:
                 raise ConfigError(f"{origin}: unknown key '{table}.{key}'; [{table}] knows: {', '.join(names)}")
-            values[table][key] = _validate(sections[table], key, value, f"{origin} [{table}]")
+            named = f"{flag} ({table}.{key})" if flag else ""
+            values[table][key] = _validate(sections[table], key, value, f"{origin} [{table}]", named)
 
 
 def render(cfg: Config | None = None) -> str:

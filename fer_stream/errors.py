@@ -35,6 +35,15 @@ class PipelineError(FerStreamError):
     """A pipeline stage failed; the message names the stage and the cause."""
 
 
+def counted(n: int, singular: str, plural: str = "") -> str:
+    """``n`` and the noun that agrees with it, for every count a message prints.
+
+    >>> counted(1, "face"), counted(2, "face"), counted(0, "batch", "batches")
+    ('1 face', '2 faces', '0 batches')
+    """
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def first_line(error: BaseException, *, last: bool = False, limit: int = 200) -> str:
     """One line of an exception's message for an error line: its first (or ``last``), at most
     ``limit`` characters, or the exception's type when it has no message.

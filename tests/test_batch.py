@@ -160,7 +160,7 @@ def test_batch_never_reads_its_own_outputs_or_takes_foreign_folders(archive, tin
     assert rec["name"] != video.stem and rec["name"].startswith(video.stem + "-")
     assert (root / "out" / video.stem / "notes.txt").read_text() == "mine"
     r = run_cli(["batch", str(root), "--out", str(root / "out"), "--model", str(tiny_model), "--max-frames", "5", "-q"], cli_env)
-    assert "1 inputs: 0 to run" in r.stderr  # its annotated.mp4 under out/ is no input
+    assert "1 input: 0 to run" in r.stderr  # its annotated.mp4 under out/ is no input
 
 
 def test_batch_user_errors_are_one_line(tiny_model, cli_env, tmp_path):

@@ -27,12 +27,12 @@ CASES = {
         ["--source", "rtsp://127.0.0.1:9/stream", "--max-reconnects", "0", "--model", "{tiny}"],
         "cannot open stream 'rtsp://127.0.0.1:9/stream'",
     ),
-    "unknown device": (["--source", "{video}", "--device", "tpu"], "'device' must be one of"),
+    "unknown device": (["--source", "{video}", "--device", "tpu"], "--device (classifier.device) must be one of"),
     "folder that is no model": (["--source", "{video}", "--model", "{bad}/notamodel"], "not a model folder"),
     "npu without torch_npu": (["--source", "{video}", "--model", "{tiny}", "--device", "npu"], "pip install 'fer-stream[npu]'"),
     "hub model offline": (["--source", "{video}", "--model", "nobody/no-such-model"], "fer-stream models pull"),
     "no camera": (["--source", "9"], "cannot open webcam 9"),
-    "bad config value": (["--source", "{video}", "--max-batch", "0"], "'max_batch' must be"),
+    "bad config value": (["--source", "{video}", "--max-batch", "0"], "--max-batch (classifier.max_batch) must be"),
     "unwritable output": (["--source", "{video}", "--output", "/no/such/dir/out.mp4"], "does not exist"),
     "bad detector model": (
         ["--source", "{video}", "--model", "{tiny}", "--detector", "short", "--detector-model", "{bad}/random.mp4"],
@@ -58,7 +58,7 @@ CASES = {
         "put {source} in the --output path",
     ),
     "same id twice": (["--source", "a=rtsp://127.0.0.1:9/a", "--source", "a=rtsp://127.0.0.1:9/b"], "ids must differ"),
-    "bad serve address": (["--source", "{video}", "--serve", "localhost:http"], "'address' must be PORT or HOST:PORT"),
+    "bad serve address": (["--source", "{video}", "--serve", "localhost:http"], "--serve (serve.address) must be PORT or HOST:PORT"),
 }
 
 

@@ -108,6 +108,8 @@ def test_models_pull_offline_fails_clearly(cli_env, tmp_path, model_server):
         FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite",
         FER_STREAM_TRUST_MIRROR="1",
     )
+    for given in ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL"):  # else pull uses those files
+        env.pop(given)
     r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env)
     # Both detectors came from the mirror.
     assert "detector (short-range): downloaded to" in r.stdout and "detector (full-range): downloaded to" in r.stdout

@@ -126,3 +126,39 @@ def test_a_failed_export_leaves_no_file(tiny_model, cli_env, tmp_path):
     r = run_cli(["export", "--format", "onnx", str(out), "--model", str(tiny_model), "--tolerance", "1e-300"], cli_env)
     assert r.returncode != 0 and "differs from PyTorch" in r.stderr and not out.exists()
     assert list(tmp_path.iterdir()) == []  # no partial file either
+
+
+def _labels(n):
+    return {str(i): f"label{i}" for i in range(n)}
+
+
+@pytest.mark.parametrize(
+    "labels, processor, expected",
+    [
+        (_labels(3), None, "names 3 labels for the model's 7 outputs"),
+        (_labels(9), None, "names 9 labels for the model's 7 outputs"),
+        (_labels(200_000), None, "lists 200,000 labels"),
+        (None, {"size": {"height": 60000, "width": 60000}}, "is not an input size"),
+        (None, {"size": {"height": -5, "width": 32}}, "is not an input size"),
+        (None, {"image_mean": ["a", "b", "c"]}, "image_mean"),
+        (None, {"size": {"height": 48, "width": 48}}, "the processor resizes to 48x48, the graph takes 32x32"),
+    ],
+    ids=["3 labels", "9 labels", "200,000 labels", "60000x60000", "negative size", "text means", "other size"],
+)
+def test_metadata_that_does_not_fit_the_model_is_refused(exported, tmp_path, labels, processor, expected):
+    """The same checks as a model folder's: labels match the outputs, sizes and means are sane."""
+    import onnx
+
+    from fer_stream.model.onnx_runtime import META_LABELS, META_PROCESSOR, OnnxModel
+
+    proto = onnx.load(str(exported[0]))
+    for p in proto.metadata_props:
+        if p.key == META_LABELS and labels is not None:
+            p.value = json.dumps(labels)
+        if p.key == META_PROCESSOR and processor is not None:
+            p.value = json.dumps({**json.loads(p.value), **processor})
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelError, match=expected) as caught:
+        OnnxModel(bad)
+    assert "\n" not in str(caught.value)

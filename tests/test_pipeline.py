@@ -22,14 +22,22 @@ def test_every_frame_in_order_with_full_cross_frame_batches(clf, detector):
 
 
 def test_batches_mix_frames_and_never_exceed_max(clf, detector):
+    # How full batches get with the default 50 ms wait depends on the machine's speed: only
+    # properties that hold on any machine are asserted.
     p = Pipeline(str(PORTRAIT), clf, detector, max_frames=100)
     with p as results:
         n = sum(1 for _ in results)
     s = p.stats
     assert n == 100 and s.frames_in == 100 and not s.source_ended
     assert max(s.batch_sizes) <= 8
-    assert s.batch_sizes.get(8, 0) >= 10  # 100 faces -> mostly full batches
     assert sum(k * v for k, v in s.batch_sizes.items()) == 100
+    # Crops made to wait together (a wait no machine reaches): every batch is full, each of 8
+    # frames' faces (one face a frame), and only the last, at the end of the input, is partial.
+    p = Pipeline(str(PORTRAIT), clf, detector, max_frames=100, batch_wait=3600.0)
+    with p as results:
+        out = list(results)
+    assert [r.frame.index for r in out] == list(range(100)) and all(len(r.faces) == 1 for r in out)
+    assert p.stats.batch_sizes == {8: 12, 4: 1}
 
 
 def test_results_match_direct_calls(clf, detector):

@@ -34,7 +34,7 @@ from typing import Any
 
 from fer_stream.commands.archive import Job, VideoProgress, analyse_video
 from fer_stream.config import Config, render, with_settings
-from fer_stream.errors import ConfigError, SinkError, SourceError
+from fer_stream.errors import ConfigError, SinkError, SourceError, counted
 from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key
 from fer_stream.io.sources import redact
 
@@ -221,7 +221,7 @@ def run_batch(
     settings = settings_hash(cfg, video=video)
     todo, skipped = plan(all_jobs, known, out_dir, settings, force=force, retry_failed=retry_failed)
     print(
-        f"{len(all_jobs)} inputs: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); results in {out_dir}",
+        f"{counted(len(all_jobs), 'input')}: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); results in {out_dir}",
         file=sys.stderr,
         flush=True,
     )
@@ -242,10 +242,11 @@ def run_batch(
 
 
 def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
-    from fer_stream.build import make_classifier, make_detector
+    from fer_stream.build import check_detector_files, make_classifier, make_detector
     from fer_stream.commands.signals import StopOnSignal
     from fer_stream.model.service import ClassifierService
 
+    check_detector_files(cfg)  # every missing model file in one line, before the classifier loads
     clf = make_classifier(cfg, threads=cfg.classifier.threads or None)
     log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
     if cfg.classifier.warmup:
@@ -317,10 +318,10 @@ def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
     done = [r for r in recs if r.get("status") == DONE]
     failed = [(j, r) for j, r in zip(jobs, recs) if r.get("status") in (FAILED, STOPPED)]
     faces = sum(r.get("faces", 0) for r in done)
-    line = f"{len(done)} of {len(jobs)} videos done, {len(failed)} failed"
+    line = f"{len(done)} of {counted(len(jobs), 'video')} done, {len(failed)} failed"
     if elapsed:
         line += f"; this run {elapsed:.1f} s"
-    print(f"{line}; {faces} faces in all; manifest {manifest.path}", flush=True)
+    print(f"{line}; {counted(faces, 'face')} in all; manifest {manifest.path}", flush=True)
     for job, rec in failed:
         print(f"  failed: {job.shown}: {rec.get('error') or rec.get('status')}", flush=True)
     return 1 if failed else 0

@@ -33,7 +33,7 @@ import torch
 
 from fer_stream.commands.parity import agreement
 from fer_stream.config import Config
-from fer_stream.errors import SourceError
+from fer_stream.errors import SourceError, counted
 from fer_stream.io.images import find_images, read_image
 from fer_stream.stream.stats import LatencyStats
 
@@ -162,7 +162,8 @@ class Bench:
             "faces_per_frame": round(len(crops) / len(frames), 3),
         }
         if not crops:
-            raise SourceError(f"no face found in the first {len(frames)} frames of '{self.video}'; bench needs a video with faces")
+            first = counted(len(frames), "frame")
+            raise SourceError(f"no face found in the first {first} of '{self.video}'; bench needs a video with faces")
         return frames, crops
 
     def _classifier_table(self, crops: list[np.ndarray]) -> None:
@@ -208,7 +209,7 @@ class Bench:
             where = self.images
         else:
             inputs, where = crops, f"{len(crops)} face crops of the video"
-        self.log(f"agreement with fp32 on {len(inputs)} images")
+        self.log(f"agreement with fp32 on {counted(len(inputs), 'image')}")
         reference = self._probs("fp32", inputs)
         out = []
         for precision in others:
@@ -270,7 +271,7 @@ class Bench:
         return out
 
     def _pipeline_exact(self) -> None:
-        self.log(f"pipeline, exact mode, {self.frames} frames")
+        self.log(f"pipeline, exact mode, {counted(self.frames, 'frame')}")
         self.report["pipeline"] = self._run_pipeline(live=False)
 
     def _pipeline_live(self) -> None:
@@ -282,7 +283,7 @@ class Bench:
         from fer_stream.io.sources import AVSource
         from fer_stream.stream.overlay import Overlay
 
-        self.log(f"naive single-thread loop, {self.naive_frames} frames")
+        self.log(f"naive single-thread loop, {counted(self.naive_frames, 'frame')}")
         clf = self._classifier(self.cfg.classifier.precision, None)
         clf.warmup()
         overlay = Overlay()
@@ -347,7 +348,7 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"  {row['precision']:<5} {row['device']:<8} batch {row['batch']:>3}  {row['faces_per_s']:8.2f} faces/s")
     for a in r.get("agreement", []):
         lines.append(
-            f"  {a['precision']} vs fp32 on {a['images']} images: top-1 agreement {a['top1_agreement']:.1%}, "
+            f"  {a['precision']} vs fp32 on {counted(a['images'], 'image')}: top-1 agreement {a['top1_agreement']:.1%}, "
             f"mean cosine {a['mean_cosine']:.6f}, MAE {a['mae']:.6f}"
         )
     lines.append("")

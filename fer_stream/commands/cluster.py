@@ -34,7 +34,7 @@ import numpy as np
 
 from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_video, remove_outputs
 from fer_stream.config import Config
-from fer_stream.errors import ConfigError, first_line
+from fer_stream.errors import ConfigError, counted, first_line
 from fer_stream.io.sinks import write_atomic
 
 log = logging.getLogger("fer_stream")
@@ -320,7 +320,8 @@ def run_fleet(paths: list[str], address: str) -> int:
                     print(f"fer-stream: error: group {name}: {first_line(e, last=True)}", file=sys.stderr)
                     continue
                 s = result["summary"]
-                print(f"group {name}: {s['frames_out']} frames, {s['faces']} faces, {s['flagged']} flagged", flush=True)
+                frames, faces = counted(s["frames_out"], "frame"), counted(s["faces"], "face")
+                print(f"group {name}: {frames}, {faces}, {s['flagged']} flagged", flush=True)
                 for err in result["errors"]:
                     failed += 1
                     print(f"fer-stream: error: group {name}: {err}", file=sys.stderr)

@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fer_stream.errors import counted
 from fer_stream.model.blazeface import ios_matrix, iou_matrix
 
 SIZES = (16, 20, 24, 32, 40, 48, 64, 80, 100, 128, 160, 200, 250, 300)
@@ -205,8 +206,8 @@ def detection_benchmark(
         raise SourceError("the detection benchmark needs videos in which the short-range model finds one clear face")
     scenes = make_scenes(heads, backgrounds, canvases_per_size=canvases_per_size, seed=seed)
     log(
-        f"{len(scenes)} frames with {sum(len(s.boxes) for s in scenes)} faces of {SIZES[0]}-{SIZES[-1]} px from "
-        f"{len(heads)} reference faces"
+        f"{counted(len(scenes), 'frame')} with {counted(sum(len(s.boxes) for s in scenes), 'face')} of {SIZES[0]}-{SIZES[-1]} px "
+        f"from {counted(len(heads), 'reference face')}"
     )
     report: dict[str, Any] = {"videos": list(videos), "match_iou": MATCH_IOU, "sizes": list(SIZES), "kinds": {}}
     for kind in kinds:

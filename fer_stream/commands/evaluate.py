@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_stream.errors import SourceError
+from fer_stream.errors import SourceError, counted
 from fer_stream.io.images import find_images, read_image
 
 SYNONYMS = {
@@ -183,7 +183,8 @@ def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"accuracy {report['accuracy']:.1%}, macro F1 {report['macro_f1']:.3f} on {report['images']} images", fontsize=10)
+    images = counted(report["images"], "image")
+    ax.set_title(f"accuracy {report['accuracy']:.1%}, macro F1 {report['macro_f1']:.3f} on {images}", fontsize=10)
     fig.tight_layout()
 
     def write(f: Any) -> None:
@@ -198,7 +199,7 @@ def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
 
 def format_report(r: dict[str, Any]) -> str:
     lines = [
-        f"{r['images']} images from {r['data']}: accuracy {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f}",
+        f"{counted(r['images'], 'image')} from {r['data']}: accuracy {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f}",
         "",
         f"{'label':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}",
     ]

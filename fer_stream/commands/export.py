@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fer_stream.config import Config
-from fer_stream.errors import ConfigError, ModelError
+from fer_stream.errors import ConfigError, ModelError, counted
 from fer_stream.io.images import synthetic_faces
 from fer_stream.io.sinks import check_output, write_atomic
 from fer_stream.model.hub import load_model
@@ -125,7 +125,7 @@ def run_export(cfg: Config, out: str, *, opset: int, tolerance: float, as_json: 
     else:
         print(
             f"wrote {result['path']} ({result['size_mb']} MB, opset {result['opset']}, dynamic batch); "
-            f"largest difference from PyTorch on {result['images']} images: {result['max_abs_diff']:.2e} "
+            f"largest difference from PyTorch on {counted(result['images'], 'image')}: {result['max_abs_diff']:.2e} "
             f"(probabilities), {result['max_abs_diff_logits']:.2e} (logits); top-1 agreement "
             f"{result['top1_agreement']:.0%}"
         )

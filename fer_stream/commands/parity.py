@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fer_stream.config import Config
+from fer_stream.errors import counted
 from fer_stream.io.images import SYNTHETIC_SEED, find_images, read_image, synthetic_faces
 
 
@@ -88,7 +89,8 @@ def run_parity(
         r, k = report["reference"], report["candidate"]
         verdict = "PASSED" if report["passed"] else "FAILED"
         backend = " (onnxruntime)" if c.backend == "onnxruntime" else ""
-        print(f"parity {verdict}: {k['device']} {k['precision']}{backend} against cpu fp32 on {report['images']} images ({where})")
+        images = counted(report["images"], "image")
+        print(f"parity {verdict}: {k['device']} {k['precision']}{backend} against cpu fp32 on {images} ({where})")
         print(f"  mean cosine {report['mean_cosine']:.6f} (min {report['min_cosine']:.6f}; needs >= {min_cosine})")
         print(f"  top-1 agreement {report['top1_agreement']:.2%} (needs >= {min_top1:.0%})")
         print(f"  mean absolute error {report['mae']:.6f}")

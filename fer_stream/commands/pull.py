@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from fer_stream.config import Config
 
 
 def pull_models(cfg: Config, *, force: bool) -> int:
-    """Download both detector models into the cache and the classifier into the Hugging Face cache."""
-    from fer_stream.model.detector_files import DETECTOR_MODELS, cached_detector_path, download_detector
+    """Both detector models into the cache (unless $FER_STREAM_DETECTOR_MODEL / $FER_STREAM_FULL_RANGE_MODEL
+    name local copies), then the classifier into the Hugging Face cache."""
+    from fer_stream.model.detector_files import DETECTOR_MODELS, cached_detector_path, resolve_detector_models
     from fer_stream.model.hub import pull_classifier
 
-    for kind in DETECTOR_MODELS:
-        cached = cached_detector_path(kind)
-        if force or not cached.is_file():
-            t = time.monotonic()
-            download_detector(cached, kind=kind)
-            print(f"detector ({kind}-range): downloaded to {cached} ({cached.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t:.1f} s)")
+    given = {kind: os.environ.get(m.env_path) for kind, m in DETECTOR_MODELS.items()}
+    cached = {kind: cached_detector_path(kind).is_file() and not force for kind in DETECTOR_MODELS}
+    t = time.monotonic()
+    paths = resolve_detector_models(dict.fromkeys(DETECTOR_MODELS), pulling=True, force=force)  # every failure in one line
+    took = time.monotonic() - t
+    for kind, path in paths.items():
+        if given[kind]:
+            print(f"detector ({kind}-range): using {path} (from ${DETECTOR_MODELS[kind].env_path})")
+        elif cached[kind]:
+            print(f"detector ({kind}-range): already cached at {path}")
         else:
-            print(f"detector ({kind}-range): already cached at {cached}")
+            print(f"detector ({kind}-range): downloaded to {path} ({path.stat().st_size / 1e6:.1f} MB, {took:.1f} s in all)")
     folder = pull_classifier(cfg.classifier.model)
     print(f"classifier: {cfg.classifier.model} ready at {folder}")
     return 0

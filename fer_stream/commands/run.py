@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fer_stream.build import load_models, make_detector, make_pipeline, make_smoother
+from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline, make_smoother
 from fer_stream.commands.signals import StopOnSignal
 from fer_stream.config import Config, output_path, source_ids
-from fer_stream.errors import ConfigError, FerStreamError, SinkError, first_line
+from fer_stream.errors import ConfigError, FerStreamError, SinkError, counted, first_line
 from fer_stream.health import SourceHealth, SourceState
 from fer_stream.io.sources import Source, WebcamSource, open_source
 
@@ -215,6 +215,8 @@ class _Run:
 
         cfg = self.cfg
         any_live = any(st.source.live for st in self.streams)
+        if detector is None or self.several:  # the detectors' files before the classifier's seconds of loading
+            check_detector_files(cfg, webcams=[isinstance(st.source, WebcamSource) for st in self.streams])
         self.clf = classifier if classifier is not None else load_models(cfg, detector=False, live=any_live)[0]
         if detector is not None and not self.several:
             self.detectors = [detector]
@@ -250,7 +252,12 @@ class _Run:
                 self.metrics.watch(st.sid, st.state)
         if self.monitor is not None:
             stack.enter_context(self.monitor)
-            log.warning("serving %s/ (dashboard), /healthz, /metrics and /sources/<id>/mjpeg", self.monitor.url)
+            # Information, not a warning: where to look.
+            print(
+                f"fer-stream: serving {self.monitor.url}/ (dashboard), /healthz, /metrics and /sources/<id>/mjpeg",
+                file=sys.stderr,
+                flush=True,
+            )
         if not self.several:
             src = self.streams[0].source
             total = None if src.live else src.frame_count
@@ -537,8 +544,8 @@ def _print_summary(s: dict[str, Any]) -> None:
             _print_summary(one)
         return
     lines = [
-        f"{s['frames_out']} frames out of {s['frames_in']} read in {s['elapsed_s']:.1f} s "
-        f"({s['fps']:.1f} fps); {s['faces']} faces in {len(s['tracks'])} tracks, {s['classified']} classified, "
+        f"{counted(s['frames_out'], 'frame')} out of {s['frames_in']} read in {s['elapsed_s']:.1f} s "
+        f"({s['fps']:.1f} fps); {counted(s['faces'], 'face')} in {counted(len(s['tracks']), 'track')}, {s['classified']} classified, "
         f"{s['flagged']} flagged, {s['unusable']} unusable; {s['dropped']} dropped"
         + (f"; stopped by {s['stopped_by']}" if s["stopped_by"] else ""),
     ]
@@ -554,5 +561,5 @@ def _print_summary(s: dict[str, Any]) -> None:
     if written:
         lines.append("wrote: " + ", ".join(written))
     if s.get("segments"):
-        lines.append(f"segments: {len(s['segments'])} files, {s['segments'][0]} ... {s['segments'][-1]}")
+        lines.append(f"segments: {counted(len(s['segments']), 'file')}, {s['segments'][0]} ... {s['segments'][-1]}")
     print("\n".join(lines), flush=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fer_stream.errors import ConfigError, ModelError, SourceError, first_line
+from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,14 @@ def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
     """The base model's processor and the model with a head for ``labels`` (a new one if they differ)."""
     from transformers import AutoModelForImageClassification
 
-    from fer_stream.model.hub import _looks_like_path, load_model
+    from fer_stream.model.hub import load_model, model_folder
 
     processor, net = load_model(base)  # checks the folder or hub id and finds it offline when cached
     id2label = dict(enumerate(labels))
     if [net.config.id2label.get(i) for i in range(len(labels))] == labels and net.config.num_labels == len(labels):
         return processor, net
-    source = str(Path(base).expanduser()) if _looks_like_path(base) else base
     net = AutoModelForImageClassification.from_pretrained(
-        source,
+        str(model_folder(base)),
         num_labels=len(labels),
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
@@ -147,11 +146,14 @@ def train(
     out = Path(out)
     last = out / "last"
     _recover(last)
-    dev = resolve_device(device)
-    torch.manual_seed(recipe.seed)
-    processor, net = _load_base(str(last) if resume and last.is_dir() else base, labels)
     if resume and not last.is_dir():
         raise ModelError(f"nothing to resume in '{out}' (no {last}); run without --resume first")
+    state = _load_state(last / "training_state.pt") if resume else {}
+    if resume:
+        _check_resumed_labels(last, state.get("labels"), labels, data)
+    dev = resolve_device(device)
+    torch.manual_seed(recipe.seed)
+    processor, net = _load_base(str(last) if resume else base, labels)
     pre = TensorPreprocessor.from_processor(processor)
     if pre is None:
         raise ModelError(
@@ -176,7 +178,6 @@ def train(
     best: dict[str, Any] = {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
     start_epoch = 0
     if resume:
-        state = _load_state(last / "training_state.pt")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
@@ -217,7 +218,7 @@ def train(
         score = (val["val_accuracy"] if val_idx else -row["train_loss"], -(val["val_loss"] or row["train_loss"]))
         if score > (best["val_accuracy"], -best["val_loss"]):
             best = {"val_accuracy": score[0], "val_loss": -score[1], "epoch": epoch + 1}
-            _save(net, processor, out)
+            _save_best(net, processor, out)
         _checkpoint(
             net,
             processor,
@@ -333,10 +334,48 @@ def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[st
 
 
 def _recover(last: Path) -> None:
-    """After a crash between the two renames of :func:`_checkpoint`, the previous checkpoint is ``last.old``."""
+    """After a crash between the two renames of :func:`_checkpoint`, the previous checkpoint is
+    ``last.old``; a best model that was being written (:func:`_save_best`) is dropped."""
+    import shutil
+
     old = last.with_name(last.name + ".old")
     if not last.exists() and old.is_dir():
         old.rename(last)
+    shutil.rmtree(last.parent / BEST_NEW, ignore_errors=True)
+
+
+BEST_NEW = ".best.new"  # where the best model is written before its files replace the previous best's
+
+
+def _save_best(net: Any, processor: Any, out: Path) -> None:
+    """The best model into ``out``, as atomically as a folder that also holds ``last/`` allows: it is
+    written whole into ``out/.best.new``, then each file is renamed over the previous best's, the
+    weights last. A crash leaves whole files, the previous best's or the new one's (their settings
+    are the same within a run), never a half-written model."""
+    import shutil
+
+    new = out / BEST_NEW
+    shutil.rmtree(new, ignore_errors=True)
+    _save(net, processor, new)
+    weights = lambda p: (p.name.endswith(".safetensors"), p.name.endswith(".index.json"))
+    for f in sorted(new.iterdir(), key=weights):  # settings, then weights, then the shard index
+        os.replace(f, out / f.name)
+    new.rmdir()
+
+
+def _check_resumed_labels(last: Path, saved: Any, labels: list[str], data: str | Path) -> None:
+    """``--resume`` continues the same classes: a checkpoint of other classes is one clear line."""
+    if saved == labels:
+        return
+    saved = [str(s) for s in saved] if isinstance(saved, list) else []
+    missing = [s for s in saved if s not in labels]
+    extra = [s for s in labels if s not in saved]
+    parts = [f"missing: {', '.join(missing)}" if missing else "", f"new: {', '.join(extra)}" if extra else ""]
+    differ = "; ".join(p for p in parts if p)
+    raise ModelError(
+        f"cannot resume from '{last}': it was trained on {len(saved)} classes, '{data}' has {len(labels)} "
+        f"({differ or 'in another order'}); resume with the same class folders, or train into a new --out"
+    )
 
 
 def _save(net: Any, processor: Any, folder: Path) -> None:
@@ -365,7 +404,7 @@ def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resum
             else "lowest training loss"
         )
         print(
-            f"trained {len(h)} epochs on {summary['train_images']} images ({summary['val_images']} held out) on "
+            f"trained {counted(len(h), 'epoch')} on {counted(summary['train_images'], 'image')} ({summary['val_images']} held out) on "
             f"{summary['device']}: train loss {h[0]['train_loss']:.4f} -> {h[-1]['train_loss']:.4f}; {best} at epoch "
             f"{summary['best_epoch']}"
         )

@@ -13,6 +13,7 @@ from fer_stream.errors import SourceError
 
 ImageLike = Union[str, Path, np.ndarray]  # noqa: UP007  (a runtime alias: `|` needs 3.10 objects)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
 MAX_IMAGE_PIXELS = 120_000_000  # a 12000 x 10000 photo; a bigger "image" is refused before it is decoded
 CHUNK_IMAGES = 16  # most images read, detected and classified together
 CHUNK_PIXELS = 48_000_000  # most pixels of the images of one chunk (144 MB as RGB); one larger image is a chunk alone
@@ -25,6 +26,13 @@ def check_image_file(path: str | Path) -> Path:
         raise SourceError(f"image '{p}' does not exist; check the path")
     if p.is_dir():
         raise SourceError(f"'{p}' is a folder; pass image files, or the folder with --dir")
+    if p.suffix.lower() not in IMAGE_SUFFIXES:  # an image by another name is read from its header
+        try:
+            image_size(p)
+        except SourceError:
+            video = p.suffix.lower() in _VIDEO_SUFFIXES
+            hint = f"; for a video use `fer-stream --source {p}`" if video else ""
+            raise SourceError(f"'{p}' is not an image (supported: {', '.join(IMAGE_SUFFIXES)}){hint}") from None
     return p
 
 

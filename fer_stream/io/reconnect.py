@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from fer_stream.errors import SourceError
+from fer_stream.errors import SourceError, counted
 from fer_stream.frames import Frame
 from fer_stream.health import SourceHealth, State
 from fer_stream.io.sources import AVSource, FrameTooLarge, Source, redact, redact_text, transport_options
@@ -255,7 +255,7 @@ class ReconnectingSource(Source):
             self.outages += 1
             if self.max_reconnects == 0:
                 return  # not retrying: the caller's error says it
-            limit = "for ever" if self.max_reconnects is None else f"at most {self.max_reconnects} times"
+            limit = "for ever" if self.max_reconnects is None else f"at most {counted(self.max_reconnects, 'time')}"
             self._lines.warning(f"outage: {reason}", f"source {self.source_id}: {reason}; reconnecting ({limit})")
         self.state = RECONNECTING
 
@@ -276,7 +276,8 @@ class ReconnectingSource(Source):
             if self.max_reconnects == 0:
                 raise SourceError(self.last_error or f"cannot read stream '{self.name}'")
             raise SourceError(
-                f"source {self.source_id} ({self.name}) gave up after {self.max_reconnects} reconnect attempts: {self.last_error}"
+                f"source {self.source_id} ({self.name}) gave up after "
+                f"{counted(self.max_reconnects, 'reconnect attempt')}: {self.last_error}"
             )
         return not self._closed.is_set()
 

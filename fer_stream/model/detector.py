@@ -38,6 +38,7 @@ from fer_stream.model.detector_files import resolve_detector_model
 from fer_stream.model.quality import QualityGate
 
 KINDS = ("auto", "short", "full", "tiled")
+MODEL_FILES = {"short": ("short",), "full": ("full",), "tiled": ("full", "short")}  # the model files each kind loads
 MAX_DETECT_SIDE = 4096  # larger frames are scaled down before the short-range model sees them
 
 

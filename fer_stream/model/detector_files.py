@@ -14,6 +14,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,57 @@ def cached_detector_path(kind: str = "short") -> Path:
     return cache_dir() / DETECTOR_MODELS[kind].file
 
 
+class _Unavailable(ModelError):
+    """A detector model neither given, cached nor downloadable (the network: offline, refused)."""
+
+    def __init__(self, message: str, kind: str, reason: str) -> None:
+        super().__init__(message)
+        self.kind, self.reason = kind, reason
+
+
+def _offline_fix(kinds: list[str], pulling: bool) -> str:
+    """What to do when ``kinds`` cannot be downloaded; never "run the command that just failed"."""
+    paths = " and ".join(DETECTOR_MODELS[k].env_path for k in kinds)
+    copies = "local copies" if len(kinds) > 1 else "a local copy"
+    if pulling:
+        mirrors = " or ".join(DETECTOR_MODELS[k].env_url for k in kinds)
+        return f"check the network (a proxy?), set {mirrors} to a mirror, or set {paths} to {copies}"
+    return f"run `fer-stream models pull` while online, or set {paths} to {copies}"
+
+
+def resolve_detector_models(
+    wanted: Mapping[str, str | os.PathLike[str] | None], *, download: bool = True, pulling: bool = False, force: bool = False
+) -> dict[str, Path]:
+    """The model file of each detector kind in ``wanted`` (kind -> explicit path or None), all of
+    them at once: every file that is missing is named in one error. ``pulling``: called by
+    ``fer-stream models pull`` (its errors then say what else to do); ``force``: download again
+    what is cached (a path given explicitly or by the environment still wins)."""
+    found: dict[str, Path] = {}
+    offline: list[_Unavailable] = []
+    other: list[str] = []
+    for kind, explicit in wanted.items():
+        try:
+            found[kind] = _resolve_one(explicit, kind, download=download, pulling=pulling, force=force)
+        except _Unavailable as e:
+            offline.append(e)
+        except ModelError as e:
+            other.append(str(e))
+    if offline:
+        kinds = [e.kind for e in offline]
+        files = " and ".join(DETECTOR_MODELS[k].file for k in kinds)
+        reasons = "; ".join(dict.fromkeys(e.reason for e in offline))
+        other.insert(0, f"no face-detector model: cannot download {files} ({reasons}); {_offline_fix(kinds, pulling)}")
+    if other:
+        raise ModelError("; also ".join(other))
+    return found
+
+
 def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, kind: str = "short", download: bool = True) -> Path:
     """The ``kind`` (short or full) detector model file to use, downloading it into the cache if nothing else is found."""
+    return resolve_detector_models({kind: explicit}, download=download)[kind]
+
+
+def _resolve_one(explicit: str | os.PathLike[str] | None, kind: str, *, download: bool, pulling: bool, force: bool) -> Path:
     m = DETECTOR_MODELS[kind]
     for origin, value in ((m.flag, explicit), (f"${m.env_path}", os.environ.get(m.env_path))):
         if value:
@@ -82,14 +132,14 @@ def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, ki
                 raise ModelError(f"detector model '{path}' (from {origin}) does not exist; point it at {m.file}")
             return path
     cached = cached_detector_path(kind)
-    if cached.is_file():
+    if cached.is_file() and not force:
         return cached
     if not download:
         raise ModelError(f"no detector model cached at {cached}; run `fer-stream models pull`")
-    return download_detector(cached, kind=kind)
+    return download_detector(cached, kind=kind, pulling=pulling)
 
 
-def download_detector(dest: Path | None = None, url: str | None = None, *, kind: str = "short") -> Path:
+def download_detector(dest: Path | None = None, url: str | None = None, *, kind: str = "short", pulling: bool = False) -> Path:
     """Download a BlazeFace model to ``dest`` atomically, checking that it loads."""
     m = DETECTOR_MODELS[kind]
     dest = dest or cached_detector_path(kind)
@@ -116,24 +166,23 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
                     digest.update(chunk)
                     out.write(chunk)
         except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise ModelError(
-                f"no face-detector model: cannot download {m.file} ({reason}); run "
-                f"`fer-stream models pull` while online, or set {m.env_path} to a local copy"
+            reason = str(getattr(e, "reason", e))
+            raise _Unavailable(
+                f"no face-detector model: cannot download {m.file} ({reason}); {_offline_fix([kind], pulling)}", kind, reason
             ) from None
         if digest.hexdigest() != m.sha256:
             raise ModelError(
                 f"the downloaded {m.file} is not MediaPipe's published file (SHA-256 {digest.hexdigest()[:16]}..., "
                 f"expected {m.sha256[:16]}...); not kept. Check the mirror, or point {m.env_path} at a copy you trust"
             )
-        _check_detector_loads(tmp, kind)
+        _check_detector_loads(tmp, kind, pulling)
         os.replace(tmp, dest)  # atomic: a reader never sees half a file
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-def _check_detector_loads(path: Path, kind: str) -> None:
+def _check_detector_loads(path: Path, kind: str, pulling: bool = False) -> None:
     """The file loads as the model it claims to be: LiteRT for the full-range one, MediaPipe Tasks
     (what runs it) for the short-range one."""
     from fer_stream.model.blazeface import FULL_RANGE, BlazeFace, native_stderr_silenced
@@ -148,4 +197,5 @@ def _check_detector_loads(path: Path, kind: str) -> None:
             with native_stderr_silenced():
                 vision.FaceDetector.create_from_options(options).close()
     except Exception as e:
-        raise ModelError(f"the downloaded detector model does not load ({e}); try `fer-stream models pull` again") from None
+        again = "try again" if pulling else "try `fer-stream models pull`"
+        raise ModelError(f"the downloaded detector model does not load ({e}); {again}") from None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fer_stream.errors import ModelError, first_line
+from fer_stream.model.metadata import check_labels, check_processor
 
 META_LABELS = "fer_stream.id2label"
 META_PROCESSOR = "fer_stream.preprocessor"
@@ -76,13 +77,16 @@ class OnnxModel:
             )
         bad = f"'{path}' has broken fer-stream metadata"
         try:
-            id2label = {int(k): str(v) for k, v in json.loads(meta[META_LABELS]).items()}
-            self.labels = tuple(id2label[i] for i in range(len(id2label)))
+            id2label = json.loads(meta[META_LABELS])
             settings = json.loads(meta[META_PROCESSOR])
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except ValueError:
             raise ModelError(f"{bad} (labels or processor); export it again with `fer-stream export --format onnx`") from None
-        if not self.labels or not isinstance(settings, dict):
+        if not id2label or not isinstance(settings, dict):
             raise ModelError(f"{bad} (no labels or no processor settings); export it again")
+        where = f"the fer-stream metadata of '{path}'"
+        self.labels = check_labels(id2label, None, where)
+        check_processor(settings, where)
+        self._check_shapes(settings, bad)
         kind = str(settings.get("image_processor_type", "ViTImageProcessor"))
         # Without torchvision, transformers 5 offers the PIL flavour of a processor ("...Pil").
         base = kind.removesuffix("Fast").removesuffix("Pil")
@@ -98,6 +102,23 @@ class OnnxModel:
             raise ModelError(f"{bad}: its processor settings do not load ({type(e).__name__})") from None
         self.providers = self.session.get_providers()
         self.source_model = meta.get(META_SOURCE, "")  # the hub id or folder it was exported from
+
+    def _check_shapes(self, settings: dict[str, Any], bad: str) -> None:
+        """The graph's output count is the number of labels, its input size the processor's."""
+        n = len(self.labels)
+        dims = self.session.get_inputs()[0].shape
+        size = settings.get("size")
+        if isinstance(size, dict) and len(dims) == 4 and all(isinstance(d, int) for d in dims[2:]):
+            if (size.get("height"), size.get("width")) not in ((dims[2], dims[3]), (None, None)):
+                raise ModelError(
+                    f"{bad}: the processor resizes to {size.get('height')}x{size.get('width')}, the graph takes {dims[2]}x{dims[3]}"
+                )
+        outputs = self.session.get_outputs()[0].shape
+        count = outputs[-1] if outputs else None
+        if not isinstance(count, int) and len(dims) == 4 and all(isinstance(d, int) for d in dims[1:]):
+            count = self.session.run(None, {self.session.get_inputs()[0].name: np.zeros((1, *dims[1:]), np.float32)})[0].shape[-1]
+        if isinstance(count, int) and count != n:
+            raise ModelError(f"{bad}: it names {n} labels for the model's {count} outputs; export it again")
 
     def logits(self, pixel_values: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {"pixel_values": pixel_values.float().numpy()})[0]
