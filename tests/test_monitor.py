@@ -255,18 +255,19 @@ def _foreign_ipv4() -> str:
 
 def test_every_interface_without_a_token_answers_only_to_this_machine_s_names():
     """Bound to 0.0.0.0 with no token: a page on another domain (DNS rebinding) is refused, this machine's names are not."""
-    with Monitor("0.0.0.0", 0, Metrics(), allowed_hosts="cams.example.com, [fd00::7]:9108") as mon:
-        mon.health["cam1"] = lambda: SourceHealth("cam", "streaming")
-        port = mon.server.server_address[1]
-        foreign = ("attacker.example", f"attacker.example:{port}", "localhost.attacker.example", _foreign_ipv4(), "[fd00::8]")
-        for host in (*foreign, "", "a b", "x@127.0.0.1"):
-            assert _get(port, "/healthz", host=host)[0] == 421, host
-        hostname = socket.gethostname()
-        names = ["localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", hostname, f"{hostname.upper()}:{port}"]
-        names += ["cams.example.com", f"CAMS.example.com:{port}", "[fd00::7]"]  # serve.allowed_hosts
-        names += [f"{a}:{port}" for a in sorted(_local_ipv4())]  # every interface's address
-        for host in names:
-            assert _get(port, "/healthz", host=host)[0] == 200, host
+    extra = ["cams.example.com", "CAMS.example.com:9108", "[fd00::7]"]
+    for allowed in ("", "cams.example.com, [fd00::7]:9108"):
+        with Monitor("0.0.0.0", 0, Metrics(), allowed_hosts=allowed) as mon:
+            mon.health["cam1"] = lambda: SourceHealth("cam", "streaming")
+            port = mon.server.server_address[1]
+            foreign = ("attacker.example", f"attacker.example:{port}", "localhost.attacker.example", _foreign_ipv4(), "[fd00::8]")
+            for host in (*foreign, "", "a b", "x@127.0.0.1", *([] if allowed else extra)):
+                assert _get(port, "/healthz", host=host)[0] == 421, (allowed, host)
+            hostname = socket.gethostname()
+            names = ["localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", hostname, f"{hostname.upper()}:{port}"]
+            names += [f"{a}:{port}" for a in sorted(_local_ipv4())]  # every interface's address
+            for host in names + (extra if allowed else []):  # and serve.allowed_hosts
+                assert _get(port, "/healthz", host=host)[0] == 200, (allowed, host)
     # With a token the token is the defence: any Host (a proxy's name) is accepted, the token still required.
     token = "0123456789abcdef-token"
     with Monitor("0.0.0.0", 0, Metrics(), token=token) as mon:
@@ -314,13 +315,17 @@ def test_samples_ship_no_token_and_the_cli_refuses_a_weak_one(tmp_path):
     assert r.returncode != 0 and len(lines) == 1 and "11 characters" in lines[0] and "short-token" not in r.stderr, r.stderr
 
 
-def test_a_fleet_group_with_a_weak_token_fails_before_any_cluster_starts(tmp_path):
-    from fer_stream.commands.cluster import run_fleet
+def test_a_fleet_group_with_a_weak_token_fails_before_any_cluster_starts(tmp_path, monkeypatch):
+    import fer_stream.commands.cluster as cluster
 
+    def no_ray(address: str) -> None:
+        raise AssertionError("Ray was asked to connect before the groups' tokens were checked")
+
+    monkeypatch.setattr(cluster, "connect", no_ray)
     group = tmp_path / "site-x.toml"
     group.write_text('[[sources]]\ninput = "rtsp://cam/1"\n[serve]\naddress = "0.0.0.0:9108"\ntoken = "change-me"\n')
     with pytest.raises(ConfigError, match="^group config .*site-x.toml.*placeholder") as e:
-        run_fleet([str(group)], "127.0.0.1:1")  # an address nothing answers on: never asked
+        cluster.run_fleet([str(group)], "auto")
     assert "\n" not in str(e.value)
 
 
