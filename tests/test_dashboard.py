@@ -132,4 +132,4 @@ def test_dashboard_says_starting_while_the_models_load(procs):
         assert mon.starting  # still loading while the page was shown
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'data-state="starting"' in r.stdout and '<span id="status">starting' in r.stdout, r.stdout[-2000:]
-    assert "cannot reach" not in r.stdout and "data-error" not in r.stdout
+    assert "data-error" not in r.stdout  # no script error
