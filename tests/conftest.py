@@ -218,6 +218,13 @@ class Procs:
         proc = self.start(args, **kwargs)
         try:
             out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            os.killpg(proc.pid, signal.SIGKILL)
+            try:  # what it printed, for the test's message (bounded: an escaped child may hold the pipe)
+                e.stdout, e.stderr = proc.communicate(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                pass
+            raise
         finally:
             self.stop(proc)
         return subprocess.CompletedProcess(args, proc.returncode, out, err)

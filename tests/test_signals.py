@@ -15,9 +15,9 @@ VIDEO = media_file("720p60")
 @pytest.mark.parametrize(
     "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGINT", "SIGTERM", "SIGHUP"]
 )
-def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, tmp_path):
+def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, tmp_path, procs):
     out, events, summary = tmp_path / "out.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
-    proc = subprocess.Popen(
+    proc = procs.start(
         [
             sys.executable,
             "-m",
@@ -65,11 +65,11 @@ def test_signal_mid_file_leaves_a_playable_mp4(sig, code, tiny_model, cli_env, t
     assert not list(tmp_path.glob("*.partial.*"))  # renamed when finished
 
 
-def test_sigkill_leaves_a_playable_partial_mp4(tiny_model, cli_env, tmp_path):
+def test_sigkill_leaves_a_playable_partial_mp4(tiny_model, cli_env, tmp_path, procs):
     """Killed without warning (out of memory, kill -9): the fragmented MP4 plays up to its last fragment."""
     out = tmp_path / "out.mp4"
     partial = tmp_path / "out.partial.mp4"
-    proc = subprocess.Popen(
+    proc = procs.start(
         [sys.executable, "-m", "fer_stream", "--source", str(VIDEO), "--model", str(tiny_model), "--output", str(out), "--live", "--quiet"],
         env=cli_env,
         stdout=subprocess.DEVNULL,
