@@ -12,6 +12,7 @@ same list, written out with every default (a test keeps the two equal).
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -239,12 +240,21 @@ def _address(v: Any) -> str | None:
     return 'PORT or HOST:PORT, e.g. 9108 or 0.0.0.0:9108 ("" = off)'
 
 
+def _hosts(v: Any) -> str | None:
+    if isinstance(v, str) and all(re.fullmatch(r"\[?[A-Za-z0-9_.:-]+\]?", h) for h in re.split(r"[\s,]+", v) if h):
+        return None
+    return 'host names or addresses separated by commas, e.g. "cams.example.com, 10.0.0.21" '
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     address: str = _setting("", 'serve /healthz, /metrics and /sources/<id>/mjpeg on HOST:PORT ("" = off)', _address)
     token: str = _setting("", 'require this token (Authorization: Bearer or ?token=); "" = $FER_STREAM_SERVE_TOKEN or none', _str)
     max_clients: int = _setting(32, "most connections served at once; more are turned away", _int_range(1, 4096))
     max_viewers: int = _setting(8, "most MJPEG previews watched at once", _int_range(0, 1024))
+    allowed_hosts: str = _setting(
+        "", 'more names the Host header may give, comma-separated (e.g. behind a proxy; "" = this machine\'s)', _hosts
+    )
 
 
 # The command-line flag of each setting that has one, "FLAG METAVAR"; the help text, the default

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,14 +182,120 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fer_stream", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+class Procs:
+    """Processes a test starts, each in its own session (process group), all stopped when the test ends.
+
+    Use the ``procs`` fixture (or ``Procs`` in a ``with`` block) for every process a test starts:
+
+        def test_x(procs):
+            proc = procs.start([sys.executable, "-m", "fer_stream", ...], stdout=subprocess.PIPE, text=True)
+            ...                                  # any Popen keyword works (env, stdout, preexec_fn, ...)
+            procs.stop(proc)                     # optional: SIGTERM to its group, then SIGKILL, and reap
+            r = procs.run([browser, ...], timeout=120, capture_output=True, text=True)  # like subprocess.run
+
+    Whatever the test's outcome, every process started here and every process in its group (children
+    such as ffmpeg, Chromium's helpers or Ray's workers) gets SIGTERM, then SIGKILL after ``grace``
+    seconds, and is reaped; its pipes are closed. Nothing keeps running, reconnecting or holding a port.
+    """
+
+    def __init__(self, grace: float = 10.0) -> None:
+        self.grace = grace
+        self.started: list[subprocess.Popen[Any]] = []
+
+    def start(self, args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def run(
+        self, args: list[str], *, timeout: float, input: Any = None, capture_output: bool = False, **kwargs: Any
+    ) -> subprocess.CompletedProcess[Any]:
+        """:func:`subprocess.run`, but the whole group is killed on timeout (or any error) and reaped."""
+        if capture_output:
+            kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if input is not None:
+            kwargs["stdin"] = subprocess.PIPE
+        proc = self.start(args, **kwargs)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            os.killpg(proc.pid, signal.SIGKILL)
+            try:  # what it printed, for the test's message (bounded: an escaped child may hold the pipe)
+                e.stdout, e.stderr = proc.communicate(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                pass
+            raise
+        finally:
+            self.stop(proc)
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+    def stop(self, proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
+        """``sig`` to the process's group, SIGKILL to it after ``grace`` s, reaped; returns the exit code."""
+        for s in (sig, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, s)  # its own session: the group id is its pid
+            except (ProcessLookupError, PermissionError):
+                pass  # the group is gone already
+            try:
+                proc.wait(self.grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # children left behind by a leader that exited
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.stop(self.started.pop())
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+@pytest.fixture
+def procs():
+    """A :class:`Procs`: every process started through it is killed and reaped when the test ends."""
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``fer-stream ARGS`` to completion; on timeout its whole process group is killed and reaped."""
+    with Procs() as p:
+        return p.run([sys.executable, "-m", "fer_stream", *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def wait_until(
+    check: Callable[[], Any], timeout: float = 120.0, what: str = "", interval: float = 0.1, ignore: tuple[type[BaseException], ...] = ()
+) -> Any:
+    """``check()``'s first true value, polled until ``timeout`` s (generous: the machine may be busy).
+
+    Exceptions in ``ignore`` (say ``OSError`` while a server is still starting) count as not yet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = check()
+            if got:
+                return got
+        except ignore:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or check}")
+        time.sleep(interval)
 
 
 def decode_video(path: Path) -> dict:

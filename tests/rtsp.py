@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from conftest import Procs
 
 HERE = Path(__file__).resolve().parent
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
 
 
+@functools.cache
 def gst_rtsp_available() -> bool:
     """Whether Debian's python3 can import GStreamer's RTSP server (python3-gi + gir1.2-gst-rtsp-server-1.0)."""
     if not os.path.exists(SYSTEM_PYTHON):
@@ -21,7 +26,7 @@ def gst_rtsp_available() -> bool:
         "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
         "from gi.repository import Gst, GstRtspServer"
     )
-    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=120).returncode == 0
 
 
 def free_port() -> int:
@@ -31,33 +36,40 @@ def free_port() -> int:
 
 
 class RtspServer:
-    """GStreamer's RTSP server in a child process, serving ``mounts`` (name -> MP4) on ``port``."""
+    """GStreamer's RTSP server in a child process, serving ``mounts`` (name -> MP4) on ``port``.
 
-    def __init__(self, mounts: dict[str, Path], port: int | None = None) -> None:
+    Started through ``procs`` (the test's :class:`conftest.Procs`, so it is killed when the test
+    ends whatever happens) or, without one, through its own, stopped by :meth:`stop` / ``with``.
+    """
+
+    def __init__(self, mounts: dict[str, Path], port: int | None = None, procs: Procs | None = None) -> None:
         self.mounts = mounts
         self.port = port or free_port()
+        self.procs = procs if procs is not None else Procs()
         self.proc: subprocess.Popen[str] | None = None
 
     def url(self, name: str) -> str:
         return f"rtsp://127.0.0.1:{self.port}/{name}"
 
-    def start(self, timeout: float = 20.0) -> RtspServer:
+    def start(self, timeout: float = 120.0) -> RtspServer:
+        """Start and wait (generously: GStreamer is slow to start on a busy machine) for its "ready"."""
         args = [SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--port", str(self.port)]
         args += [f"{k}={v}" for k, v in self.mounts.items()]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + timeout
+        self.proc = self.procs.start(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "ready" not in line or time.monotonic() > deadline:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if "ready" not in line:
             self.stop()
-            raise RuntimeError(f"RTSP server did not start: {line!r}")
+            raise RuntimeError(f"RTSP server did not start within {timeout:g} s: {line!r}")
         return self
 
     def stop(self) -> None:
         """Kill the server at once, as a crashed or unplugged camera would vanish."""
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.procs.stop(self.proc, signal.SIGKILL)
+            if self.proc in self.procs.started:
+                self.procs.started.remove(self.proc)
             self.proc = None
 
     def __enter__(self) -> RtspServer:

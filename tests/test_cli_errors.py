@@ -92,7 +92,8 @@ def test_silent_camera_times_out_with_a_clear_line(cli_env, tiny_model):
             except OSError:
                 pass
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     try:
         start = time.monotonic()
         r = run_cli(
@@ -103,6 +104,7 @@ def test_silent_camera_times_out_with_a_clear_line(cli_env, tiny_model):
         took = time.monotonic() - start
     finally:
         stop.set()
+        acceptor.join()
         for c in held:
             c.close()
         server.close()

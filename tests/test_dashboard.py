@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import urllib.request
 
 import numpy as np
@@ -16,6 +15,21 @@ from test_rtsp import long_videos  # noqa: F401  (the looped RTSP media fixture)
 
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
 from fer_stream.serve.dashboard import SourceView
+from fer_stream.serve.metrics import Metrics
+from fer_stream.serve.monitor import Monitor
+
+
+def _browser() -> str:
+    """Chromium's path; a skip without it (an error where CI requires it)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("FER_STREAM_REQUIRE_BROWSER") == "1":
+            raise AssertionError("FER_STREAM_REQUIRE_BROWSER=1 but chromium is not installed; see .ci/run")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return browser
+
+
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 
 
 def _result(t: float, faces: list[tuple[int, str, float, bool]]) -> FrameResult:
@@ -49,17 +63,13 @@ def test_view_takes_one_thumbnail_per_track_per_interval_and_only_fresh_results(
 
 
 @pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")
-def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env, tmp_path, long_videos):  # noqa: F811
+def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env, tmp_path, long_videos, procs):  # noqa: F811
     import cv2
-    from test_rtsp import RtspServer, Run
+    from test_rtsp import WAIT, RtspServer, Run
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        if os.environ.get("FER_STREAM_REQUIRE_BROWSER") == "1":
-            raise AssertionError("FER_STREAM_REQUIRE_BROWSER=1 but chromium is not installed; see .ci/run")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    token = "s3cret-dash"
-    with RtspServer({"a": long_videos["a"]}) as server:
+    browser = _browser()
+    token = "s3cret-dashboard-token"
+    with RtspServer({"a": long_videos["a"]}, procs=procs) as server:
         run = Run(
             [
                 "--source",
@@ -75,17 +85,18 @@ def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env
             ],
             cli_env,
             tmp_path,
+            procs,
         )
         try:
 
             def state() -> dict:
                 req = urllib.request.Request(run.base + "/api/state", headers={"Authorization": f"Bearer {token}"})
-                with urllib.request.urlopen(req, timeout=5) as r:
+                with urllib.request.urlopen(req, timeout=30) as r:
                     return json.loads(r.read())
 
             run.wait_for(
                 lambda: state()["sources"]["door"]["mix_faces"] > 10 and state()["sources"]["door"]["flagged"],
-                timeout=90,
+                timeout=WAIT,
                 what="classified and flagged faces on the dashboard",
             )
             s = state()["sources"]["door"]
@@ -93,21 +104,11 @@ def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env
             assert run.get("/")[0] == 401  # the page too needs the token
             url = f"{run.base}/?token={token}"
             shot = tmp_path / "dashboard.png"
-            args = [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--window-size=1280,1000",
-                "--virtual-time-budget=5000",
-                "--enable-logging=stderr",
-                "--v=0",
-            ]
-            r = subprocess.run(args + [f"--screenshot={shot}", url], capture_output=True, text=True, timeout=120)
+            args = [browser, *HEADLESS, "--window-size=1280,1000", "--virtual-time-budget=5000"]
+            r = procs.run(args + [f"--screenshot={shot}", url], capture_output=True, text=True, timeout=WAIT)
             assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
             assert "Uncaught" not in r.stderr and "CONSOLE" not in r.stderr, r.stderr[-2000:]
-            dom = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+            dom = procs.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=WAIT).stdout
         finally:
             run.terminate()
     assert 'data-ok="0"' not in dom and "data-error" not in dom  # rendered at least once, no script error
@@ -119,3 +120,16 @@ def test_dashboard_in_a_real_browser_with_a_live_rtsp_camera(tiny_model, cli_env
     assert len(np.unique(live // 32, axis=0)) >= 20, "the live picture did not render"
     bar = image[60:80, 30:300].reshape(-1, 3)  # the green "streaming" badge
     assert (np.abs(bar.astype(int) - (0x69, 0x96, 0x05)).sum(1) < 60).any()
+
+
+def test_dashboard_says_starting_while_the_models_load(procs):
+    """The server answers before the models are loaded; the page says so rather than "cannot reach"."""
+    browser = _browser()
+    with Monitor("127.0.0.1", 0, Metrics(), starting=True) as mon:
+        r = procs.run(
+            [browser, *HEADLESS, "--virtual-time-budget=3000", "--dump-dom", mon.url + "/"], capture_output=True, text=True, timeout=240
+        )
+        assert mon.starting  # still loading while the page was shown
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'data-state="starting"' in r.stdout and '<span id="status">starting' in r.stdout, r.stdout[-2000:]
+    assert "data-error" not in r.stdout  # no script error

@@ -117,11 +117,10 @@ def test_a_checkpoint_interrupted_between_renames_is_recovered(tmp_path):
     assert (tmp_path / "last" / "training_state.pt").read_bytes() == b"x" and not old.exists()
 
 
-def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cli_env, tmp_path):
+def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cli_env, tmp_path, procs):
     """Files may not grow past 64 KB here (RLIMIT_FSIZE, as a full disk would stop them)."""
     import resource
     import signal
-    import subprocess
     import sys
 
     def limit() -> None:
@@ -129,7 +128,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cl
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
 
     events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
-    r = subprocess.run(
+    r = procs.run(
         [
             sys.executable,
             "-m",
@@ -171,17 +170,16 @@ def test_a_planted_partial_file_link_is_replaced_not_written_through(tiny_model,
     assert victim.read_text() == "keep me\n" and len((tmp_path / "e.jsonl").read_text().splitlines()) == 3
 
 
-def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model, cli_env, tmp_path):
+def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model, cli_env, tmp_path, procs):
     import resource
     import signal
-    import subprocess
     import sys
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
 
-    r = subprocess.run(
+    r = procs.run(
         [
             sys.executable,
             "-m",

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
@@ -66,13 +67,14 @@ def test_backoff_is_capped_and_retries_go_on_until_closed():
 
     t = threading.Thread(target=lambda: list(it), daemon=True)
     t.start()
-    time.sleep(0.5)
-    h = src.health()
-    assert h.state == "reconnecting" and h.frames == 0 and h.last_error == "refused"
-    assert np.median(np.diff(cam.opened_at)[3:]) < 0.1  # pauses stop growing at the cap
-    assert len(cam.opened_at) >= 8
-    src.interrupt()
-    t.join(2)
+    try:
+        wait_until(lambda: len(cam.opened_at) >= 8, 120, "8 attempts")
+        h = src.health()
+        assert h.state == "reconnecting" and h.frames == 0 and h.last_error == "refused"
+        assert np.median(np.diff(cam.opened_at)[3:]) < 0.1  # pauses stop growing at the cap
+    finally:
+        src.interrupt()
+        t.join(120)
     assert not t.is_alive()
 
 

@@ -3,7 +3,6 @@
 import csv
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -62,7 +61,7 @@ def test_report_is_self_contained(reported):
     assert "two_people_512.mp4" in page and "Flagged moments" in page and "samples/models/fer2013-small" in page
 
 
-def test_report_renders_in_a_real_browser(reported, tmp_path):
+def test_report_renders_in_a_real_browser(reported, tmp_path, procs):
     import os
 
     import cv2
@@ -73,7 +72,7 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
             raise AssertionError("FER_STREAM_REQUIRE_BROWSER=1 but chromium is not installed; see .ci/run")
         pytest.skip("chromium not installed (apt-get install chromium)")
     shot = tmp_path / "report.png"
-    r = subprocess.run(
+    r = procs.run(
         [
             browser,
             "--headless",
@@ -95,7 +94,7 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
     for top, bottom in ((150, 450), (550, 800)):
         band = image[top:bottom, 100:900].reshape(-1, 3)
         assert len(np.unique(band // 32, axis=0)) >= 6, (top, bottom)
-    dom = subprocess.run(
+    dom = procs.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{reported / 'r.html'}"],
         capture_output=True,
         text=True,

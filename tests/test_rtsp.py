@@ -3,6 +3,7 @@ monitoring endpoints, segments and SIGTERM."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import decode_video, media_file
+from conftest import Procs, decode_video, media_file
 from rtsp import RtspServer, free_port, gst_rtsp_available, looped_copy
 
 # Skipped where GStreamer's RTSP server is missing, except in CI (.ci/run sets FER_STREAM_REQUIRE_RTSP=1).
@@ -22,6 +23,7 @@ if not gst_rtsp_available() and os.environ.get("FER_STREAM_REQUIRE_RTSP") == "1"
     raise RuntimeError("FER_STREAM_REQUIRE_RTSP=1 but Debian's python3 cannot import GstRtspServer; see .ci/run")
 pytestmark = pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")
 
+WAIT = 240.0  # seconds any wait may take: generous, for a busy 2-core machine
 TWO_PEOPLE = media_file("two_people")
 PORTRAIT = media_file("436x384")
 
@@ -34,24 +36,25 @@ def long_videos(tmp_path_factory):
 
 
 class Run:
-    """fer-stream in the background, with its monitoring endpoints."""
+    """fer-stream in the background (started through the test's ``procs``), with its monitoring endpoints."""
 
-    def __init__(self, args: list[str], env: dict[str, str], tmp: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], tmp: Path, procs: Procs) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.stderr = tmp / "stderr.txt"
-        self._err = open(self.stderr, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fer_stream", *args, "--serve", f"127.0.0.1:{self.port}", "-q"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            text=True,
-        )
+        with open(self.stderr, "w") as err:  # the child has its own copy of the descriptor
+            self.proc = procs.start(
+                [sys.executable, "-m", "fer_stream", *args, "--serve", f"127.0.0.1:{self.port}", "-q"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(self.base + path, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -60,17 +63,19 @@ class Run:
         code, body = self.get("/healthz")
         return code, json.loads(body)
 
-    def wait_for(self, check, timeout: float = 60.0, what: str = "") -> None:
+    def wait_for(self, check, timeout: float = WAIT, what: str = "") -> None:
+        """Poll ``check()`` until true. Not there yet: refused, reset or timed-out connections, a
+        server still starting (no such source yet, KeyError), half a body (ValueError)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"fer-stream exited early: {self.stderr.read_text()}"
+            assert self.proc.poll() is None, f"fer-stream exited early ({self.proc.returncode}): {self.stderr.read_text()}"
             try:
                 if check():
                     return
-            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
                 pass
             time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {what}; stderr: {self.stderr.read_text()}")
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; stderr: {self.stderr.read_text()}")
 
     def metric(self, name: str, **labels: str) -> float:
         _, body = self.get("/metrics")
@@ -80,10 +85,10 @@ class Run:
                 return float(line.split()[-1])
         return 0.0
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 120.0) -> int:
+        """SIGTERM, as a service manager stops it; returns the exit code once it has finished its outputs."""
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=timeout)
-        self._err.close()
         self.stdout = out
         return self.proc.returncode
 
@@ -92,11 +97,11 @@ def _frames(run: Run, sid: str) -> int:
     return run.health()[1]["sources"][sid]["frames"]
 
 
-def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_env, tmp_path, long_videos):
+def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_env, tmp_path, long_videos, procs):
     import cv2
     import numpy as np
 
-    with RtspServer({"cam": long_videos["a"]}) as server:
+    with RtspServer({"cam": long_videos["a"]}, procs=procs) as server:
         run = Run(
             [
                 "--source",
@@ -112,19 +117,21 @@ def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_e
             ],
             cli_env,
             tmp_path,
+            procs,
         )
-        run.wait_for(lambda: _frames(run, "door") > 60, what="60 frames")
+        counted = ("fer_stream_frames_total", "fer_stream_faces_total", "fer_stream_latency_seconds_count")
+        run.wait_for(
+            lambda: _frames(run, "door") > 60 and all(run.metric(m, source="door") > 30 for m in counted),
+            what="60 frames read, 30 written with their faces",
+        )  # a busy machine drops more frames: what is written lags what is read
         code, h = run.health()
         assert code == 200 and h["status"] == "ok" and h["sources"]["door"]["state"] == "streaming"
-        assert run.metric("fer_stream_frames_total", source="door") > 30
-        assert run.metric("fer_stream_faces_total", source="door") > 30
-        assert run.metric("fer_stream_latency_seconds_count", source="door") > 30
         assert run.metric("fer_stream_batch_size_count") > 0
         assert run.metric("fer_stream_source_up", source="door") == 1
         _, text = run.get("/metrics")
         assert b'fer_stream_predictions_total{label="' in text or b'fer_stream_predictions_total{source="door",label="' in text
         # One part of the MJPEG stream: a JPEG of the annotated picture at the camera's size.
-        with urllib.request.urlopen(run.base + "/sources/door/mjpeg", timeout=10) as r:
+        with urllib.request.urlopen(run.base + "/sources/door/mjpeg", timeout=60) as r:
             assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
             head = b""
             while b"\r\n\r\n" not in head:
@@ -144,8 +151,8 @@ def test_annotates_a_live_camera_with_health_metrics_and_mjpeg(tiny_model, cli_e
     assert records and all(r["track"] >= 1 for r in records) and any("label" in r for r in records)
 
 
-def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, long_videos):
-    server = RtspServer({"cam": long_videos["a"]}).start()
+def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, long_videos, procs):
+    server = RtspServer({"cam": long_videos["a"]}, procs=procs).start()
     try:
         run = Run(
             [
@@ -162,6 +169,7 @@ def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, lo
             ],
             cli_env,
             tmp_path,
+            procs,
         )
         written = lambda: run.metric("fer_stream_frames_total", source="cam1")
         run.wait_for(lambda: written() > 30, what="frames before the outage")
@@ -170,10 +178,9 @@ def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, lo
         code, h = run.health()
         assert code == 503 and h["status"] == "degraded" and h["sources"]["cam1"]["outage_since"]
         before = written()
-        outage_at = time.monotonic()
-        time.sleep(1.0)
+        time.sleep(1.0)  # an outage of at least a second, to find in the events' times
         server.start()  # back on the same port
-        run.wait_for(lambda: written() > before + 30, timeout=90, what="frames after the camera came back")
+        run.wait_for(lambda: written() > before + 30, what="frames after the camera came back")
         assert run.health()[0] == 200
         assert run.metric("fer_stream_reconnects_total", source="cam1") >= 1
         assert run.terminate() == 128 + signal.SIGTERM
@@ -188,14 +195,13 @@ def test_reconnects_when_the_camera_comes_back(tiny_model, cli_env, tmp_path, lo
     assert at >= 20 and len(times) - at >= 20
     err = run.stderr.read_text()
     assert err.count("reconnecting") >= 1 and "streaming again after" in err and "Traceback" not in err
-    assert time.monotonic() - outage_at < 120
 
 
-def test_a_camera_that_never_answers_is_retried_and_reported(tiny_model, cli_env, tmp_path):
+def test_a_camera_that_never_answers_is_retried_and_reported(tiny_model, cli_env, tmp_path, procs):
     url = f"rtsp://127.0.0.1:{free_port()}/nothing"
-    run = Run(["--source", url, "--model", str(tiny_model), "--stall-timeout", "1"], cli_env, tmp_path)
+    run = Run(["--source", url, "--model", str(tiny_model), "--stall-timeout", "1"], cli_env, tmp_path, procs)
     run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="reconnecting state")
-    time.sleep(4)  # several attempts with backoff
+    run.wait_for(lambda: run.metric("fer_stream_connect_failures_total", source="cam1") >= 2, what="several attempts with backoff")
     code, h = run.health()
     cam = h["sources"]["cam1"]
     assert code == 503 and cam["state"] == "reconnecting" and cam["frames"] == 0
@@ -208,10 +214,10 @@ def test_a_camera_that_never_answers_is_retried_and_reported(tiny_model, cli_env
     assert "Traceback" not in err
 
 
-def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_env, tmp_path, long_videos):
+def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_env, tmp_path, long_videos, procs):
     out = tmp_path / "out"
     out.mkdir()
-    with RtspServer({"a": long_videos["a"], "b": long_videos["b"]}) as server:
+    with RtspServer({"a": long_videos["a"], "b": long_videos["b"]}, procs=procs) as server:
         run = Run(
             [
                 "--source",
@@ -237,8 +243,9 @@ def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_e
             ],
             cli_env,
             tmp_path,
+            procs,
         )
-        run.wait_for(lambda: min(_frames(run, "front"), _frames(run, "back")) > 150, timeout=90, what="both cameras")
+        run.wait_for(lambda: min(_frames(run, "front"), _frames(run, "back")) > 150, what="both cameras")
         assert run.metric("fer_stream_frames_total", source="front") > 0 and run.metric("fer_stream_frames_total", source="back") > 0
         assert run.terminate() == 128 + signal.SIGTERM
     s = json.loads((tmp_path / "s.json").read_text())
@@ -258,10 +265,10 @@ def test_two_cameras_share_batches_and_write_playable_segments(tiny_model, cli_e
     )
 
 
-def test_a_camera_password_is_never_shown(tiny_model, cli_env, tmp_path, long_videos):
+def test_a_camera_password_is_never_shown(tiny_model, cli_env, tmp_path, long_videos, procs):
     """rtsp://user:password@... : the password appears in no endpoint, log line, summary or event."""
     secret = "S3cret-pa55"
-    server = RtspServer({"cam": long_videos["a"]}).start()
+    server = RtspServer({"cam": long_videos["a"]}, procs=procs).start()
     try:
         url = server.url("cam").replace("rtsp://", f"rtsp://admin:{secret}@")
         run = Run(
@@ -279,11 +286,12 @@ def test_a_camera_password_is_never_shown(tiny_model, cli_env, tmp_path, long_vi
             ],
             cli_env,
             tmp_path,
+            procs,
         )
         run.wait_for(lambda: run.metric("fer_stream_frames_total", source="cam1") > 10, what="frames")
         server.stop()  # an outage: its warning names the camera
         run.wait_for(lambda: run.health()[1]["sources"]["cam1"]["state"] == "reconnecting", what="the outage")
-        time.sleep(2)
+        run.wait_for(lambda: "admin:***@" in (run.health()[1]["sources"]["cam1"]["last_error"] or ""), what="a failed reconnect")
         code, health = run.health()
         shown = [json.dumps(health), run.get("/metrics")[1].decode()]
         cam = health["sources"]["cam1"]

@@ -13,22 +13,14 @@ VIDEO = media_file("720p60")
 
 
 @pytest.fixture
-def started():
-    """Start ``fer-stream`` processes; each is killed (if still running) and reaped when the test ends, pass or fail."""
-    procs: list[subprocess.Popen] = []
+def started(procs):
+    """Start ``fer-stream`` processes; ``procs`` stops and reaps each when the test ends, pass or fail."""
 
     def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fer_stream", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        procs.append(proc)
-        return proc
+        cmd = [sys.executable, "-m", "fer_stream", *args]
+        return procs.start(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=60)
+    return start
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction, Quality, TrackKey
 from fer_stream.health import SourceState
@@ -170,12 +171,13 @@ def test_live_classifier_serves_the_newest_crop_of_each_track_across_sources():
     stop = threading.Event()
     t = threading.Thread(target=live.run, args=(stop,), daemon=True)
     t.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not (live.current(TrackKey("a", 1))[0] and live.current(TrackKey("b", 1))[0]):
-        time.sleep(0.01)
-    stop.set()
-    live.wake()
-    t.join(2)
+    try:
+        wait_until(lambda: live.current(TrackKey("a", 1))[0] and live.current(TrackKey("b", 1))[0], 120, "both tracks classified")
+    finally:
+        stop.set()
+        live.wake()
+        t.join(120)
+    assert not t.is_alive()
     (pa, va), (pb, vb) = live.current(TrackKey("a", 1)), live.current(TrackKey("b", 1))
     assert pa.label == "happy" and not pa.flagged and va == 1
     assert pb.label == "sad" and vb == 1

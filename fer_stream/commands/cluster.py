@@ -286,6 +286,7 @@ def run_fleet(paths: list[str], address: str) -> int:
     """``fer-stream fleet``: every group config as an actor until they end or Ctrl-C; exit 1 if any failed."""
     from fer_stream.commands.signals import StopOnSignal
     from fer_stream.config import load_config
+    from fer_stream.serve.monitor import check_token
 
     cfgs = {}
     for p in paths:
@@ -297,6 +298,10 @@ def run_fleet(paths: list[str], address: str) -> int:
             raise ConfigError(f"group config '{p}' names no cameras; add [[sources]] tables")
         if not cfgs[name].serve.address:
             raise ConfigError(f"group config '{p}' has no [serve] address; give each group its own, e.g. \"0.0.0.0:9108\"")
+        try:
+            check_token(cfgs[name].serve.token)  # a weak token fails here, not on some node later
+        except ConfigError as e:
+            raise ConfigError(f"group config '{p}': {e}") from None
     ray = connect(address)
     actors = start_groups(cfgs, address)
     runs = {actors[name].run.remote(): name for name in cfgs}

@@ -204,8 +204,15 @@ class _Run:
             token=sv.token or os.environ.get("FER_STREAM_SERVE_TOKEN", ""),
             max_clients=sv.max_clients,
             max_viewers=sv.max_viewers,
+            allowed_hosts=sv.allowed_hosts,
+            starting=True,
         )
-        stack.callback(self.monitor.server.server_close)
+        # Answers at once (503 "starting" while the models load), not only once the sources run.
+        stack.enter_context(self.monitor)
+        # Information, not a warning: where to look.
+        print(
+            f"fer-stream: serving {self.monitor.url}/ (dashboard), /healthz, /metrics and /sources/<id>/mjpeg", file=sys.stderr, flush=True
+        )
 
     def open_sources(self, stack: ExitStack) -> None:
         self.streams = [_Stream(sid, stack.enter_context(_open(self.cfg, sid, spec))) for sid, spec in self.specs]
@@ -232,7 +239,7 @@ class _Run:
                 self.shared.on_batch = self.metrics.batch
 
     def open_sinks(self, stack: ExitStack) -> None:
-        """Each source's sinks and pipeline; the server answers once every source is registered."""
+        """Each source's sinks and pipeline; the server reports the sources once every one is registered."""
         from tqdm import tqdm
 
         for st, detector in zip(self.streams, self.detectors):
@@ -251,13 +258,7 @@ class _Run:
                 st.sinks.append(self.monitor.add_source(st.sid, st.health))
                 self.metrics.watch(st.sid, st.state)
         if self.monitor is not None:
-            stack.enter_context(self.monitor)
-            # Information, not a warning: where to look.
-            print(
-                f"fer-stream: serving {self.monitor.url}/ (dashboard), /healthz, /metrics and /sources/<id>/mjpeg",
-                file=sys.stderr,
-                flush=True,
-            )
+            self.monitor.ready()
         if not self.several:
             src = self.streams[0].source
             total = None if src.live else src.frame_count

@@ -4,7 +4,8 @@ Per camera: its live picture (the MJPEG stream), its state from ``/healthz``, it
 with label and confidence, the label mix of the last minutes and its recent flagged faces (small
 thumbnails, for a person to look at). The page is one HTML file with its CSS and script inline
 (nothing fetched from elsewhere, so it works on an isolated network) and polls ``/api/state``
-once a second; a token given as ``?token=`` is passed on to every request it makes.
+once a second; a token given as ``?token=`` is passed on to every request it makes. While the
+models load it says "starting".
 
 :class:`SourceView` is the sink that keeps one camera's state: bounded (``minutes`` of per-second
 label counts, ``keep_flagged`` thumbnails, at most one thumbnail per track every
@@ -169,6 +170,12 @@ function card(id) {
   return c;
 }
 function render(data) {
+  document.body.dataset.state = data.state || "";
+  if (data.state === "starting") {
+    document.getElementById("status").textContent =
+      "starting: loading the models, then the cameras (" + new Date().toLocaleTimeString() + ")";
+    return;
+  }
   const ids = Object.keys(data.sources);
   document.getElementById("status").textContent =
     ids.length + " camera" + (ids.length === 1 ? "" : "s") + ", " + data.status + ", updated " + new Date().toLocaleTimeString();

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -64,6 +64,8 @@ class Metrics:
         self.latency = Histogram(
             "fer_stream_latency_seconds", "Frame capture to annotated output", ["source"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.ready = Gauge("fer_stream_ready", "0 while models load and sources open, then 1", registry=r)
+        self.ready.set(1)
         self._state = _SourceState()
         r.register(self._state)
 
