@@ -101,7 +101,8 @@ def test_hard_links_to_one_file_are_one_output(cli_env, tmp_path):
 
 # -- any model's labels ----------------------------------------------------------------------------
 
-ODD_LABELS = ['=HYPERLINK("http://evil")', "+plus", "-minus", "@at", "\ttab", "bored", "calm"]
+# Labels with control characters (a tab) are refused when the model loads (tests/test_model_files.py).
+ODD_LABELS = ['=HYPERLINK("http://evil")', "+plus", "-minus", "@at", "sleepy", "bored", "calm"]
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,7 @@ def test_cli_classify_every_live_and_summary_tracks(tiny_model, cli_env, tmp_pat
     records = [json.loads(line) for line in events.read_text().splitlines()]
     assert [rec["fresh"] for rec in records[:6]] == [True, False, False, True, False, False]
     assert {rec["track"] for rec in records} == {1}
-    assert "in 1 tracks, 90 classified" in r.stdout and "latency (capture to output): p50" in r.stdout
+    assert "in 1 track, 90 classified" in r.stdout and "latency (capture to output): p50" in r.stdout
 
     live = tmp_path / "live.json"
     r = run_cli(
