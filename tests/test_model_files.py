@@ -47,6 +47,11 @@ CASES = {
     "no labels": ((_set("id2label", {}), None, None), "has no id2label"),
     "labels numbered with a gap": ((_set("id2label", {str(i): f"l{i}" for i in (0, 1, 2, 3, 4, 5, 9)}), None, None), "0 to 6"),
     "the same label twice": ((_set("id2label", {str(i): "happy" if i < 2 else f"l{i}" for i in range(7)}), None, None), "more than once"),
+    "a label with a newline": (
+        (_set("id2label", {str(i): "happy\nfer-stream: error: forged" if i == 3 else f"l{i}" for i in range(7)}), None, None),
+        "printable",
+    ),
+    "a label with a tab": ((_set("id2label", {str(i): "\ttab" if i == 3 else f"l{i}" for i in range(7)}), None, None), "printable"),
     "a 60000x60000 input": ((None, _set("size", {"height": 60000, "width": 60000}), None), "is not an input size"),
     "a negative size": ((None, _set("size", {"height": -5, "width": 32}), None), "is not an input size"),
     "a size of text": ((None, _set("size", "big"), None), "is not an input size"),
