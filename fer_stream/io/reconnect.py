@@ -3,7 +3,8 @@
 An IP camera reboots, a switch drops a link, a stream stalls: :class:`ReconnectingSource` wraps
 the PyAV source of a URL and, when opening fails, reading fails, the stream ends or no frame
 arrives for ``stall_timeout`` seconds, closes it and opens it again after a pause that doubles
-from ``backoff_initial`` up to ``backoff_max``, for ever unless ``max_reconnects`` is set. Each
+from ``backoff_initial`` up to ``backoff_max``, for ever unless ``max_reconnects`` (failed attempts
+in a row) or ``max_outage_s`` (how long one outage may last, checked after each attempt) is set. Each
 outage is logged once when it starts and once when it ends. Frame indices and times continue
 across outages (times are seconds since the source started, by the wall clock), so the pipeline,
 its sinks and its metrics simply see a gap.
@@ -52,7 +53,9 @@ class ReconnectingSource(Source):
         max_reconnects: int | None = None,
         opener: Callable[..., Source] | None = None,
         max_pixels: int = 0,
+        max_outage_s: float | None = None,
     ) -> None:
+        self.max_outage_s = max_outage_s
         self.max_pixels = max_pixels
         self.url = url  # opened, never shown
         self.name = redact(url)  # what health, logs and the summary show: no password
@@ -212,6 +215,11 @@ class ReconnectingSource(Source):
                 raise SourceError(self.last_error or f"cannot read stream '{self.name}'")
             raise SourceError(
                 f"source {self.source_id} ({self.name}) gave up after {self.max_reconnects} reconnect attempts: {self.last_error}"
+            )
+        if self.max_outage_s is not None and self.outage_since is not None and time.time() - self.outage_since >= self.max_outage_s:
+            self.state = FAILED
+            raise SourceError(
+                f"source {self.source_id} ({self.name}) gave up after {self.max_outage_s:g} s without a frame: {self.last_error}"
             )
         return not self._closed.is_set()
 
