@@ -163,8 +163,8 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray",
         metavar="auto|ADDRESS",
-        help="run on a Ray cluster (pip install 'fer-stream[ray]'): auto = the cluster this machine "
-        "joined with `ray start` (else a local one), or ray://HOST:10001",
+        help="run on Ray (pip install 'fer-stream[ray]'): auto = a Ray of this machine's own (or the cluster "
+        "$RAY_ADDRESS names), or a cluster's HOST:PORT or ray://HOST:10001",
     )
     _setting_flags(
         p,
@@ -197,7 +197,7 @@ def _fleet_parser() -> argparse.ArgumentParser:
         "--ray",
         default="auto",
         metavar="auto|ADDRESS",
-        help="the cluster: auto (the one this machine joined, else a local one) or ray://HOST:10001",
+        help="the cluster: auto (a Ray of this machine's own, or the one $RAY_ADDRESS names), HOST:PORT or ray://HOST:10001",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p

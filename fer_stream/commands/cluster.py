@@ -37,7 +37,6 @@ import os
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,9 +86,22 @@ def _loopback_ip(address: str) -> str | None:
     return str(ip) if ip.is_loopback else None
 
 
+def _keep_loopback(ray: Any) -> None:
+    """Make Ray keep loopback addresses in this process (and the Ray it starts): it replaces
+    127.0.0.1 by the machine's interface address, where a cluster bound to the loopback is never
+    found (and where a Ray of our own would be reachable from the network). This is the switch Ray
+    itself uses for single-machine Rays on macOS and Windows."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by the processes Ray starts
+    if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect(address: str, *, timeout: float = JOIN_TIMEOUT_S) -> Any:
     """The ``ray`` module, connected as :func:`init_options` says (an already initialised Ray is used
-    as it is); a cluster that refuses or does not answer within ``timeout`` seconds is one ConfigError."""
+    as it is). A cluster that refuses, or does not answer within ``timeout`` seconds, is one
+    ConfigError, before Ray is asked to join it (Ray itself retries for minutes)."""
     try:
         import ray
     except ImportError:
@@ -97,36 +109,55 @@ def connect(address: str, *, timeout: float = JOIN_TIMEOUT_S) -> Any:
     if ray.is_initialized():
         return ray
     options = init_options(address)
-    where = "a local Ray" if options["address"] == "local" else f"the Ray cluster at '{options['address']}'"
-    failure: list[BaseException] = []
+    target = options["address"]
+    where = "a local Ray" if target == "local" else f"the Ray cluster at '{target}'"
+    if target != "local":
+        problem = probe(target, timeout)
+        if problem is not None:
+            raise ConfigError(f"{where} {problem}; check the address (`ray status` on its head node) or leave --ray out")
+    if "_node_ip_address" in options:
+        _keep_loopback(ray)
+    import warnings
 
-    def join() -> None:
-        import warnings
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Ray's own warnings about ports: the error line below says it
-                ray.init(**options)
-        except BaseException as e:  # Ray raises several types for an unreachable or refused cluster
-            failure.append(e)
-
-    # Ray retries (and logs) for minutes on an address that does not answer: it waits on a thread, we do not.
-    ray_log = logging.getLogger("ray")
-    level = ray_log.level
-    ray_log.setLevel(logging.ERROR)
     try:
-        joining = threading.Thread(target=join, name="fer-ray-init", daemon=True)
-        joining.start()
-        joining.join(timeout)
-    finally:
-        ray_log.setLevel(level)
-    if joining.is_alive():
-        raise ConfigError(f"{where} did not answer in {timeout:g} s; check the address (`ray status` on its head node) or leave --ray out")
-    if failure:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray's own warnings about ports: the error line below says it
+            ray.init(**options)
+    except Exception as e:  # Ray raises several types for an unreachable or refused cluster
         raise ConfigError(
-            f"cannot start or join {where}: {first_line(failure[0])}; start one with `ray start --head` or give --ray HOST:PORT"
-        )
+            f"cannot start or join {where}: {first_line(e)}; start one with `ray start --head` or give --ray HOST:PORT"
+        ) from None
     return ray
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS frame
+
+
+def probe(address: str, timeout: float) -> str | None:
+    """Whether a Ray cluster (its GCS, or a Ray Client server: both gRPC) answers at ``address``
+    within ``timeout`` seconds; None if it does, else what went wrong, for an error line.
+
+    An HTTP/2 server answers a client's preface with a SETTINGS frame at once: that is all asked.
+    """
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return "is not HOST:PORT"
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return None  # TLS first: Ray's own handshake tells
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            conn.sendall(_HTTP2_PREFACE)
+            head = conn.recv(9)  # the header of the server's first frame
+    except TimeoutError:
+        return f"did not answer in {timeout:g} s"
+    except OSError as e:
+        return f"cannot be reached ({e.strerror or type(e).__name__})"
+    if len(head) < 9 or head[3] != 0x04:
+        return "answered, but not as a Ray cluster does (no gRPC)"
+    return None
 
 
 def _accelerator(cfg: Config, resources: dict[str, float]) -> dict[str, Any] | None:
