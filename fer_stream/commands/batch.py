@@ -270,6 +270,10 @@ def run_batch(
     def record(rec: dict[str, Any]) -> None:
         manifest.append({**rec, "settings": settings})
 
+    if ray and any(not job.error for job in todo):
+        from fer_stream.commands.cluster import connect
+
+        connect(ray)  # an unreachable cluster is one line, before any bar
     progress = VideoProgress(cfg, len(todo), record)
     try:
         for job in todo:

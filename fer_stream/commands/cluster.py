@@ -324,7 +324,7 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
             max_concurrency=64,
             max_restarts=3,
             max_task_retries=3,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),  # soft: a 0-CPU actor lands on the head
             **options,
         ).remote(cfg)
     if not actors:
