@@ -392,6 +392,10 @@ def test_batch_on_a_two_node_cluster_on_loopback(two_nodes, tiny_model, cli_env,
     assert r.returncode == 0, r.stderr
     env = {**cli_env, "RAY_TMPDIR": os.environ["RAY_TMPDIR"]}
     env.pop("RAY_ADDRESS", None)
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):  # the cluster's token rules (an earlier Ray may have set them)
+        env.pop(k, None)
+        if k in os.environ:
+            env[k] = os.environ[k]
     r = run_cli(["batch", str(vids), "--out", str(out), "--ray", two_nodes.address, *common], env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "2 of 2 videos done, 0 failed" in r.stdout
