@@ -93,10 +93,10 @@ def test_a_crafted_manifest_never_writes_outside_out(tiny_model, cli_env, tmp_pa
         f.writelines(json.dumps(rec) + "\n" for rec in forged)
 
     r = run_cli(args, cli_env)
-    assert r.returncode == 0, r.stderr
-    assert "4 inputs: 4 to run, 0 skipped" in r.stderr  # d's empty "done" is not done
     assert {p.name: p.read_text() for p in victim.iterdir()} == precious  # untouched, nothing added or removed
     assert os.readlink(out / "c") == str(victim)
+    assert r.returncode == 0, r.stderr
+    assert "4 inputs: 4 to run, 0 skipped" in r.stderr  # d's empty "done" is not done
     warnings = [line for line in r.stderr.splitlines() if "running it again in" in line]
     assert len(warnings) == 3 and all(line.startswith("fer-stream: warning: manifest names the folder") for line in warnings)
     latest = _by_stem(out)
@@ -161,9 +161,9 @@ def test_outputs_are_never_removed_or_written_through_a_link(tmp_path):
 # -- manifest keys ---------------------------------------------------------------------------------
 
 
-def test_manifest_keys_of_urls_reveal_no_password(tmp_path):
-    from fer_stream.commands.batch import adopt_legacy_keys, make_jobs
-    from fer_stream.io.manifest import input_key, legacy_key
+def test_manifest_keys_of_urls_reveal_no_password(tmp_path, capsys):
+    from fer_stream.commands.batch import _report, adopt_legacy_keys, make_jobs, plan
+    from fer_stream.io.manifest import Manifest, input_key, legacy_key
 
     url = "rtsp://admin:hunter2@10.0.0.7:554/recordings/day1.mp4"
     key = input_key(url)
@@ -175,10 +175,19 @@ def test_manifest_keys_of_urls_reveal_no_password(tmp_path):
     # Files keep the key they always had, so existing manifests of files resume as they are.
     assert input_key("/data/talk.mp4") == hashlib.sha256(b"/data/talk.mp4").hexdigest()[:20]
     # A manifest written before (keyed on the full URL) still resumes its URLs, under the new key.
+    out = tmp_path / "out"
+    (out / "cam-day1").mkdir(parents=True)
+    (out / "cam-day1" / "events.jsonl").write_text("{}")
     old = legacy_key(url)
-    known = adopt_legacy_keys([url], {old: {"key": old, "name": "cam-day1", "status": "done"}})
-    (job,) = make_jobs([url], known, tmp_path / "out")
+    manifest = Manifest(out / "manifest.jsonl")
+    manifest.append({"key": old, "input": url, "name": "cam-day1", "status": "done", "settings": "S", "size": None,
+                     "mtime_ns": None, "outputs": {"events": "cam-day1/events.jsonl"}, "faces": 3})  # fmt: skip
+    known = adopt_legacy_keys([url], manifest.latest())
+    (job,) = make_jobs([url], known, out)
     assert job.key == key and job.name == "cam-day1" and "hunter2" not in json.dumps(job.identity())
+    assert plan([job], known, out, "S", force=False, retry_failed=False) == ([], [job])  # finished: skipped
+    assert _report(manifest, [job], 0.0) == 0
+    assert "1 of 1 videos done, 0 failed; 3 faces" in capsys.readouterr().out
 
 
 # -- names that could forge lines ------------------------------------------------------------------

@@ -5,7 +5,11 @@ listing paths or URLs (one per line, ``#`` comments). Each video gets ``DIR/<nam
 ``annotated.mp4``, ``events.jsonl``, ``summary.json``, ``report.html`` and ``timeline.csv``;
 ``DIR/manifest.jsonl`` records every attempt (see :mod:`fer_stream.io.manifest`). A re-run skips
 finished, unchanged videos and runs the rest (new, changed, failed or interrupted ones);
-``--retry-failed`` runs only those that failed, ``--force`` runs them all again.
+``--retry-failed`` runs only those that failed, ``--force`` runs them all again. An entry of a list
+file that does not exist is recorded as failed, and so is a URL that still does not answer after
+``source.batch_max_reconnects`` attempts or ``source.batch_max_outage_s`` seconds; the rest runs.
+A folder name the manifest gives is used only if it is a plain name of a real folder directly under
+``DIR`` (see :func:`make_jobs`).
 
 On one machine, ``--jobs`` videos are decoded, detected and tracked at once, each in its own
 pipeline, while one classifier (loaded once) serves them all and fills its batches with faces of
@@ -360,7 +364,7 @@ def _guarded(work: Callable[[], None], fatal: list[BaseException]) -> None:
 
 def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
     """Print the batch's outcome from the manifest; 1 if any input's last attempt failed."""
-    latest = manifest.latest()
+    latest = adopt_legacy_keys([j.spec for j in jobs], manifest.latest())
     recs = [latest.get(j.key, {}) for j in jobs]
     done = [r for r in recs if r.get("status") == DONE]
     failed = [(j, r) for j, r in zip(jobs, recs) if r.get("status") in (FAILED, STOPPED)]
