@@ -422,3 +422,19 @@ def test_batch_on_a_two_node_cluster_on_loopback(two_nodes, tiny_model, cli_env,
         s, w = json.loads((got_dir / "summary.json").read_text()), json.loads((want_dir / "summary.json").read_text())
         assert (s["frames_out"], s["faces"], s["labels"], s["flagged"]) == (w["frames_out"], w["faces"], w["labels"], w["flagged"])
         assert (got_dir / "annotated.mp4").stat().st_size > 0
+
+
+def test_malformed_manifest_records_are_refused_not_crashed_on(tmp_path, capsys):
+    from fer_stream.commands.batch import _report, make_jobs
+    from fer_stream.io.manifest import Manifest, input_key
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    key = input_key(str(video))
+    manifest = Manifest(tmp_path / "manifest.jsonl")
+    manifest.append({"key": "other", "name": ["a", "list"], "status": "done"})
+    manifest.append({"key": key, "name": {"not": "a name"}, "status": "done", "faces": "many", "outputs": "none"})
+    (job,) = make_jobs([str(video)], manifest.latest(), tmp_path)
+    assert job.name == "v"
+    assert _report(manifest, [job], 0.0) == 0
+    assert "1 of 1 videos done, 0 failed; 0 faces" in capsys.readouterr().out

@@ -105,7 +105,7 @@ def make_jobs(specs: Sequence[str], known: dict[str, dict[str, Any]], out_dir: P
     ``out_dir`` (the manifest is a file anyone with access to ``out_dir`` can edit); otherwise the input
     gets a fresh name, with a warning. A file that cannot be read becomes a job with an ``error``.
     """
-    taken = {rec.get("name") for rec in known.values()}
+    taken = {rec["name"] for rec in known.values() if isinstance(rec.get("name"), str)}
     used: set[str] = set()  # this run's folders: never two inputs in one
     jobs = []
     for spec in specs:
@@ -123,7 +123,7 @@ def make_jobs(specs: Sequence[str], known: dict[str, dict[str, Any]], out_dir: P
                 size, mtime = st.st_size, st.st_mtime_ns
         name = known.get(key, {}).get("name") or ""
         if name:
-            problem = "is taken by another input" if name in used else folder_problem(out_dir, name)
+            problem = folder_problem(out_dir, name) or ("is taken by another input" if name in used else None)
             if problem is not None:
                 fresh = _free_name(_base_name(spec, url), key, taken | used, out_dir)
                 log.warning(
@@ -368,7 +368,7 @@ def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
     recs = [latest.get(j.key, {}) for j in jobs]
     done = [r for r in recs if r.get("status") == DONE]
     failed = [(j, r) for j, r in zip(jobs, recs) if r.get("status") in (FAILED, STOPPED)]
-    faces = sum(r.get("faces", 0) for r in done)
+    faces = sum(r["faces"] for r in done if isinstance(r.get("faces"), int))  # a record is a line anyone could have edited
     line = f"{len(done)} of {len(jobs)} videos done, {len(failed)} failed"
     if elapsed:
         line += f"; this run {elapsed:.1f} s"
