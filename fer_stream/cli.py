@@ -29,7 +29,7 @@ from typing import Any
 
 from fer_stream import __version__
 from fer_stream.config import PRECISIONS, Config, check_unique_ids, default_id, load_config
-from fer_stream.errors import ConfigError, FerStreamError
+from fer_stream.errors import ConfigError, FerStreamError, printable
 
 # Settings every model-using command takes as flags (see config.FLAGS).
 MODEL_SETTINGS = (
@@ -165,8 +165,8 @@ def _batch_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray",
         metavar="auto|ADDRESS",
-        help="run on a Ray cluster (pip install 'fer-stream[ray]'): auto = the cluster this machine "
-        "joined with `ray start` (else a local one), or ray://HOST:10001",
+        help="run on Ray (pip install 'fer-stream[ray]'): auto = a Ray of this machine's own (or the cluster "
+        "$RAY_ADDRESS names), or a cluster's HOST:PORT or ray://HOST:10001",
     )
     _setting_flags(
         p,
@@ -199,7 +199,7 @@ def _fleet_parser() -> argparse.ArgumentParser:
         "--ray",
         default="auto",
         metavar="auto|ADDRESS",
-        help="the cluster: auto (the one this machine joined, else a local one) or ray://HOST:10001",
+        help="the cluster: auto (a Ray of this machine's own, or the one $RAY_ADDRESS names), HOST:PORT or ray://HOST:10001",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
@@ -442,10 +442,18 @@ def _named_source(text: str, n: int) -> tuple[str | None, str]:
     return None, text
 
 
+class _OneLineFormatter(logging.Formatter):
+    """Log messages with control characters escaped: a file or URL named in one cannot forge lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        format="fer-stream: %(levelname)s: %(message)s", stream=sys.stderr, level=logging.DEBUG if debug else logging.WARNING
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter("fer-stream: %(levelname)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.DEBUG if debug else logging.WARNING)
     logging.addLevelName(logging.WARNING, "warning")
     logging.addLevelName(logging.ERROR, "error")
     logging.addLevelName(logging.INFO, "info")
@@ -605,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FerStreamError as e:
         if debug:
             logging.getLogger("fer_stream").exception("traceback")
-        print(f"fer-stream: error: {e}", file=sys.stderr)
+        print(f"fer-stream: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("fer-stream: interrupted", file=sys.stderr)
@@ -613,7 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, not a user error: still one line unless debugging
         if debug:
             raise
-        print(f"fer-stream: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        what = printable(f"{type(e).__name__}: {e}")
+        print(f"fer-stream: internal error: {what} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

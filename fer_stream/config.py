@@ -120,6 +120,13 @@ class SourceConfig:
         7680 * 4320, "refuse frames larger than this many pixels (7680*4320, 8K UHD; 0 = any size)", _int_range(0, 2**40)
     )
     max_reconnects: int = _setting(-1, "failed attempts in a row before giving up (-1 = never give up)", _int_range(-1, 2**31))
+    max_outage_s: float = _setting(
+        0.0, "network sources: give up once an outage has lasted this long, seconds (0 = never)", _float_range(0.0, 10**9)
+    )
+    batch_max_reconnects: int = _setting(
+        3, "batch: max_reconnects for URL inputs; one that still fails is recorded as failed (-1 = never give up)", _int_range(-1, 2**31)
+    )
+    batch_max_outage_s: float = _setting(60.0, "batch: max_outage_s for URL inputs (0 = never)", _float_range(0.0, 10**9))
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,19 @@ def first_line(error: BaseException, *, last: bool = False, limit: int = 200) ->
     if not lines:
         return type(error).__name__
     return (lines[-1] if last else lines[0])[:limit]
+
+
+def printable(text: str) -> str:
+    r"""``text`` safe to print on one terminal line: control and other unprintable characters
+    (newlines, escapes, bidi overrides, undecodable bytes of a file name) escaped as ``\n``, ``\x1b``...
+
+    A file or URL someone else named must not forge lines of our output or move the cursor.
+
+    >>> printable("clip\nfer-stream: error: forged.mp4")
+    'clip\\nfer-stream: error: forged.mp4'
+    >>> printable("café talk.mp4")
+    'café talk.mp4'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)

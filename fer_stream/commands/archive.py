@@ -8,6 +8,9 @@ already loaded and returns the manifest record of the attempt.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import stat
 import sys
 import threading
 import time
@@ -19,7 +22,7 @@ from typing import Any
 
 from fer_stream.commands.run import analyse
 from fer_stream.config import Config, with_settings
-from fer_stream.errors import FerStreamError, SinkError
+from fer_stream.errors import FerStreamError, SinkError, printable
 from fer_stream.io.manifest import DONE, FAILED, STOPPED
 
 OUTPUTS = {
@@ -29,6 +32,53 @@ OUTPUTS = {
     "report": "report.html",
     "timeline": "timeline.csv",
 }  # what each video's folder holds
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
+
+
+def plain_name(name: object) -> bool:
+    """A folder name the batch may use under ``--out``: letters, digits, ``.``, ``_`` and ``-``, not ``.`` or ``..``
+
+    >>> [plain_name(n) for n in ("talk-1.mp4", "../victim", "/etc", "..", "a/b")]
+    [True, False, False, False, False]
+    """
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None and name not in (".", "..")
+
+
+def folder_problem(out_dir: Path, name: object) -> str | None:
+    """Why ``out_dir/name`` may not hold a video's outputs (None: it may): the name must be plain, and
+    the folder, if it exists, a real folder directly under ``out_dir``, not a link to somewhere else."""
+    if not plain_name(name):
+        return "is not a plain name"
+    folder = out_dir / str(name)
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if folder.resolve().parent != out_dir.resolve():
+        return "is not directly under --out"
+    return None
+
+
+def outputs_present(out_dir: Path, rec: dict[str, Any]) -> bool:
+    """Whether every output a manifest record lists is a file in its own folder (none listed: no)."""
+    name, outputs = rec.get("name"), rec.get("outputs")
+    if not isinstance(outputs, dict) or not outputs or folder_problem(out_dir, name) is not None:
+        return False
+    for kind, path in outputs.items():
+        if OUTPUTS.get(kind) is None or path != f"{name}/{OUTPUTS[kind]}":
+            return False
+        try:
+            if not stat.S_ISREG(os.lstat(out_dir / str(name) / OUTPUTS[kind]).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -41,6 +91,7 @@ class Job:
     size: int | None = None
     mtime_ns: int | None = None
     name: str = ""  # its folder under DIR
+    error: str = ""  # why it cannot be run at all (a listed file that does not exist): recorded as failed
 
     def identity(self) -> dict[str, Any]:
         """The manifest fields that say which input, and which version of it, a record is about."""
@@ -52,13 +103,17 @@ class Job:
 
 
 def video_config(cfg: Config, job: Job, folder: Path, *, video: bool) -> Config:
-    """The settings of one video's run: its input, its folder's outputs, no progress bar or server."""
+    """The settings of one video's run: its input, its folder's outputs, no progress bar or server,
+    and a URL that does not answer given up after the batch's reconnect budget (never waited on for ever)."""
+    s = cfg.source
     one = with_settings(
         cfg,
         {
             "source.input": job.spec,
             "source.id": "cam1",
             "source.live": False,
+            "source.max_reconnects": s.batch_max_reconnects,
+            "source.max_outage_s": s.batch_max_outage_s,
             "output.video": str(folder / OUTPUTS["video"]) if video else "",
             "output.events": str(folder / OUTPUTS["events"]),
             "output.summary": str(folder / OUTPUTS["summary"]),
@@ -74,16 +129,39 @@ def video_config(cfg: Config, job: Job, folder: Path, *, video: bool) -> Config:
     return dataclasses.replace(one, sources=())
 
 
+def prepare_folder(folder: Path) -> str | None:
+    """Make ``folder`` (its parent exists) ready for a video's outputs, with an older attempt's files
+    removed; returns why it cannot be used (a link planted there, a file), else None."""
+    problem = folder_problem(folder.parent, folder.name)
+    if problem is None:
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as e:
+            return f"cannot create the output folder '{printable(str(folder))}': {e.strerror}"
+        problem = folder_problem(folder.parent, folder.name)  # as it is now, created
+    if problem is not None:
+        return f"the output folder '{printable(str(folder))}' {problem}; nothing was written there"
+    try:
+        remove_outputs(folder)  # a re-run never leaves an older attempt's file looking like this one's
+    except OSError as e:
+        return f"cannot remove the earlier outputs in '{printable(str(folder))}': {e.strerror}"
+    return None
+
+
 def analyse_video(
-    cfg: Config, job: Job, folder: Path, *, video: bool, classifier: Any, detector: Any, stopper: Any = None
+    cfg: Config, job: Job, folder: Path, *, video: bool, classifier: Any, detector: Any, stopper: Any = None, bar: Any = None
 ) -> dict[str, Any]:
-    """Run one video into ``folder``; returns its manifest record (status done, failed or stopped)."""
+    """Run one video into ``folder``; returns its manifest record (status done, failed or stopped).
+
+    ``bar`` (tqdm-like) counts its frames.
+    """
     started = time.time()
     record = job.identity()
-    remove_outputs(folder)  # a re-run never leaves an older attempt's file looking like this one's
-    folder.mkdir(parents=True, exist_ok=True)
+    problem = prepare_folder(folder)
+    if problem is not None:
+        return job.failed(problem)
     try:
-        outcome = analyse(video_config(cfg, job, folder, video=video), classifier=classifier, detector=detector, stopper=stopper)
+        outcome = analyse(video_config(cfg, job, folder, video=video), classifier=classifier, detector=detector, stopper=stopper, bar=bar)
     except SinkError:
         raise  # an output failing (disk full) stops the batch
     except FerStreamError as e:
@@ -116,14 +194,33 @@ def now() -> str:
 
 
 def remove_outputs(folder: Path) -> None:
-    """Delete the batch's own files in ``folder`` (before a video runs again); nothing else there."""
-    for name in OUTPUTS.values():
-        (folder / name).unlink(missing_ok=True)
+    """Delete the batch's own files in ``folder`` (before a video runs again); nothing else there.
+
+    Never through a link: a ``folder`` that is a link is left alone, and a link named like an output
+    is removed itself, not what it points to.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # missing, a link, not a folder: nothing of ours to remove
+        return
+    try:
+        for name in OUTPUTS.values():
+            try:
+                os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
 
 
 class VideoProgress:
-    """A batch's records as they finish: each goes to ``record`` (the manifest), a failure gets a
-    warning line, and one progress bar counts videos and faces. Safe to call from worker threads."""
+    """A batch's progress and records: each finished video's record goes to ``record`` (the manifest)
+    and a failure gets a warning line; one bar counts videos and faces, and one bar per running video
+    its frames. Safe to call from worker threads.
+
+    On a terminal the frame bars stand below the video bar and vanish when their video ends; in a log
+    (stderr not a terminal) each video's bar ends in one line with its frame count.
+    """
 
     def __init__(self, cfg: Config, total: int, record: Callable[[dict[str, Any]], None]) -> None:
         from tqdm import tqdm
@@ -131,27 +228,64 @@ class VideoProgress:
         self._tqdm = tqdm
         self._record = record
         self._lock = threading.Lock()
+        self._enabled = cfg.output.progress
+        self._tty = sys.stderr.isatty()
+        self._frames: dict[str, Any] = {}  # job key -> its frame bar
         self.faces = 0
         self.bar = tqdm(
             total=total,
             unit="video",
-            disable=not cfg.output.progress,
+            desc="videos",
+            disable=not self._enabled,
             dynamic_ncols=True,
             file=sys.stderr,
-            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+            mininterval=0.5 if self._tty else 10.0,
         )
 
-    def started(self, job: Job) -> None:
-        self.bar.set_description_str(job.name[:30], refresh=False)
+    def started(self, job: Job, total: int | None = None) -> Any:
+        """The frame bar of ``job``, made when it starts (tqdm: ``update``, ``reset(total)``)."""
+        with self._lock:
+            bar = self._frames.get(job.key)
+            if bar is None:
+                bar = self._frames[job.key] = self._tqdm(
+                    total=total,
+                    unit="frame",
+                    desc=printable(job.name)[:40],
+                    disable=not self._enabled,
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                    leave=not self._tty,  # a log keeps each video's last count; a terminal its video bar
+                    position=None if self._tty else 0,  # moving the cursor to stack bars works on terminals only
+                    mininterval=0.5 if self._tty else 10.0,
+                )
+            return bar
+
+    def frames(self, job: Job, done: int, total: int | None) -> None:
+        """Set ``job``'s frame count (for bars updated from elsewhere, as Ray's tasks are)."""
+        bar = self.started(job, total)
+        with self._lock:
+            if total is not None and bar.total != total:
+                bar.total = total
+            if done > bar.n:
+                bar.update(done - bar.n)
 
     def finished(self, job: Job, rec: dict[str, Any]) -> None:
         with self._lock:
             self._record(rec)
+            bar = self._frames.pop(job.key, None)
+            if bar is not None:
+                if rec.get("frames") and rec["frames"] > bar.n:
+                    bar.update(rec["frames"] - bar.n)
+                bar.close()
             if rec["status"] == FAILED:
-                self._tqdm.write(f"fer-stream: warning: {job.shown}: {rec['error']}", file=sys.stderr)
+                self._tqdm.write(f"fer-stream: warning: {printable(job.shown)}: {printable(str(rec['error']))}", file=sys.stderr)
             self.faces += int(rec.get("faces") or 0)
             self.bar.update(1)
             self.bar.set_postfix(faces=self.faces, refresh=False)
 
     def close(self) -> None:
+        with self._lock:
+            for bar in self._frames.values():
+                bar.close()
+            self._frames.clear()
         self.bar.close()

@@ -5,7 +5,11 @@ listing paths or URLs (one per line, ``#`` comments). Each video gets ``DIR/<nam
 ``annotated.mp4``, ``events.jsonl``, ``summary.json``, ``report.html`` and ``timeline.csv``;
 ``DIR/manifest.jsonl`` records every attempt (see :mod:`fer_stream.io.manifest`). A re-run skips
 finished, unchanged videos and runs the rest (new, changed, failed or interrupted ones);
-``--retry-failed`` runs only those that failed, ``--force`` runs them all again.
+``--retry-failed`` runs only those that failed, ``--force`` runs them all again. An entry of a list
+file that does not exist is recorded as failed, and so is a URL that still does not answer after
+``source.batch_max_reconnects`` attempts or ``source.batch_max_outage_s`` seconds; the rest runs.
+A folder name the manifest gives is used only if it is a plain name of a real folder directly under
+``DIR`` (see :func:`make_jobs`).
 
 On one machine, ``--jobs`` videos are decoded, detected and tracked at once, each in its own
 pipeline, while one classifier (loaded once) serves them all and fills its batches with faces of
@@ -32,10 +36,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from fer_stream.commands.archive import Job, VideoProgress, analyse_video
+from fer_stream.commands.archive import Job, VideoProgress, analyse_video, folder_problem, outputs_present
 from fer_stream.config import Config, render, with_settings
-from fer_stream.errors import ConfigError, SinkError, SourceError, counted
-from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key
+from fer_stream.errors import ConfigError, SinkError, SourceError, counted, printable
+from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key, legacy_key
 from fer_stream.io.sources import redact
 
 log = logging.getLogger("fer_stream")
@@ -66,6 +70,7 @@ def expand_inputs(items: Sequence[str], *, exclude: Path | None = None) -> list[
 
 
 def _expand(item: str, depth: int) -> list[str]:
+    """``item``'s inputs; a list file's entry that does not exist stays, to be recorded as failed."""
     text = item.strip()
     if "://" in text:
         return [text]
@@ -88,29 +93,60 @@ def _expand(item: str, depth: int) -> list[str]:
         return sorted(
             f for f in glob.glob(os.path.expanduser(text), recursive=True) if Path(f).suffix.lower() in VIDEO_SUFFIXES and Path(f).is_file()
         )
-    raise SourceError(f"input '{text}' does not exist; give video files, folders, glob patterns or a .txt list of paths")
+    if depth > 0:
+        return [text]  # one missing entry of a list: that entry fails, the others run
+    raise SourceError(f"input '{printable(text)}' does not exist; give video files, folders, glob patterns or a .txt list of paths")
 
 
 def make_jobs(specs: Sequence[str], known: dict[str, dict[str, Any]], out_dir: Path) -> list[Job]:
-    """Jobs with their version (size, mtime) and folder name; names already in the manifest are kept."""
-    taken = {rec.get("name") for rec in known.values()}
+    """Jobs with their version (size, mtime) and folder name.
+
+    A name the manifest gives an input is kept if it is still a plain folder of its own directly under
+    ``out_dir`` (the manifest is a file anyone with access to ``out_dir`` can edit); otherwise the input
+    gets a fresh name, with a warning. A file that cannot be read becomes a job with an ``error``.
+    """
+    taken = {rec["name"] for rec in known.values() if isinstance(rec.get("name"), str)}
+    used: set[str] = set()  # this run's folders: never two inputs in one
     jobs = []
     for spec in specs:
         key = input_key(spec)
         url = "://" in spec
+        shown = redact(spec) if url else spec
         size = mtime = None
+        error = ""
         if not url:
             try:
                 st = os.stat(spec)
             except OSError as e:
-                raise SourceError(f"cannot read '{spec}': {e.strerror}") from None
-            size, mtime = st.st_size, st.st_mtime_ns
+                error = f"cannot read '{printable(spec)}': {e.strerror}"
+            else:
+                size, mtime = st.st_size, st.st_mtime_ns
         name = known.get(key, {}).get("name") or ""
-        if not name:
-            name = _free_name(_base_name(spec, url), key, taken, out_dir)
-            taken.add(name)
-        jobs.append(Job(spec, key, redact(spec) if url else spec, size, mtime, name))
+        if name:
+            problem = folder_problem(out_dir, name) or ("is taken by another input" if name in used else None)
+            if problem is not None:
+                fresh = _free_name(_base_name(spec, url), key, taken | used, out_dir)
+                log.warning(
+                    "manifest names the folder '%s' for %s, which %s; running it again in '%s'", printable(str(name)), shown, problem, fresh
+                )
+                name = fresh
+        else:
+            name = _free_name(_base_name(spec, url), key, taken | used, out_dir)
+        taken.add(name)
+        used.add(name)
+        jobs.append(Job(spec, key, shown, size, mtime, name, error))
     return jobs
+
+
+def adopt_legacy_keys(specs: Sequence[str], known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``known`` with the records of URLs keyed as earlier versions keyed them (on the full URL)
+    under their key now, so those inputs resume; their next record has the new key."""
+    out = dict(known)
+    for spec in specs:
+        key, old = input_key(spec), legacy_key(spec)
+        if key not in out and old != key and old in out:
+            out[key] = {**out[old], "key": key}
+    return out
 
 
 def _base_name(spec: str, url: bool) -> str:
@@ -126,7 +162,7 @@ def _base_name(spec: str, url: bool) -> str:
 def _free_name(base: str, key: str, taken: set[Any], out_dir: Path) -> str:
     """``base``, unless another input has it or a folder of that name exists that the batch did not make."""
     for name in (base, f"{base}-{key[:8]}", f"{base}-{key}"):
-        if name not in taken and not (out_dir / name).exists():
+        if name not in taken and not os.path.lexists(out_dir / name):  # a dangling link is taken too
             return name
     raise ConfigError(f"cannot name an output folder for '{base}' in {out_dir}; remove stale folders there")
 
@@ -148,6 +184,10 @@ def settings_hash(cfg: Config, *, video: bool) -> str:
             "output.timeline": "",
             "output.overwrite": False,
             "output.progress": True,
+            "source.max_reconnects": -1,
+            "source.max_outage_s": 0.0,
+            "source.batch_max_reconnects": 3,
+            "source.batch_max_outage_s": 60.0,
             "serve.address": "",
             "serve.token": "",
             "display.enabled": "auto",
@@ -177,12 +217,13 @@ def plan(
 
 
 def _unchanged(job: Job, rec: dict[str, Any], out_dir: Path, settings: str) -> bool:
-    outputs = rec.get("outputs") or {}
+    """A finished record still true: same file version and settings, in this job's folder, every output there."""
     return (
         rec.get("size") == job.size
         and rec.get("mtime_ns") == job.mtime_ns
         and rec.get("settings") == settings
-        and all((out_dir / p).is_file() for p in outputs.values())
+        and rec.get("name") == job.name
+        and outputs_present(out_dir, rec)
     )
 
 
@@ -216,12 +257,13 @@ def run_batch(
     except OSError as e:
         raise SinkError(f"cannot create output folder '{out}': {e.strerror}") from None
     manifest = Manifest(out_dir / "manifest.jsonl")
-    known = manifest.latest()
+    known = adopt_legacy_keys(specs, manifest.latest())
     all_jobs = make_jobs(specs, known, out_dir)
     settings = settings_hash(cfg, video=video)
     todo, skipped = plan(all_jobs, known, out_dir, settings, force=force, retry_failed=retry_failed)
+    where = printable(str(out_dir))
     print(
-        f"{counted(len(all_jobs), 'input')}: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); results in {out_dir}",
+        f"{counted(len(all_jobs), 'input')}: {len(todo)} to run, {len(skipped)} skipped (finished or not asked for); results in {where}",
         file=sys.stderr,
         flush=True,
     )
@@ -232,16 +274,28 @@ def run_batch(
     def record(rec: dict[str, Any]) -> None:
         manifest.append({**rec, "settings": settings})
 
-    if ray:
-        from fer_stream.commands.cluster import run_on_ray
+    if ray and any(not job.error for job in todo):
+        from fer_stream.commands.cluster import connect
 
-        run_on_ray(cfg, todo, out_dir, ray, video=video, record=record)
-    else:
-        _run_local(cfg, todo, out_dir, jobs=jobs, video=video, record=record)
+        connect(ray)  # an unreachable cluster is one line, before any bar
+    progress = VideoProgress(cfg, len(todo), record)
+    try:
+        for job in todo:
+            if job.error:  # a listed file that is not there: recorded as failed, the others run
+                progress.finished(job, job.failed(job.error))
+        runnable = [job for job in todo if not job.error]
+        if runnable and ray:
+            from fer_stream.commands.cluster import run_on_ray
+
+            run_on_ray(cfg, runnable, out_dir, ray, video=video, progress=progress)
+        elif runnable:
+            _run_local(cfg, runnable, out_dir, jobs=jobs, video=video, progress=progress)
+    finally:
+        progress.close()
     return _report(manifest, all_jobs, time.monotonic() - started)
 
 
-def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
+def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool, progress: VideoProgress) -> None:
     from fer_stream.build import check_detector_files, make_classifier, make_detector
     from fer_stream.commands.signals import StopOnSignal
     from fer_stream.model.service import ClassifierService
@@ -256,7 +310,6 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
     for job in todo:
         pending.put(job)
     fatal: list[BaseException] = []
-    progress = VideoProgress(cfg, len(todo), record)
     service = ClassifierService(clf)
     with ExitStack() as stack:
         detectors: list[Any] = [stack.enter_context(make_detector(cfg)) for _ in range(workers)]  # one per worker, loaded here
@@ -271,9 +324,9 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
                 except queue.Empty:
                     return
                 folder = out_dir / job.name
-                progress.started(job)
+                bar = progress.started(job)
                 try:
-                    rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=signals)
+                    rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=signals, bar=bar)
                 except SinkError as e:
                     fatal.append(e)
                     progress.finished(job, job.failed(str(e)))
@@ -294,7 +347,6 @@ def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video:
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(0.2)
-    progress.close()
     log.info(
         "classifier batches %s, %d mixed across videos, model busy %.1f s", dict(service.batch_sizes), service.mixed_batches, service.busy_s
     )
@@ -313,15 +365,15 @@ def _guarded(work: Callable[[], None], fatal: list[BaseException]) -> None:
 
 def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:
     """Print the batch's outcome from the manifest; 1 if any input's last attempt failed."""
-    latest = manifest.latest()
+    latest = adopt_legacy_keys([j.spec for j in jobs], manifest.latest())
     recs = [latest.get(j.key, {}) for j in jobs]
     done = [r for r in recs if r.get("status") == DONE]
     failed = [(j, r) for j, r in zip(jobs, recs) if r.get("status") in (FAILED, STOPPED)]
-    faces = sum(r.get("faces", 0) for r in done)
+    faces = sum(r["faces"] for r in done if isinstance(r.get("faces"), int))  # a record is a line anyone could have edited
     line = f"{len(done)} of {counted(len(jobs), 'video')} done, {len(failed)} failed"
     if elapsed:
         line += f"; this run {elapsed:.1f} s"
-    print(f"{line}; {counted(faces, 'face')} in all; manifest {manifest.path}", flush=True)
+    print(f"{line}; {counted(faces, 'face')} in all; manifest {printable(str(manifest.path))}", flush=True)
     for job, rec in failed:
-        print(f"  failed: {job.shown}: {rec.get('error') or rec.get('status')}", flush=True)
+        print(f"  failed: {printable(job.shown)}: {printable(str(rec.get('error') or rec.get('status')))}", flush=True)
     return 1 if failed else 0

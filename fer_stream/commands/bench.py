@@ -33,7 +33,7 @@ import torch
 
 from fer_stream.commands.parity import agreement
 from fer_stream.config import Config
-from fer_stream.errors import SourceError, counted
+from fer_stream.errors import SourceError, counted, printable
 from fer_stream.io.images import find_images, read_image
 from fer_stream.stream.stats import LatencyStats
 
@@ -367,7 +367,7 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(line)
     lines.append("")
     lines.append("ratios: " + ", ".join(f"{k} {v:g}" for k, v in r["ratios"].items()))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def run_bench(cfg: Config, video: str, *, as_json: bool = False, **kwargs: Any) -> int:

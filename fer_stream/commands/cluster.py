@@ -9,7 +9,10 @@ where (``pip install 'fer-stream[ray]'``):
   :class:`~fer_stream.model.service.ClassifierService`. A task writes its outputs in a
   temporary folder and returns them; the driver writes them into ``DIR/<name>/`` and the
   manifest. Ray re-runs the task of a worker or node that died (``max_retries``); a video that
-  fails by itself (unreadable file) is recorded as failed, not retried.
+  fails by itself (unreadable file) is recorded as failed, not retried. Tasks are spread over the
+  nodes; a classifier actor reserves no CPU (its video tasks wait while it runs), so a node of one
+  CPU runs a video and its classifier. Tasks report their frame counts to a small actor the
+  driver reads once a second for its progress bars.
 * fleet: one actor per camera group (a config file with ``[[sources]]`` and ``[serve]``), each
   running the usual multi-camera analysis and serving its own ``/healthz`` and ``/metrics`` on
   the node Ray put it on; Prometheus scrapes them all.
@@ -17,55 +20,145 @@ where (``pip install 'fer-stream[ray]'``):
 Inputs must be readable from every node (a shared file system, or URLs); the classifier too (a
 hub id, or a folder present on every node).
 
->>> import ray; ray.init(num_cpus=2, include_dashboard=False)      # doctest: +SKIP
->>> run_batch(load_config(), ["talks/"], "out", ray="auto")       # doctest: +SKIP
+>>> run_batch(load_config(), ["talks/"], "out", ray="auto")            # doctest: +SKIP
+>>> run_batch(load_config(), ["talks/"], "out", ray="10.0.0.2:6379")    # doctest: +SKIP
+
+``--ray auto`` starts a Ray of this machine's own (on the loopback address) unless ``RAY_ADDRESS``
+names a cluster: it never joins whatever cluster the address file in Ray's shared temporary folder
+names (anyone on the machine can write that). A cluster that does not answer within
+:data:`JOIN_TIMEOUT_S` is one error line.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import socket
 import sys
 import tempfile
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_video, remove_outputs
+from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_video, prepare_folder
 from fer_stream.config import Config
-from fer_stream.errors import ConfigError, counted, first_line
+from fer_stream.errors import ConfigError, counted, first_line, printable
 from fer_stream.io.sinks import write_atomic
 
 log = logging.getLogger("fer_stream")
 
 
-def connect(address: str) -> Any:
-    """The ``ray`` module, connected: to ``address``, or with ``auto`` to the cluster this machine
-    joined (``ray start``), else a new local one. An already initialised Ray is used as it is."""
+JOIN_TIMEOUT_S = 30.0  # longest wait for a cluster to answer
+
+
+def init_options(address: str) -> dict[str, Any]:
+    """``ray.init`` arguments for ``--ray ADDRESS``: ``auto`` is ``RAY_ADDRESS`` if set, else a new
+    Ray of this machine's own on the loopback address; a cluster on a loopback address is joined from
+    that address (not the machine's interface address, which Ray would look for and never find).
+
+    >>> init_options("127.0.0.1:6379")["_node_ip_address"]
+    '127.0.0.1'
+    """
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "").strip() or "local"
+    options: dict[str, Any] = {"address": address, "logging_level": logging.ERROR, "log_to_driver": False}
+    if address == "local":
+        options.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+    elif "://" not in address:
+        ip = _loopback_ip(address)
+        if ip is not None:
+            options["_node_ip_address"] = ip
+    return options
+
+
+def _loopback_ip(address: str) -> str | None:
+    """The IP of ``HOST:PORT``'s host if it is a loopback address, else None."""
+    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            ip = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError, UnicodeError):
+            return None
+    return str(ip) if ip.is_loopback else None
+
+
+def _keep_loopback(ray: Any) -> None:
+    """Make Ray keep loopback addresses in this process (and the Ray it starts): it replaces
+    127.0.0.1 by the machine's interface address, where a cluster bound to the loopback is never
+    found (and where a Ray of our own would be reachable from the network). This is the switch Ray
+    itself uses for single-machine Rays on macOS and Windows."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by the processes Ray starts
+    if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def connect(address: str, *, timeout: float = JOIN_TIMEOUT_S) -> Any:
+    """The ``ray`` module, connected as :func:`init_options` says (an already initialised Ray is used
+    as it is). A cluster that refuses, or does not answer within ``timeout`` seconds, is one
+    ConfigError, before Ray is asked to join it (Ray itself retries for minutes)."""
     try:
         import ray
     except ImportError:
         raise ConfigError("--ray needs Ray: pip install 'fer-stream[ray]'") from None
     if ray.is_initialized():
         return ray
+    options = init_options(address)
+    target = options["address"]
+    where = "a local Ray" if target == "local" else f"the Ray cluster at '{target}'"
+    if target != "local":
+        problem = probe(target, timeout)
+        if problem is not None:
+            raise ConfigError(f"{where} {problem}; check the address (`ray status` on its head node) or leave --ray out")
+    if "_node_ip_address" in options:
+        _keep_loopback(ray)
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Ray's own warnings about ports: the error line below says it
-            if address == "auto":
-                try:
-                    ray.init(address="auto", logging_level=logging.WARNING, log_to_driver=False)
-                except ConnectionError:
-                    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-            else:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(**options)
     except Exception as e:  # Ray raises several types for an unreachable or refused cluster
         raise ConfigError(
-            f"cannot join the Ray cluster at '{address}': {first_line(e)}; start one with `ray start --head` or give --ray ray://HOST:10001"
+            f"cannot start or join {where}: {first_line(e)}; start one with `ray start --head` or give --ray HOST:PORT"
         ) from None
     return ray
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS frame
+
+
+def probe(address: str, timeout: float) -> str | None:
+    """Whether a Ray cluster (its GCS, or a Ray Client server: both gRPC) answers at ``address``
+    within ``timeout`` seconds; None if it does, else what went wrong, for an error line.
+
+    An HTTP/2 server answers a client's preface with a SETTINGS frame at once: that is all asked.
+    """
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return "is not HOST:PORT"
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return None  # TLS first: Ray's own handshake tells
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            conn.sendall(_HTTP2_PREFACE)
+            head = conn.recv(9)  # the header of the server's first frame
+    except TimeoutError:
+        return f"did not answer in {timeout:g} s"
+    except OSError as e:
+        return f"cannot be reached ({e.strerror or type(e).__name__})"
+    if len(head) < 9 or head[3] != 0x04:
+        return "answered, but not as a Ray cluster does (no gRPC)"
+    return None
 
 
 def _accelerator(cfg: Config, resources: dict[str, float]) -> dict[str, Any] | None:
@@ -96,8 +189,11 @@ class ClassifierActor:
         self.service = ClassifierService(self.clf).__enter__()
 
     def describe(self) -> dict[str, Any]:
+        import ray
+
         c = self.clf
         return {
+            "node": ray.get_runtime_context().get_node_id(),
             "labels": c.labels,
             "threshold": c.threshold,
             "max_batch": c.max_batch,
@@ -127,6 +223,7 @@ class RemoteClassifier:
         from fer_stream.model.preprocess import TensorPreprocessor
 
         info = ray.get(actor.describe.remote())
+        self.node = info["node"]  # where the forward passes run
         self._actor, self._owner = actor, owner
         self.labels, self.threshold, self.max_batch = info["labels"], info["threshold"], info["max_batch"]
         self.device, self.precision, self.processor = info["device"], info["precision"], info["processor"]
@@ -151,7 +248,46 @@ class RemoteClassifier:
         pass
 
 
-def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any]) -> dict[str, Any]:
+class ProgressBoard:
+    """The frame counts of running video tasks (a Ray actor), read by the driver for its bars."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, tuple[int, int | None]] = {}
+
+    def report(self, key: str, done: int, total: int | None) -> None:
+        self.counts[key] = (done, total)
+
+    def snapshot(self) -> dict[str, tuple[int, int | None]]:
+        return dict(self.counts)
+
+
+class _FrameReporter:
+    """A task's stand-in for a progress bar: counts frames and tells the board at most twice a second."""
+
+    def __init__(self, board: Any, key: str) -> None:
+        self._board, self._key = board, key
+        self.n = 0
+        self.total: int | None = None
+        self._sent = 0.0
+
+    def reset(self, total: int | None = None) -> None:
+        self.n, self.total = 0, total
+        self._send()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self._sent >= 0.5:
+            self._send()
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def _send(self) -> None:
+        self._sent = time.monotonic()
+        self._board.report.remote(self._key, self.n, self.total)  # not waited on
+
+
+def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any], board: Any = None) -> dict[str, Any]:
     """One video on whichever node Ray chose: its record and its output files' bytes."""
     import ray
 
@@ -161,17 +297,18 @@ def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any]) -> d
     node = ray.get_runtime_context().get_node_id()
     actor = actors.get(node) or list(actors.values())[int(job.key, 16) % len(actors)]
     client = RemoteClassifier(actor, owner=int(job.key[:8], 16))
+    bar = _FrameReporter(board, job.key) if board is not None else None
     with tempfile.TemporaryDirectory(prefix="fer-stream-") as tmp:
         folder = Path(tmp) / job.name
         with make_detector(cfg) as detector:
             # A StopOnSignal never entered: no signal handlers in a Ray worker; the driver cancels instead.
-            record = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=StopOnSignal())
+            record = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=StopOnSignal(), bar=bar)
         files = {name: (folder / name).read_bytes() for name in OUTPUTS.values() if (folder / name).is_file()}
-    return {"record": {**record, "node": node[:12]}, "files": files, "tmp": str(folder)}
+    return {"record": {**record, "node": node[:12], "classifier_node": client.node[:12]}, "files": files, "tmp": str(folder)}
 
 
-def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, video: bool, record: Callable[[dict[str, Any]], None]) -> None:
-    """Every job as a Ray task; outputs and manifest records written here, as each finishes."""
+def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, video: bool, progress: VideoProgress) -> None:
+    """Every job as a Ray task; outputs and manifest records (through ``progress``) written here, as each finishes."""
     ray = connect(address)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -184,40 +321,43 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
         if options is None:
             continue
         actors[node["NodeID"]] = actor_cls.options(
-            num_cpus=1,
+            num_cpus=0,  # it computes while its node's video tasks wait for it
             max_concurrency=64,
             max_restarts=3,
             max_task_retries=3,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),  # soft: a 0-CPU actor lands on the head
             **options,
         ).remote(cfg)
     if not actors:
         raise ConfigError(
             f"no node of the Ray cluster offers the device '{cfg.classifier.device}' (GPU for cuda, custom resource NPU for npu)"
         )
+    board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
     ray.get([a.describe.remote() for a in actors.values()])  # loaded everywhere before videos start
-    task = ray.remote(_video_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
-    running = {task.remote(cfg, job, video, actors): job for job in todo}
-    progress = VideoProgress(cfg, len(todo), record)
+    task = ray.remote(_video_task).options(num_cpus=1, max_retries=3, retry_exceptions=False, scheduling_strategy="SPREAD")
+    running = {task.remote(cfg, job, video, actors, board): job for job in todo}
+    by_key = {job.key: job for job in todo}
     try:
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in done:
                 job = running.pop(ref)
+                by_key.pop(job.key, None)
                 try:
                     result = ray.get(ref)
                 except Exception as e:  # the task itself failed (after Ray's retries of lost workers)
                     rec = job.failed(f"{type(e).__name__}: {first_line(e, last=True)}")
                 else:
-                    _write_files(out_dir / job.name, result["files"], result["tmp"])
-                    rec = result["record"]
+                    problem = _write_files(out_dir / job.name, result["files"], result["tmp"])
+                    rec = job.failed(problem) if problem else result["record"]
                 progress.finished(job, rec)
+            _show_frames(ray, board, by_key, progress)
     except KeyboardInterrupt:
         for ref in running:
             ray.cancel(ref, force=True)
         raise
     finally:
-        progress.close()
+        ray.kill(board)
         for name, actor in actors.items():
             try:
                 log.info("classifier on node %s: %s", name[:12], ray.get(actor.stats.remote(), timeout=5))
@@ -226,14 +366,28 @@ def run_on_ray(cfg: Config, todo: list[Job], out_dir: Path, address: str, *, vid
             ray.kill(actor)
 
 
-def _write_files(folder: Path, files: dict[str, bytes], worker_folder: str) -> None:
-    """A video's outputs from a task, each written whole then renamed; paths inside name this folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_outputs(folder)
+def _show_frames(ray: Any, board: Any, running: dict[str, Job], progress: VideoProgress) -> None:
+    """The running tasks' frame counts into their bars (a board that does not answer: next time)."""
+    try:
+        counts = ray.get(board.snapshot.remote(), timeout=10)
+    except Exception:
+        return
+    for key, (done, total) in counts.items():
+        if key in running:
+            progress.frames(running[key], done, total)
+
+
+def _write_files(folder: Path, files: dict[str, bytes], worker_folder: str) -> str | None:
+    """A video's outputs from a task, each written whole then renamed; paths inside name this folder.
+    Returns why nothing was written (the folder is a link planted there, say), else None."""
+    problem = prepare_folder(folder)
+    if problem is not None:
+        return problem
     for name, data in files.items():
         if name in (OUTPUTS["summary"], OUTPUTS["report"]):  # they name the outputs: where they are now
             data = data.replace(worker_folder.encode(), str(folder).encode())
         write_atomic(folder / name, data)  # a killed run's partial is kept aside, never written through
+    return None
 
 
 # -- camera groups -------------------------------------------------------------------------------
@@ -306,7 +460,7 @@ def run_fleet(paths: list[str], address: str) -> int:
     actors = start_groups(cfgs, address)
     runs = {actors[name].run.remote(): name for name in cfgs}
     for name, actor in actors.items():
-        print(f"group {name}: /healthz and /metrics at {ray.get(actor.where.remote())}", flush=True)
+        print(f"group {printable(name)}: /healthz and /metrics at {ray.get(actor.where.remote())}", flush=True)
     failed = 0
     with StopOnSignal() as signals:
         stopping = False
@@ -322,14 +476,14 @@ def run_fleet(paths: list[str], address: str) -> int:
                     result = ray.get(ref)
                 except Exception as e:
                     failed += 1
-                    print(f"fer-stream: error: group {name}: {first_line(e, last=True)}", file=sys.stderr)
+                    print(f"fer-stream: error: group {printable(name)}: {printable(first_line(e, last=True))}", file=sys.stderr)
                     continue
                 s = result["summary"]
                 frames, faces = counted(s["frames_out"], "frame"), counted(s["faces"], "face")
-                print(f"group {name}: {frames}, {faces}, {s['flagged']} flagged", flush=True)
+                print(f"group {printable(name)}: {frames}, {faces}, {s['flagged']} flagged", flush=True)
                 for err in result["errors"]:
                     failed += 1
-                    print(f"fer-stream: error: group {name}: {err}", file=sys.stderr)
+                    print(f"fer-stream: error: group {printable(name)}: {printable(err)}", file=sys.stderr)
     for actor in actors.values():
         ray.kill(actor)
     if signals.signum is not None:

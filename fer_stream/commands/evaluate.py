@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_stream.errors import SourceError, counted
+from fer_stream.errors import SourceError, counted, printable
 from fer_stream.io.images import find_images, read_image
 
 SYNONYMS = {
@@ -209,7 +209,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", "confusion (rows: true, columns: predicted)", " " * 10 + "".join(f"{l[:7]:>8}" for l in r["labels"])]
     for label, row in zip(r["labels"], r["confusion"]):
         lines.append(f"{label[:10]:<10}" + "".join(f"{v:>8}" for v in row))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # labels are folder names someone else chose
 
 
 def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool, only: str | None = None) -> int:
@@ -231,5 +231,5 @@ def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool, only: str |
         confusion_png(report, Path(out) / "confusion.png")
     print(json.dumps(report, indent=2) if as_json else format_report(report))
     if out and not as_json:
-        print(f"\nwrote {Path(out) / 'eval.json'} and {Path(out) / 'confusion.png'}")
+        print(f"\nwrote {printable(str(Path(out) / 'eval.json'))} and {printable(str(Path(out) / 'confusion.png'))}")
     return 0

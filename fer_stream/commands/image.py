@@ -10,7 +10,7 @@ from typing import Any
 
 from fer_stream.build import load_models
 from fer_stream.config import Config
-from fer_stream.errors import SourceError
+from fer_stream.errors import SourceError, printable
 
 
 def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, detect: bool, as_json: bool) -> int:
@@ -49,7 +49,7 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
                     image = read_image(f)
                 except SourceError as e:  # one bad image is reported; the others go on
                     failed += 1
-                    print(f"fer-stream: warning: skipped {e}", file=sys.stderr)
+                    print(f"fer-stream: warning: skipped {printable(str(e))}", file=sys.stderr)
                     doc.append({"image": str(f), "error": str(e)})
                     continue
                 if det is not None:
@@ -77,9 +77,9 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
 
 def _print_image(f: Path, faces: list[Any], detect: bool) -> None:
     if not faces:
-        print(f"{f}: no face found")
+        print(f"{printable(str(f))}: no face found")
         return
-    print(f"{f}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+    print(f"{printable(str(f))}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
     for i, face in enumerate(faces, 1):
         p = face.prediction
         b = face.box
@@ -94,7 +94,7 @@ def _print_image(f: Path, faces: list[Any], detect: bool) -> None:
         flag = "  (low confidence)" if p.flagged else ""
         print(f"  face {i}: {where}{flag}")
         for label, prob in p.probs:
-            print(f"    {label:<10} {prob:6.1%}")
+            print(f"    {printable(label):<10} {prob:6.1%}")
 
 
 def _face_json(face: Any, detected: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline, make_smoother
 from fer_stream.commands.signals import StopOnSignal
 from fer_stream.config import Config, output_path, source_ids
-from fer_stream.errors import ConfigError, FerStreamError, SinkError, counted, first_line
+from fer_stream.errors import ConfigError, FerStreamError, SinkError, counted, first_line, printable
 from fer_stream.health import SourceHealth, SourceState
 from fer_stream.io.sources import Source, WebcamSource, open_source
 
@@ -55,6 +55,7 @@ def _open(cfg: Config, sid: str, spec: str) -> Source:
             backoff_initial=s.reconnect_initial_s,
             backoff_max=s.reconnect_max_s,
             max_reconnects=None if s.max_reconnects < 0 else s.max_reconnects,
+            max_outage_s=s.max_outage_s or None,
             max_pixels=s.max_pixels,
         )
         return src  # connects on its reading thread, once the models are loaded (no stale burst of frames)
@@ -115,21 +116,24 @@ def run_stream(cfg: Config) -> int:
         raise outcome.errors[0][1]
     if outcome.errors:
         for sid, error in outcome.errors:
-            print(f"fer-stream: error: source {sid}: {error}", file=sys.stderr)
+            print(f"fer-stream: error: source {sid}: {printable(str(error))}", file=sys.stderr)
         return 1
     if outcome.signum is not None:
         return 128 + outcome.signum
     return 0
 
 
-def analyse(cfg: Config, *, classifier: Any = None, detector: Any = None, stopper: StopOnSignal | None = None) -> Outcome:
+def analyse(cfg: Config, *, classifier: Any = None, detector: Any = None, stopper: StopOnSignal | None = None, bar: Any = None) -> Outcome:
     """Run every configured source through the pipeline into its outputs and write the summary.
 
     ``classifier`` and ``detector`` (one source only) reuse models already loaded, as ``batch``
     does across videos; they are not closed here. ``stopper`` is a signal handler installed by the
-    caller (runs on other threads); without one, this call installs its own.
+    caller (runs on other threads); without one, this call installs its own. ``bar`` (one source
+    only; tqdm-like: ``reset(total)``, ``update``, ``set_postfix``) counts frames instead of a bar
+    made here; its total is set once the source is open, and it is not closed here.
     """
     run = _Run(cfg)
+    run.given_bar = bar
     run.check_outputs()  # before anything loads: never the input, never an existing file unless asked
     with ExitStack() as stack:
         run.start_server(stack)  # bound first: a bad or busy address fails before anything loads
@@ -164,6 +168,7 @@ class _Run:
         self.detectors: list[Any] = []
         self.shared: Any = None  # several sources: one live classifier for all
         self.bar: Any = None
+        self.given_bar: Any = None  # the caller's progress bar, used instead of one of ours
         self.summaries: dict[str, dict[str, Any]] = {}
 
     def check_outputs(self) -> None:
@@ -264,6 +269,10 @@ class _Run:
             total = None if src.live else src.frame_count
             if self.cfg.source.max_frames and total:
                 total = min(total, self.cfg.source.max_frames)
+            if self.given_bar is not None:
+                self.bar = self.given_bar
+                self.bar.reset(total=total)
+                return
             self.bar = tqdm(
                 total=total,
                 unit="frame",
@@ -271,7 +280,7 @@ class _Run:
                 dynamic_ncols=True,
                 file=sys.stderr,
                 mininterval=0.5 if sys.stderr.isatty() else 5.0,
-                desc=Path(src.name).name if not src.live else src.name,
+                desc=printable(Path(src.name).name if not src.live else src.name),
             )
             stack.callback(self.bar.close)
 
@@ -563,4 +572,4 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append("wrote: " + ", ".join(written))
     if s.get("segments"):
         lines.append(f"segments: {counted(len(s['segments']), 'file')}, {s['segments'][0]} ... {s['segments'][-1]}")
-    print("\n".join(lines), flush=True)
+    print("\n".join(printable(line) for line in lines), flush=True)

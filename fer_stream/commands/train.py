@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line
+from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line, printable
 
 
 @dataclass(frozen=True)
@@ -409,7 +409,9 @@ def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resum
             f"{summary['best_epoch']}"
         )
         print(
-            f"saved the best model to {summary['out']} (labels {', '.join(summary['labels'])}); try "
-            f"`fer-stream eval DATA --model {summary['out']}`"
+            printable(
+                f"saved the best model to {summary['out']} (labels {', '.join(summary['labels'])}); try "
+                f"`fer-stream eval DATA --model {summary['out']}`"
+            )
         )
     return 0

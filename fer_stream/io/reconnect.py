@@ -3,7 +3,8 @@
 An IP camera reboots, a switch drops a link, a stream stalls: :class:`ReconnectingSource` wraps
 the PyAV source of a URL and, when opening fails, reading fails, the stream ends or no frame
 arrives for ``stall_timeout`` seconds, closes it and opens it again after a pause that doubles
-from ``backoff_initial`` up to ``backoff_max``, for ever unless ``max_reconnects`` is set. A
+from ``backoff_initial`` up to ``backoff_max``, for ever unless ``max_reconnects`` (failed attempts
+in a row) or ``max_outage_s`` (how long one outage may last, checked after each attempt) is set. A
 stream that ends or fails within ``min_stream_s`` of its first frame counts as a failed attempt
 (a 1 s clip served over HTTP is not reopened hundreds of times a second); one that streamed
 longer is reopened at once and the backoff starts afresh. Each outage is logged once when it
@@ -105,7 +106,9 @@ class ReconnectingSource(Source):
         max_pixels: int = 0,
         min_stream_s: float = MIN_STREAM_S,
         clock: Clock | None = None,
+        max_outage_s: float | None = None,
     ) -> None:
+        self.max_outage_s = max_outage_s
         self.max_pixels = max_pixels
         self.min_stream_s = min_stream_s
         self._clock = clock or Clock()
@@ -278,6 +281,11 @@ class ReconnectingSource(Source):
             raise SourceError(
                 f"source {self.source_id} ({self.name}) gave up after "
                 f"{counted(self.max_reconnects, 'reconnect attempt')}: {self.last_error}"
+            )
+        if self.max_outage_s is not None and self.outage_since is not None and time.time() - self.outage_since >= self.max_outage_s:
+            self.state = FAILED
+            raise SourceError(
+                f"source {self.source_id} ({self.name}) gave up after {self.max_outage_s:g} s without a frame: {self.last_error}"
             )
         return not self._closed.is_set()
 
