@@ -187,7 +187,7 @@ def test_manifest_keys_of_urls_reveal_no_password(tmp_path, capsys):
     assert job.key == key and job.name == "cam-day1" and "hunter2" not in json.dumps(job.identity())
     assert plan([job], known, out, "S", force=False, retry_failed=False) == ([], [job])  # finished: skipped
     assert _report(manifest, [job], 0.0) == 0
-    assert "1 of 1 videos done, 0 failed; 3 faces" in capsys.readouterr().out
+    assert "1 of 1 video done, 0 failed; 3 faces" in capsys.readouterr().out
 
 
 # -- names that could forge lines ------------------------------------------------------------------
@@ -437,4 +437,4 @@ def test_malformed_manifest_records_are_refused_not_crashed_on(tmp_path, capsys)
     (job,) = make_jobs([str(video)], manifest.latest(), tmp_path)
     assert job.name == "v"
     assert _report(manifest, [job], 0.0) == 0
-    assert "1 of 1 videos done, 0 failed; 0 faces" in capsys.readouterr().out
+    assert "1 of 1 video done, 0 failed; 0 faces" in capsys.readouterr().out
