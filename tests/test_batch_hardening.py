@@ -438,3 +438,19 @@ def test_malformed_manifest_records_are_refused_not_crashed_on(tmp_path, capsys)
     assert job.name == "v"
     assert _report(manifest, [job], 0.0) == 0
     assert "1 of 1 video done, 0 failed; 0 faces" in capsys.readouterr().out
+
+
+def test_the_manifest_is_never_appended_through_a_link(tmp_path):
+    """A link planted at DIR/manifest.jsonl is refused (O_NOFOLLOW): the file it names is untouched."""
+    from fer_stream.io.manifest import Manifest
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.jsonl").symlink_to(victim)
+    manifest = Manifest(out / "manifest.jsonl")
+    with pytest.raises(OSError):
+        manifest.append({"key": "k", "status": "done"})
+    assert victim.read_text() == "precious\n"
+    assert (out / "manifest.jsonl").is_symlink()
