@@ -26,6 +26,12 @@ ASCEND_ORDER = ["sad", "disgust", "angry", "neutral", "fear", "surprise", "happy
 
 HAVE_MEDIA = DETECTOR.is_file()
 
+# Ray starts its workers at nice 15 (its default worker_niceness): on a machine whose cores are
+# busy with normal-priority work they get a few percent of a core, and a Ray test that takes a
+# minute takes half an hour. Every Ray the tests start (in this process or a fer-stream child,
+# which inherits the environment) runs its workers at normal priority, like the rest of the suite.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 
 def media_file(part: str) -> Path:
     """The ../shared video whose name contains ``part`` (a path that does not exist without the data)."""
