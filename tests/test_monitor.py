@@ -366,17 +366,17 @@ def test_viewers_are_capped(monitor):
     port = monitor.server.server_address[1]
     monitor.previews["cam1"] = sink = PreviewSink()
     sink.write(FrameResult(Frame(0, 0.0, np.zeros((64, 64, 3), np.uint8))))
-    viewers = []
+    viewers = []  # (connection, response): both kept, since a response dropped closes its socket, ending that viewer
     try:
         for _ in range(2):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-            viewers.append(c)
             c.request("GET", "/sources/cam1/mjpeg")
-            r = c.getresponse()  # kept open: a response dropped closes its socket, ending that viewer
-            assert r.status == 200
+            viewers.append((c, c.getresponse()))
+            assert viewers[-1][1].status == 200
         assert _get(port, "/sources/cam1/mjpeg")[0] == 503  # a third viewer waits its turn
     finally:
-        for c in viewers:
+        for c, r in viewers:
+            r.close()
             c.close()
 
 
