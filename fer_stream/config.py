@@ -519,3 +519,39 @@ def with_settings(cfg: Config, overrides: Mapping[str, Any]) -> Config:
             raise ConfigError(f"unknown setting '{dotted}'")
         changed.setdefault(table, {})[key] = _validate(sections[table], key, value, f"[{table}]")
     return dataclasses.replace(cfg, **{t: dataclasses.replace(getattr(cfg, t), **kv) for t, kv in changed.items()})
+
+
+def reference_markdown() -> str:
+    """The settings reference of ``docs/configuration.md``: a Markdown table per ``config.toml``
+    table, each setting with its default, its flag and its help (``docs/make_config_reference.py``
+    writes it into the page; ``tests/test_docs.py`` checks the page holds it).
+
+    >>> print(reference_markdown().splitlines()[4])
+    | `source.input` | `""` | `--source [ID=]SRC` | webcam index ("0"), video file, or URL; --source overrides |
+    """
+    blocks = []
+    for table, cls in _sections().items():
+        rows = [f"### `[{table}]`", "", "| setting | default | flag | what it does |", "| --- | --- | --- | --- |"]
+        for f in dataclasses.fields(cls):
+            dotted = f"{table}.{f.name}"
+            default, help = _toml_value(f.default), _markdown_text(f.metadata["help"])
+            rows.append(f"| `{dotted}` | `{default}` | {_flag_cell(dotted, f)} | {help} |")
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _flag_cell(dotted: str, f: dataclasses.Field[Any]) -> str:
+    """A setting's flags as the command line spells them: ``--max-frames N``, ``--transport {tcp,udp,http}``."""
+    if dotted in ("source.input", "source.id"):  # the command line's own --source, repeatable, not in FLAGS
+        return "`--source [ID=]SRC`"
+    names, _, metavar = FLAGS.get(dotted, "").partition(" ")
+    if not names:
+        return "file only"
+    choices = getattr(f.metadata["check"], "choices", None)
+    arg = metavar or ("{" + ",".join(map(str, choices)) + "}" if choices else "")
+    return " / ".join(f"`{n} {arg}`" if arg else f"`{n}`" for n in names.split("/"))
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` safe in a Markdown table cell: no column breaks, HTML tags or emphasis."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace("*", "\\*")
