@@ -23,7 +23,8 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ from fer_stream import palette
 from fer_stream.frames import FrameResult
 from fer_stream.io.sinks import Sink, spreadsheet_safe, write_atomic
 from fer_stream.palette import label_colors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_TRACKS_PLOTTED = 12
 # Bounds on what a timeline keeps, whatever the length of the run (a camera watched for weeks):
@@ -193,7 +197,7 @@ def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path
     """
     fields = ["time_s", "track", "faces", "dominant", *timeline.labels, "span_s"]
 
-    def write(f: Any) -> None:
+    def write(f: TextIO) -> None:
         w = csv.writer(f)
         w.writerow([spreadsheet_safe(name) for name in fields])
         for row in timeline.rows():
@@ -202,9 +206,9 @@ def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path
     return write_atomic(path, write, "timeline")
 
 
-def _pyplot() -> Any:
+def _pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # heavy: only when a report is written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -212,7 +216,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _svg(fig: Any) -> str:
+def _svg(fig: Figure) -> str:
     plt = _pyplot()
 
     buf = io.StringIO()
