@@ -22,12 +22,11 @@ client that hangs up is logged at debug level only. Each URL's answer is in the 
 
 A request must name this server in its ``Host`` header (:mod:`fer_stream.serve.access`), so a
 DNS-rebinding page (whose ``Host`` is the attacker's domain) cannot reach it: the bound address
-(with ``localhost`` for loopback);
-bound to every interface (``0.0.0.0``, ``::``) without a token, any address of this machine,
-``localhost`` or the host name; always the names in ``allowed_hosts`` (``serve.allowed_hosts``).
-With a ``token`` (at least 16 characters) every request must carry it (``Authorization: Bearer
-TOKEN`` or ``?token=TOKEN``), and on every interface any ``Host`` is accepted unless
-``allowed_hosts`` lists them. A handful of endpoints polled by a monitoring system and a few
+(with ``localhost`` for loopback); bound to every interface (``0.0.0.0``, ``::``) without a
+token, any address of this machine, ``localhost`` or the host name; always the names in
+``allowed_hosts`` (``serve.allowed_hosts``). With a ``token`` (at least 16 characters) every
+request must carry it (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``), and on every interface
+any ``Host`` is accepted unless ``allowed_hosts`` lists them. A handful of endpoints polled by a monitoring system and a few
 viewers need no bigger server.
 
 >>> with Monitor("127.0.0.1", 0, Metrics()) as mon:     # doctest: +SKIP
