@@ -13,8 +13,9 @@ from conftest import LABELS
 from rtsp import gst_rtsp_available
 from test_rtsp import long_videos  # noqa: F401  (the looped RTSP media fixture)
 
+from fer_stream import palette
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
-from fer_stream.serve.dashboard import SourceView
+from fer_stream.serve.dashboard import PAGE, SourceView
 from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.monitor import Monitor
 
@@ -60,6 +61,24 @@ def test_view_takes_one_thumbnail_per_track_per_interval_and_only_fresh_results(
     assert len(view.state()["flagged"]) == 1
     view.write(_result(3.0, [(8, "fear", 0.4, False)]))  # a reused (not fresh) result is no new moment
     assert len(view.state()["flagged"]) == 1
+
+
+def test_view_gives_every_label_of_the_model_its_palette_colour():
+    view = SourceView()
+    assert view.state()["colors"] == {}  # nothing classified yet
+    view.write(_result(0.0, [(1, "happy", 0.9, True)]))
+    assert view.state()["colors"] == palette.label_colors(["happy", "other"]) == {"happy": "#2ca02c", "other": "#17becf"}
+
+
+def test_page_is_the_package_file_with_the_palette_in_it():
+    from importlib.resources import files
+
+    text = (files("fer_stream.serve") / "dashboard.html").read_text(encoding="utf-8")
+    assert PAGE == text.replace(
+        "/* fer_stream.palette */",
+        f":root{{--flagged:{palette.FLAGGED};--flagged-text:{palette.FLAGGED_TEXT};--unknown:{palette.UNCLASSIFIED};}}",
+    )
+    assert "COLORS" not in PAGE and "#f59e0b" not in PAGE  # no label colours of its own: they come with /api/state
 
 
 @pytest.mark.skipif(not gst_rtsp_available(), reason="GStreamer's RTSP server (python3-gi) is not installed")

@@ -18,6 +18,7 @@ LAYERS = {
     "health": 0,
     "config": 0,
     "_compat": 0,
+    "palette": 0,
     "io": 1,
     "model": 2,
     "stream": 3,

@@ -380,5 +380,76 @@ def test_viewers_are_capped(monitor):
             c.close()
 
 
+def _raw(port: int, request: bytes) -> tuple[str, bytes]:
+    """Send ``request`` as it is; the status line and the body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body
+
+
+def test_every_route_of_the_table_and_what_is_not_one(monitor):
+    """Paths are matched whole, after the query and trailing slashes are dropped; anything else is a 404 that names the routes."""
+    port = monitor.server.server_address[1]
+    monitor.previews["cam1"] = sink = PreviewSink()
+    sink.write(FrameResult(Frame(0, 0.0, np.zeros((64, 64, 3), np.uint8))))
+    for path in ("/", "//", "/?x=1", "/healthz", "/healthz/", "/healthz?x=1", "/metrics", "/metrics/", "/api/state", "/api/state/"):
+        assert _get(port, path)[0] == 200, path
+    code, headers, body = _get(port, "/sources/cam1/jpeg/")
+    assert code == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+    assert _get(port, "/")[1]["Content-Type"] == "text/html; charset=utf-8"
+    assert _get(port, "/metrics")[1]["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    code, _, body = _get(port, "/sources/cam1/png")
+    assert code == 404 and body == b"use /sources/<id>/mjpeg or /sources/<id>/jpeg\n"
+    for path in ("/sources/nope/png", "/sources//jpeg"):  # an unknown source first, whatever the kind
+        assert _get(port, path)[:3:2] == (404, b"no such source\n"), path
+    for path in ("/API/STATE", "/sources", "/sources/cam1", "/sources/cam1/jpeg/x", "/index.html", "/%68ealthz", "/healthz#x"):
+        code, headers, body = _get(port, path)
+        assert (code, body) == (404, b"not found; try /, /healthz, /metrics or /sources/<id>/mjpeg\n"), path
+        assert headers["Content-Type"] == "text/plain" and headers["Cache-Control"] == "no-store"
+
+
+def test_only_get_is_answered(monitor):
+    """Other methods get the standard library's 501 before any check or route (HEAD has no body)."""
+    port = monitor.server.server_address[1]
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"):
+        status, body = _raw(port, f"{method} /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
+        assert status == f"HTTP/1.0 501 Unsupported method ('{method}')", status
+        assert (method == "HEAD") == (body == b"")
+
+
+def test_under_sources_everything_waits_for_the_models_and_the_rest_answers():
+    with Monitor("127.0.0.1", 0, Metrics(), starting=True) as mon:
+        port = mon.server.server_address[1]
+        for path in ("/sources/door/jpeg", "/sources/door/png", "/sources/a/b/c", "/sources/x/"):
+            code, _, body = _get(port, path)
+            assert code == 503 and body.startswith(b"starting: the models are loading"), path
+        assert _get(port, "/sources")[0] == 404 and _get(port, "/nope")[0] == 404 and _get(port, "/")[0] == 200
+        mon.ready()
+        assert _get(port, "/sources/a/b/c")[0] == 404 and _get(port, "/sources/door/jpeg")[0] == 404
+
+
+def test_probe_slots_answer_health_and_metrics_only_and_still_check_the_token(sockets):
+    token = "s3cr3t-0123456789abcdef"
+    with Monitor("127.0.0.1", 0, Metrics(), token=token, max_clients=1, timeout=60.0, head_timeout=600.0) as mon:
+        mon.add_source("door", lambda: SourceHealth("cam", "streaming"))
+        port = mon.server.server_address[1]
+        slow = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        sockets.append(slow)
+        wait_until(lambda: mon.connections()["accepted"] == 1, WAIT, "the slow client holding the one slot")
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert _get(port, "/healthz")[0] == 401  # the token first, on a probe slot too
+        assert _get(port, "/healthz/", headers=bearer)[0] == 200 and _get(port, "/metrics?x=1", headers=bearer)[0] == 200
+        for path in ("/", "/api/state", "/sources/door/jpeg", "/nope"):
+            code, _, body = _get(port, path, headers=bearer)
+            assert code == 503 and b"server busy" in body, path
+        assert _get(port, "/healthz", host="attacker.example", headers=bearer)[0] == 421
+        assert mon.connections()["probe_only"] >= 7
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))

@@ -186,6 +186,7 @@ def test_every_label_gets_a_colour_the_same_each_time():
     assert set(colors) == set(labels) and colors["happy"] == report.COLORS["happy"]
     assert len({colors[lab] for lab in labels}) == len(labels)  # distinct
     assert label_colors(labels) == colors  # deterministic
+    assert label_colors(reversed(labels)) == colors  # whatever the order (the dashboard sees no model order)
     many = label_colors([f"l{i}" for i in range(40)])
     assert all(c.startswith("#") for c in many.values())
 

@@ -129,6 +129,15 @@ def test_overlay_draws_on_a_copy_and_styles_flagged_and_unusable_faces():
     assert overlay.draw(image, []).tobytes() == image.tobytes()
 
 
+def test_overlay_draws_in_the_palette_s_state_colours():
+    from fer_stream import palette
+    from fer_stream.stream import overlay
+
+    assert overlay.CONFIDENT == (46, 204, 64) == palette.rgb(palette.CONFIDENT)  # the colours the videos always had
+    assert overlay.FLAGGED == (255, 176, 0) == palette.rgb(palette.FLAGGED)
+    assert (overlay.UNCLASSIFIED, overlay.UNUSABLE) == ((160, 160, 160), (128, 128, 128))
+
+
 # -- live classifier --------------------------------------------------------------------------------
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from fer_stream.errors import SourceError
 
@@ -38,10 +40,6 @@ def check_image_file(path: str | Path) -> Path:
 
 def image_size(path: Path) -> tuple[int, int]:
     """Width and height from the file's header, without decoding it (Pillow reads headers lazily)."""
-    import warnings
-
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own bomb warning: we check the size ourselves
@@ -150,8 +148,6 @@ SYNTHETIC_SEED = 0
 
 def synthetic_faces(n: int, seed: int = SYNTHETIC_SEED, size: int = 224) -> list[np.ndarray]:
     """``n`` fixed-seed RGB images: smooth random fields, so every run and machine sees the same set."""
-    import cv2
-
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (n, 14, 14, 3), dtype=np.uint8)
     return [cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in small]

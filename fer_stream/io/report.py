@@ -23,13 +23,19 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO
 
 import cv2
 import numpy as np
 
+from fer_stream import palette
 from fer_stream.frames import FrameResult
 from fer_stream.io.sinks import Sink, spreadsheet_safe, write_atomic
+from fer_stream.palette import label_colors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_TRACKS_PLOTTED = 12
 # Bounds on what a timeline keeps, whatever the length of the run (a camera watched for weeks):
@@ -191,7 +197,7 @@ def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path
     """
     fields = ["time_s", "track", "faces", "dominant", *timeline.labels, "span_s"]
 
-    def write(f: Any) -> None:
+    def write(f: TextIO) -> None:
         w = csv.writer(f)
         w.writerow([spreadsheet_safe(name) for name in fields])
         for row in timeline.rows():
@@ -200,9 +206,9 @@ def write_timeline(path: str | os.PathLike[str], timeline: TimelineSink) -> Path
     return write_atomic(path, write, "timeline")
 
 
-def _pyplot() -> Any:
+def _pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # heavy: only when a report is written
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -210,7 +216,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _svg(fig: Any) -> str:
+def _svg(fig: Figure) -> str:
     plt = _pyplot()
 
     buf = io.StringIO()
@@ -220,57 +226,9 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog: inline SVG
 
 
-COLORS = {
-    "angry": "#d62728",
-    "disgust": "#8c564b",
-    "fear": "#9467bd",
-    "happy": "#2ca02c",
-    "neutral": "#7f7f7f",
-    "sad": "#1f77b4",
-    "surprise": "#ff7f0e",
-    "contempt": "#e377c2",
-}
-
-
-# Colours for labels without one of their own, given in the model's label order: deterministic.
-PALETTE = (
-    "#17becf",
-    "#bcbd22",
-    "#393b79",
-    "#637939",
-    "#8c6d31",
-    "#843c39",
-    "#7b4173",
-    "#aec7e8",
-    "#ffbb78",
-    "#98df8a",
-    "#ff9896",
-    "#c5b0d5",
-    "#c49c94",
-    "#f7b6d2",
-    "#dbdb8d",
-    "#9edae5",
-)
-
-
-def label_colors(labels: Sequence[str]) -> dict[str, str]:
-    """A colour for every label: its own for the usual expressions, else the next of :data:`PALETTE`
-    (in label order, cycling), so any model's labels plot, the same way every time.
-
-    >>> label_colors(["happy", "bored", "sad", "awake"])
-    {'happy': '#2ca02c', 'bored': '#17becf', 'sad': '#1f77b4', 'awake': '#bcbd22'}
-    """
-    out: dict[str, str] = {}
-    others = 0
-    for label in labels:
-        if label in out:
-            continue
-        if label in COLORS:
-            out[label] = COLORS[label]
-        else:
-            out[label] = PALETTE[others % len(PALETTE)]
-            others += 1
-    return out
+# The palette's label colours under their old names here (issue 16's report had its own).
+COLORS = palette.LABEL_COLORS
+PALETTE = palette.FALLBACK
 
 
 def _track_plot(timeline: TimelineSink, track: int) -> str:
@@ -292,7 +250,7 @@ def _track_plot(timeline: TimelineSink, track: int) -> str:
     low = means.max(axis=1) < timeline.threshold
     for xi, is_low in zip(x, low):  # an amber strip above the seconds to review, as the overlay flags them
         if is_low:
-            ax.fill_between([xi, xi + timeline.bucket_s], 1.02, 1.08, color="#ffb000", lw=0)
+            ax.fill_between([xi, xi + timeline.bucket_s], 1.02, 1.08, color=palette.FLAGGED, lw=0)
     ax.set_xlim(0, max(timeline.last_time, x.max() + timeline.bucket_s if len(x) else 1))
     ax.set_ylim(0, 1.09)
     ax.set_yticks([0, 0.5, 1])
@@ -335,8 +293,8 @@ def _overview_plots(timeline: TimelineSink, summary: dict[str, Any]) -> tuple[st
     fig, ax = plt.subplots(figsize=(4.5, 2.6))
     xs = [b * timeline.bucket_s for b in buckets]
     ax.plot(xs, [timeline.faces[b] for b in buckets], label="faces", color="#333333")
-    ax.plot(xs, [timeline.flagged_per[b] for b in buckets], label="flagged", color="#ffb000")
-    ax.plot(xs, [timeline.unusable_per[b] for b in buckets], label="unusable", color="#808080", linestyle="--")
+    ax.plot(xs, [timeline.flagged_per[b] for b in buckets], label="flagged", color=palette.FLAGGED)
+    ax.plot(xs, [timeline.unusable_per[b] for b in buckets], label="unusable", color=palette.UNUSABLE, linestyle="--")
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"per {timeline.bucket_s:g} s")
     ax.set_title("faces over time")

@@ -21,10 +21,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar, runtime_checkable
 
 from fer_stream.errors import SinkError, first_line
 from fer_stream.frames import FrameResult
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer, OutputContainer
+    from av.packet import Packet
+    from av.video.stream import VideoStream
 
 log = logging.getLogger("fer_stream")
 
@@ -158,13 +164,13 @@ class VideoSink(Sink):
         self._crf, self._preset = crf, preset
         self._tb = time_base or Fraction(1, 90_000)
         self._use_source_pts = time_base is not None
-        self._out: Any = None
-        self._stream: Any = None
+        self._out: OutputContainer | None = None
+        self._stream: VideoStream | None = None
         self._last_pts: int | None = None
-        self._in_audio: Any = None
-        self._audio_stream = None
-        self._audio_packets: Iterator[Any] | None = None
-        self._pending_audio = None
+        self._in_audio: InputContainer | None = None
+        self._audio_stream: AudioStream | None = None
+        self._audio_packets: Iterator[Packet] | None = None
+        self._pending_audio: Packet | None = None
         self._copy_all_audio = False
         self._time_offset: float | None = None
         self._failed = False
@@ -195,9 +201,9 @@ class VideoSink(Sink):
         stream.time_base = self._tb
         self._frame_step = max(1, round(1 / (rate * self._tb)))
         if self._audio_from:
-            self._open_audio(self._audio_from)
+            self._open_audio(self._audio_from, self._out)
 
-    def _open_audio(self, path: str) -> None:
+    def _open_audio(self, path: str, out: OutputContainer) -> None:
         import av
 
         container = av.open(path)
@@ -206,7 +212,7 @@ class VideoSink(Sink):
             return
         self._in_audio = container
         src = container.streams.audio[0]
-        self._audio_stream = self._out.add_stream_from_template(src)
+        self._audio_stream = out.add_stream_from_template(src)
         self._audio_packets = container.demux(src)
 
     def end_of_input(self) -> None:
@@ -220,10 +226,12 @@ class VideoSink(Sink):
         image = result.picture
         if self._out is None:
             self._open(image.shape[1], image.shape[0])
-        if (image.shape[1], image.shape[0]) != (self._stream.width, self._stream.height):
+        out, stream = self._out, self._stream
+        assert out is not None and stream is not None  # opened above
+        if (image.shape[1], image.shape[0]) != (stream.width, stream.height):
             import cv2  # a camera that came back at another resolution
 
-            image = cv2.resize(image, (self._stream.width, self._stream.height), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
         vf = av.VideoFrame.from_ndarray(image, format="rgb24")
         if self._use_source_pts and frame.pts is not None:
             pts = frame.pts
@@ -238,7 +246,7 @@ class VideoSink(Sink):
         vf.time_base = self._tb
         try:
             self._mux_audio_until(float(pts * self._tb))
-            self._out.mux(self._stream.encode(vf))
+            out.mux(stream.encode(vf))
         except (av.error.FFmpegError, OSError) as e:
             self._failed = True
             raise SinkError(f"writing video '{self.path}' failed: {getattr(e, 'strerror', None) or e}") from None
@@ -248,6 +256,7 @@ class VideoSink(Sink):
         """Copy audio packets whose time is at most ``t`` seconds (all of them if ``t`` is None)."""
         if self._audio_packets is None:
             return
+        assert self._out is not None  # audio is read once the video is open
         while True:
             packet = self._pending_audio
             if packet is None:
@@ -276,6 +285,7 @@ class VideoSink(Sink):
             return
         try:
             if not self._failed:
+                assert self._stream is not None  # opened with the container
                 self._out.mux(self._stream.encode(None))
                 if self._copy_all_audio:
                     self._mux_audio_until(None)
@@ -471,7 +481,10 @@ def _rename_if_ours(partial: Path, path: Path, identity: tuple[int, int], what: 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def spreadsheet_safe(value: Any) -> Any:
+T = TypeVar("T")
+
+
+def spreadsheet_safe(value: T) -> T | str:
     """A CSV cell a spreadsheet shows as text: a text cell starting with ``= + - @``, a tab or a
     carriage return gets a leading ``'`` so it is never run as a formula (labels and source ids
     are text others wrote). Numbers (``-0.5``) are not text cells and stay as they are.
@@ -558,7 +571,7 @@ class Tally(Sink):
                 self.flagged += face.prediction.flagged
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Any], object] | bytes, what: str = "") -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[TextIO], object] | bytes, what: str = "") -> Path:
     """Write a whole file through ``write(f)`` (a text file) or from ``bytes`` to its partial name,
     created exclusively, then rename it into place; any failure leaves no partial file behind, and
     an OSError is one SinkError naming the file."""
@@ -586,7 +599,7 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Any], object] | 
     return p
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
+def write_json(path: str | os.PathLike[str], data: object) -> None:
     """Write ``data`` as indented JSON, atomically."""
     write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
 

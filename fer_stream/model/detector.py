@@ -24,8 +24,9 @@ Box(x=97, y=116, w=175, h=175)
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -51,7 +52,7 @@ class Detector(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Any: ...
+    def __enter__(self) -> Detector: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -353,8 +354,6 @@ def resolve_kind(kind: str, *, webcam: bool) -> str:
     if kind == "auto":
         if webcam:
             return "short"
-        import importlib.util
-
         return "tiled" if importlib.util.find_spec("ai_edge_litert") is not None else "short"
     return kind
 

@@ -185,6 +185,7 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
 def _check_detector_loads(path: Path, kind: str, pulling: bool = False) -> None:
     """The file loads as the model it claims to be: LiteRT for the full-range one, MediaPipe Tasks
     (what runs it) for the short-range one."""
+    # Here, not at the top: blazeface imports OpenCV, and finding or pulling files needs none of it.
     from fer_stream.model.blazeface import FULL_RANGE, BlazeFace, native_stderr_silenced
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,6 @@ def _check_local_folder(folder: Path, model: str) -> None:
 
 def _hub_reachable(timeout: float = 5.0) -> bool:
     """Whether the Hugging Face Hub answers at all (proxies honoured), without the library's retries."""
-    import urllib.error
-    import urllib.request
-
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
@@ -115,7 +114,7 @@ def model_folder(model: str) -> Path:
     return _hub_folder(model)
 
 
-def load_model(model: str) -> tuple[Any, Any]:
+def load_model(model: str) -> tuple[Any, Any]:  # transformers' Auto* classes: which model and processor depends on the files
     """The image processor and classification model for a hub id or local folder.
 
     Hub ids load from the local Hugging Face cache when they are there, so a model fetched once

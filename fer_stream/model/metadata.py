@@ -22,9 +22,12 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from fer_stream.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 MAX_LABELS = 1000  # an expression model has a handful; ImageNet's 1000 is the most accepted
 MAX_LABEL_CHARS = 100
@@ -37,11 +40,11 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_labels(id2label: Any, num_labels: Any, where: str) -> tuple[str, ...]:
+def check_labels(id2label: object, num_labels: object, where: str) -> tuple[str, ...]:
     """The labels in output order; a ModelError unless ``id2label`` names outputs 0 to N-1 once each
     with short, distinct names, and ``num_labels`` (when given) is that N."""
     if not isinstance(id2label, dict) or not id2label:
@@ -67,7 +70,7 @@ def check_labels(id2label: Any, num_labels: Any, where: str) -> tuple[str, ...]:
     return labels
 
 
-def _check_size(value: Any, key: str, where: str) -> None:
+def _check_size(value: object, key: str, where: str) -> None:
     if isinstance(value, dict):
         sides = [value[k] for k in SIZE_KEYS if value.get(k) is not None]
         ok = bool(sides)
@@ -79,7 +82,7 @@ def _check_size(value: Any, key: str, where: str) -> None:
         raise ModelError(f"{where}: {key} {value!r} is not an input size: each side must be a whole number of pixels from 1 to {MAX_SIDE}")
 
 
-def _check_numbers(value: Any, key: str, where: str, *, positive: bool) -> None:
+def _check_numbers(value: object, key: str, where: str, *, positive: bool) -> None:
     values = value if isinstance(value, (list, tuple)) else [value]
     ok = 1 <= len(values) <= 4 and all(_is_number(v) and (v > 0 if positive else True) for v in values)
     if not ok:
@@ -87,7 +90,7 @@ def _check_numbers(value: Any, key: str, where: str, *, positive: bool) -> None:
         raise ModelError(f"{where}: {key} {str(value)[:60]} must be {what}, one per colour channel")
 
 
-def check_processor(settings: Any, where: str) -> None:
+def check_processor(settings: object, where: str) -> None:
     """A ModelError unless the image processor's settings are sizes, means and scales fer-stream can use."""
     if not isinstance(settings, dict):
         raise ModelError(f"{where}: the image processor's settings are not a JSON object")
@@ -160,7 +163,7 @@ def check_folder(folder: Path, where: str, *, weights: bool = True) -> list[Path
     return weight_files(folder, where, present=weights)
 
 
-def check_weights_fit(config: Any, files: Iterable[Path], where: str) -> None:
+def check_weights_fit(config: PretrainedConfig, files: Iterable[Path], where: str) -> None:
     """The shapes in the safetensors headers against the network ``config`` describes (built on
     the meta device: no memory), before anything is read: labels that do not match the weights'
     outputs are refused, not run under the wrong names."""
@@ -174,7 +177,7 @@ def check_weights_fit(config: Any, files: Iterable[Path], where: str) -> None:
     except Exception:
         return  # an architecture transformers cannot build: from_pretrained says why
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    n = int(config.num_labels)
+    n = int(config.num_labels)  # type: ignore[arg-type]  # typed int | None; an image classifier always has it
     for path in files:
         try:
             with safe_open(str(path), "pt") as f:

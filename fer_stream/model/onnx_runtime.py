@@ -10,24 +10,29 @@ The file carries what it needs in its metadata: labels and the image processor's
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fer_stream.errors import ModelError, first_line
+from fer_stream.model.hub import _quiet_transformers
 from fer_stream.model.metadata import check_labels, check_processor
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 META_LABELS = "fer_stream.id2label"
 META_PROCESSOR = "fer_stream.preprocessor"
 META_SOURCE = "fer_stream.source_model"
 
 
-def need_onnx() -> Any:
-    import importlib.util
-
+def need_onnx() -> ModuleType:
+    """The onnx module; a ModelError naming the extra to install without it."""
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
         raise ModelError("ONNX export and runtime need onnx and onnxruntime: pip install 'fer-stream[onnx]'")
     import onnx
@@ -40,7 +45,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _session(path: str | Path | bytes, device: str) -> Any:
+def _session(path: str | Path | bytes, device: str) -> InferenceSession:
     """An ONNX Runtime session on a file, or on a model's bytes (``export`` checks before it writes)."""
     import onnxruntime as ort
 
@@ -57,9 +62,7 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         need_onnx()
-        import transformers
-
-        from fer_stream.model.hub import _quiet_transformers
+        import transformers  # heavy: only when a model is opened
 
         _quiet_transformers()
 

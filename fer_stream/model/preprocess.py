@@ -29,10 +29,10 @@ class TensorPreprocessor:
         self._sub = (mean / std).reshape(1, -1, 1, 1)
 
     @classmethod
-    def from_processor(cls, processor: Any) -> TensorPreprocessor | None:
+    def from_processor(cls, processor: object) -> TensorPreprocessor | None:
         """The equivalent of ``processor``, or ``None`` if it does more than resize and normalize."""
 
-        def get(name: str, default: Any = None) -> Any:
+        def get(name: str, default: object = None) -> Any:  # a processor's settings: any type
             return getattr(processor, name, default)
 
         size = get("size") or {}

@@ -13,12 +13,12 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fer_stream.frames import Face
 from fer_stream.health import SourceState
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,7 +31,7 @@ class _SourceState(Collector):
     def __init__(self) -> None:
         self.sources: dict[str, Callable[[], SourceState]] = {}
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         dropped = CounterMetricFamily("fer_stream_dropped_frames", "Frames replaced by newer ones before detection", labels=["source"])
         reconnects = CounterMetricFamily("fer_stream_reconnects", "Times a source streamed again after an outage", labels=["source"])
         failures = CounterMetricFamily("fer_stream_connect_failures", "Failed connections and lost streams", labels=["source"])
@@ -73,7 +73,7 @@ class Metrics:
         """Report ``read()`` for ``source_id`` at each scrape."""
         self._state.sources[source_id] = read
 
-    def frame_out(self, source_id: str, faces: Sequence[Any], latency: float) -> None:
+    def frame_out(self, source_id: str, faces: Sequence[Face], latency: float) -> None:
         self.frames.labels(source_id).inc()
         self.latency.labels(source_id).observe(latency)
         if faces:

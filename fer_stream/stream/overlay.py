@@ -16,13 +16,15 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from fer_stream import palette
 from fer_stream.frames import Box, Face
 
 RGB = tuple[int, int, int]
-CONFIDENT: RGB = (46, 204, 64)
-FLAGGED: RGB = (255, 176, 0)
-UNCLASSIFIED: RGB = (160, 160, 160)
-UNUSABLE: RGB = (128, 128, 128)
+# The state colours of fer_stream.palette (shared with the report and the dashboard), as RGB.
+CONFIDENT: RGB = palette.rgb(palette.CONFIDENT)
+FLAGGED: RGB = palette.rgb(palette.FLAGGED)
+UNCLASSIFIED: RGB = palette.rgb(palette.UNCLASSIFIED)
+UNUSABLE: RGB = palette.rgb(palette.UNUSABLE)
 TEXT: RGB = (0, 0, 0)
 
 
