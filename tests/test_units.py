@@ -153,9 +153,9 @@ class _FakeModel:
         return np.stack([p, 1 - p], axis=1).astype(np.float32)
 
     def postprocess(self, probs):
-        from fer_stream.model.classifier import EmotionClassifier
+        from fer_stream.model.head import ClassifierHead
 
-        return EmotionClassifier.postprocess(self, probs)  # type: ignore[arg-type]
+        return ClassifierHead(None, self.labels, self.threshold, fast=False).postprocess(probs)
 
 
 def test_live_classifier_serves_the_newest_crop_of_each_track_across_sources():
