@@ -35,7 +35,7 @@ class LiveClassifier:
     def __init__(self, classifier: Classifier, smoother: Smoother | None = None, *, max_hz: float = 5.0) -> None:
         self.classifier = classifier
         self.smoother = smoother or Smoother("ema")
-        self.scheduler = LiveScheduler(max_hz)
+        self.scheduler: LiveScheduler[Key] = LiveScheduler(max_hz)
         self._lock = threading.Lock()
         self._preds: dict[Key, tuple[Prediction, int]] = {}
         self.log = BatchLog()  # seconds per batch include preprocessing: the crops come raw
