@@ -21,10 +21,13 @@ from fer_stream.stream.watch import NULL_WATCH, Watch
 if TYPE_CHECKING:  # the real imports wait until a factory runs: torch, OpenCV and MediaPipe load slowly
     from fer_stream.model.classifier import EmotionClassifier
     from fer_stream.model.detector import Detector
+    from fer_stream.serve.metrics import Metrics
     from fer_stream.stream.live import LiveClassifier
     from fer_stream.stream.pipeline import Pipeline
     from fer_stream.stream.smooth import Smoother
     from fer_stream.stream.track import IoUTracker
+
+    _metrics_watch: type[Watch] = Metrics  # the server's metrics are what a pipeline's watch is told
 
 
 def auto_threads(live: bool) -> int | None:
