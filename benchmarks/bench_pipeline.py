@@ -68,7 +68,7 @@ def main() -> int:
         bare_before = bare_faces_per_s(clf, crops, args.bare_batches)
 
         source = open_source(args.video)
-        pipeline = Pipeline(source, clf, det, max_frames=args.frames)
+        pipeline = Pipeline.for_source(source, clf, det, max_frames=args.frames)
         faces = frames = 0
         with (
             VideoSink(

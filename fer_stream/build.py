@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fer_stream.config import Config
 from fer_stream.io.sources import Source
+from fer_stream.model.contract import Classifier
+from fer_stream.stream.watch import NULL_WATCH, Watch
 
-if TYPE_CHECKING:  # the real imports wait until a factory runs: torch and MediaPipe load slowly
+if TYPE_CHECKING:  # the real imports wait until a factory runs: torch, OpenCV and MediaPipe load slowly
     from fer_stream.model.classifier import EmotionClassifier
     from fer_stream.model.detector import Detector
+    from fer_stream.serve.metrics import Metrics
+    from fer_stream.stream.live import LiveClassifier
     from fer_stream.stream.pipeline import Pipeline
     from fer_stream.stream.smooth import Smoother
     from fer_stream.stream.track import IoUTracker
+
+    _metrics_watch: type[Watch] = Metrics  # the server's metrics are what a pipeline's watch is told
 
 
 def auto_threads(live: bool) -> int | None:
@@ -60,26 +66,52 @@ def make_classifier(
     )
 
 
-def make_pipeline(cfg: Config, source: Source, clf: Any, det: Any, **kwargs: Any) -> Pipeline:
-    """A pipeline with the settings' batching, tracking, smoothing and scheduling; ``kwargs`` add or override."""
-    from fer_stream.stream.pipeline import Pipeline
+def make_pipeline(
+    cfg: Config,
+    source: Source,
+    classifier: Classifier,
+    detector: Detector,
+    *,
+    shared: LiveClassifier | None = None,
+    watch: Watch | None = None,
+    source_id: str = "cam",
+    warmup: bool | None = None,
+    max_frames: int | None = None,
+) -> Pipeline:
+    """A pipeline in the mode its source asks for (exact for files, live for cameras and ``--live``),
+    with the settings' batching, scheduling, tracking, smoothing and queues.
+
+    ``shared``: the live classifier of several cameras, used when the source is live (a file
+    keeps its own exact batching). ``watch``: the run's metrics. ``warmup`` and ``max_frames``
+    override the settings.
+    """
+    # Imported here: the pipeline's modules import torch and OpenCV.
+    from fer_stream.stream.modes import pick_mode
+    from fer_stream.stream.overlay import Overlay
+    from fer_stream.stream.pipeline import Pipeline, QueueSizes
 
     c, q = cfg.classifier, cfg.queues
-    options: dict[str, Any] = dict(
-        max_frames=cfg.source.max_frames or None,
-        batch_wait=c.batch_wait_ms / 1000.0,
-        warmup=c.warmup,
-        tracker=make_tracker(cfg),
+    mode = pick_mode(
+        bool(source.live),
+        classifier,
         smoother=make_smoother(cfg),
         classify_every=c.classify_every,
+        batch_wait=c.batch_wait_ms / 1000.0,
         live_max_hz=c.live_max_hz,
-        frame_queue=q.frames,
-        face_queue=q.faces,
-        result_queue=q.results,
-        queue_mb=q.max_mb,  # lengths fitted to each frame's size as it comes
+        shared=shared,
     )
-    options.update(kwargs)
-    return Pipeline(source, clf, det, **options)
+    return Pipeline(
+        source,
+        detector,
+        mode,
+        tracker=make_tracker(cfg),
+        overlay=Overlay(),
+        queues=QueueSizes(q.frames, q.faces, q.results, q.max_mb),  # lengths fitted to each frame's size as it comes
+        watch=watch if watch is not None else NULL_WATCH,
+        max_frames=max_frames if max_frames is not None else cfg.source.max_frames or None,
+        source_id=source_id,
+        warmup=c.warmup if warmup is None else warmup,
+    )
 
 
 def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:

@@ -235,7 +235,7 @@ def test_classifier_service_merges_requests_and_keeps_rows_apart():
         for t in threads:
             t.start()
         deadline = time.monotonic() + 5
-        while sum(r.pixels.shape[0] - r.taken for r in list(service._queue)) < 20 and time.monotonic() < deadline:
+        while service._queue.rows < 20 and time.monotonic() < deadline:
             time.sleep(0.005)  # all 20 rows wait behind the busy model
         gate.set()
         for t in [first, *threads]:

@@ -163,11 +163,11 @@ def _held_bytes(pipeline) -> int:
 
 def test_queues_shrink_when_frames_grow_mid_stream():
     """Queue lengths were fitted to the size at open only; they follow each frame's size now."""
-    from fer_stream.stream.pipeline import Pipeline
+    from fer_stream.stream.pipeline import Pipeline, QueueSizes
 
     budget_mb = 28  # 28 frames of 1 MiB: queues of (4, 8, 4), where 100x100 frames get (8, 16, 8)
     source = _GrowingSource(small=3, big=120)
-    pipeline = Pipeline(source, _NoClassifier(), _NoFaces(), warmup=False, annotate=False, queue_mb=budget_mb)  # type: ignore[arg-type]
+    pipeline = Pipeline.for_source(source, _NoClassifier(), _NoFaces(), warmup=False, annotate=False, queues=QueueSizes(max_mb=budget_mb))  # type: ignore[arg-type]
     with pipeline:  # nobody reads the results: every queue fills up, then every stage waits
         full = _wait_for(
             lambda: all(q.full() for q in (pipeline._frames, pipeline._detected, pipeline._classified, pipeline._out)),

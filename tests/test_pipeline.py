@@ -8,13 +8,13 @@ from fer_stream import Pipeline, Smoother
 from fer_stream.errors import PipelineError
 from fer_stream.frames import Frame
 from fer_stream.io.sources import Source, open_source
-from fer_stream.stream.pipeline import LatestSlot
+from fer_stream.stream.buffers import LatestSlot
 
 PORTRAIT = media_file("436x384")
 
 
 def test_every_frame_in_order_with_full_cross_frame_batches(clf, detector):
-    with Pipeline(str(PORTRAIT), clf, detector) as results:
+    with Pipeline.for_source(str(PORTRAIT), clf, detector) as results:
         out = list(results)
     assert [r.frame.index for r in out] == list(range(270))
     assert all(len(r.faces) == 1 and r.faces[0].prediction is not None for r in out)
@@ -24,7 +24,7 @@ def test_every_frame_in_order_with_full_cross_frame_batches(clf, detector):
 def test_batches_mix_frames_and_never_exceed_max(clf, detector):
     # How full batches get with the default 50 ms wait depends on the machine's speed: only
     # properties that hold on any machine are asserted.
-    p = Pipeline(str(PORTRAIT), clf, detector, max_frames=100)
+    p = Pipeline.for_source(str(PORTRAIT), clf, detector, max_frames=100)
     with p as results:
         n = sum(1 for _ in results)
     s = p.stats
@@ -33,7 +33,7 @@ def test_batches_mix_frames_and_never_exceed_max(clf, detector):
     assert sum(k * v for k, v in s.batch_sizes.items()) == 100
     # Crops made to wait together (a wait no machine reaches): every batch is full, each of 8
     # frames' faces (one face a frame), and only the last, at the end of the input, is partial.
-    p = Pipeline(str(PORTRAIT), clf, detector, max_frames=100, batch_wait=3600.0)
+    p = Pipeline.for_source(str(PORTRAIT), clf, detector, max_frames=100, batch_wait=3600.0)
     with p as results:
         out = list(results)
     assert [r.frame.index for r in out] == list(range(100)) and all(len(r.faces) == 1 for r in out)
@@ -41,7 +41,7 @@ def test_batches_mix_frames_and_never_exceed_max(clf, detector):
 
 
 def test_results_match_direct_calls(clf, detector):
-    with Pipeline(str(PORTRAIT), clf, detector, max_frames=12, annotate=False, smoother=Smoother("off")) as results:
+    with Pipeline.for_source(str(PORTRAIT), clf, detector, max_frames=12, annotate=False, smoother=Smoother("off")) as results:
         out = list(results)
     for r in out:
         direct = detector.detect(r.frame.image)
@@ -76,7 +76,7 @@ class _Broken:
 
 def test_a_failing_stage_stops_everything_without_hanging(clf, detector):
     start = time.monotonic()
-    p = Pipeline(str(PORTRAIT), _Broken(clf), detector)
+    p = Pipeline.for_source(str(PORTRAIT), _Broken(clf), detector)
     with pytest.raises(PipelineError, match="classify stage failed: RuntimeError: device fell over"), p as results:
         for _ in results:
             pass
@@ -116,7 +116,7 @@ def _slow_classifier(clf, delay):
 
 def test_live_frames_never_wait_for_the_classifier(clf, detector):
     cam = _FastCamera(150)
-    p = Pipeline(cam, _slow_classifier(clf, 0.05), detector, live_max_hz=0)
+    p = Pipeline.for_source(cam, _slow_classifier(clf, 0.05), detector, live_max_hz=0)
     with p as results:
         out = list(results)
     cam.close()
@@ -142,7 +142,7 @@ class _SlowDetector:
 
 def test_live_sources_keep_the_newest_frame_and_count_drops(clf, detector):
     cam = _FastCamera(150)
-    p = Pipeline(cam, clf, _SlowDetector(detector, 0.02))
+    p = Pipeline.for_source(cam, clf, _SlowDetector(detector, 0.02))
     with p as results:
         out = list(results)
     cam.close()

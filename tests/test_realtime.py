@@ -18,7 +18,7 @@ WEBCAM = media_file("webcam")
 
 
 def _run(clf, detector, video, **kw):
-    p = Pipeline(str(video), clf, detector, annotate=False, **kw)
+    p = Pipeline.for_source(str(video), clf, detector, annotate=False, **kw)
     with p as results:
         out = list(results)
     return out, p.stats
@@ -72,7 +72,7 @@ def test_a_file_played_live_runs_at_its_own_rate_and_caps_reclassification(clf, 
     src = AVSource(str(PORTRAIT), live=True)
     assert src.live
     start = time.monotonic()
-    p = Pipeline(src, clf, detector, max_frames=75, live_max_hz=4.0)
+    p = Pipeline.for_source(src, clf, detector, max_frames=75, live_max_hz=4.0)
     with p as results:
         out = list(results)
     wall = time.monotonic() - start

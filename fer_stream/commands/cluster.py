@@ -38,8 +38,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +48,14 @@ from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_vid
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, counted, first_line, printable
 from fer_stream.io.sinks import write_atomic
+
+if TYPE_CHECKING:  # torch loads in the functions that run it
+    import torch
+
+    from fer_stream.frames import Prediction
+    from fer_stream.io.images import ImageLike
+    from fer_stream.model.contract import Classifier
+    from fer_stream.model.head import ClassifierHead
 
 log = logging.getLogger("fer_stream")
 
@@ -194,13 +203,10 @@ class ClassifierActor:
         c = self.clf
         return {
             "node": ray.get_runtime_context().get_node_id(),
-            "labels": c.labels,
-            "threshold": c.threshold,
             "max_batch": c.max_batch,
             "device": str(c.device),
             "precision": c.precision,
-            "processor": c.processor,
-            "fast": c._fast is not None,
+            "head": c.head,  # labels, threshold and processor: the task pre- and postprocesses as the model would
         }
 
     def forward(self, pixels: np.ndarray, owner: int) -> np.ndarray:
@@ -214,38 +220,42 @@ class ClassifierActor:
 
 
 class RemoteClassifier:
-    """Stands in for :class:`~fer_stream.model.classifier.EmotionClassifier` in a task: preprocessing and
-    postprocessing here, the forward pass on a :class:`ClassifierActor`."""
+    """The :class:`~fer_stream.model.contract.Classifier` of a task: pre- and postprocessing here, with
+    the model's :class:`~fer_stream.model.head.ClassifierHead`; the forward pass on a :class:`ClassifierActor`."""
 
     def __init__(self, actor: Any, owner: int) -> None:
         import ray
 
-        from fer_stream.model.preprocess import TensorPreprocessor
-
         info = ray.get(actor.describe.remote())
-        self.node = info["node"]  # where the forward passes run
+        self.node: str = info["node"]  # where the forward passes run
         self._actor, self._owner = actor, owner
-        self.labels, self.threshold, self.max_batch = info["labels"], info["threshold"], info["max_batch"]
-        self.device, self.precision, self.processor = info["device"], info["precision"], info["processor"]
-        self._fast = TensorPreprocessor.from_processor(self.processor) if info["fast"] else None
+        self.head: ClassifierHead = info["head"]
+        self.max_batch: int = info["max_batch"]
+        self.device: str = info["device"]
+        self.precision: str = info["precision"]
 
-    def preprocess(self, images: Any) -> Any:
-        from fer_stream.model.classifier import EmotionClassifier
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.head.labels
 
-        return EmotionClassifier.preprocess(self, images)  # type: ignore[arg-type]
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        return self.head.preprocess(images)
 
-    def forward(self, pixel_values: Any) -> np.ndarray:
+    def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
         import ray
 
-        return ray.get(self._actor.forward.remote(pixel_values.numpy(), self._owner))
+        probs: np.ndarray = ray.get(self._actor.forward.remote(pixel_values.numpy(), self._owner))
+        return probs
 
-    def postprocess(self, probs: np.ndarray) -> list[Any]:
-        from fer_stream.model.classifier import EmotionClassifier
-
-        return EmotionClassifier.postprocess(self, probs)  # type: ignore[arg-type]
+    def postprocess(self, probs: np.ndarray) -> list[Prediction]:
+        return self.head.postprocess(probs)
 
     def warmup(self) -> None:  # the actor warmed its model up when it started
         pass
+
+
+if TYPE_CHECKING:  # the task's stand-in is a whole classifier
+    _implements: type[Classifier] = RemoteClassifier
 
 
 class ProgressBoard:

@@ -255,9 +255,9 @@ class _Run:
                 self.clf,
                 detector,
                 warmup=self.cfg.classifier.warmup and st is self.streams[0],
-                live_classifier=self.shared if st.source.live else None,
+                shared=self.shared,  # used by live sources only
                 source_id=st.sid,
-                metrics=self.metrics,
+                watch=self.metrics,
             )
             if self.monitor is not None:
                 st.sinks.append(self.monitor.add_source(st.sid, st.health))

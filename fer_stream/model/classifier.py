@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -23,10 +23,13 @@ import torch
 from fer_stream.config import DEFAULT_MODEL, PRECISIONS
 from fer_stream.errors import DeviceError, ModelError
 from fer_stream.frames import Prediction
-from fer_stream.io.images import ImageLike, as_rgb
+from fer_stream.io.images import ImageLike
 from fer_stream.model.devices import resolve_device
+from fer_stream.model.head import ClassifierHead
 from fer_stream.model.hub import load_model
-from fer_stream.model.preprocess import TensorPreprocessor
+
+if TYPE_CHECKING:
+    from fer_stream.model.contract import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +157,24 @@ class EmotionClassifier:
         if threads:
             torch.set_num_threads(threads)
         self.max_batch = max_batch
-        self.threshold = threshold
         self.precision = precision
         self.backend = backend
         self.runtime: ClassifierBackend = BACKENDS[backend](model, self.device, precision, max_batch)
         self.processor: Any = self.runtime.processor
         self.labels: tuple[str, ...] = self.runtime.labels
-        self._fast = TensorPreprocessor.from_processor(self.processor) if fast_preprocess else None
+        # Pre- and postprocessing, an object of its own so that stand-ins (Ray tasks) share it.
+        self.head = ClassifierHead(self.processor, self.labels, threshold, fast=fast_preprocess)
         if warmup:
             self.warmup()
+
+    @property
+    def threshold(self) -> float:
+        """Predictions under this confidence are flagged."""
+        return self.head.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.head.threshold = value
 
     @property
     def net(self) -> torch.nn.Module | None:
@@ -191,10 +203,7 @@ class EmotionClassifier:
 
     def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """RGB arrays or paths -> the model's ``pixel_values`` batch (float32, on the host)."""
-        arrays = [as_rgb(im) for im in images]
-        if self._fast is not None:
-            return self._fast(arrays)
-        return self.processor(images=arrays, return_tensors="pt")["pixel_values"]
+        return self.head.preprocess(images)
 
     def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
         """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host."""
@@ -202,16 +211,7 @@ class EmotionClassifier:
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:
         """Probabilities -> predictions, labels in descending probability."""
-        order = np.argsort(-probs, axis=1, kind="stable")
-        ranked = np.take_along_axis(probs, order, axis=1).tolist()
-        labels = self.labels
-        return [
-            Prediction(
-                probs=tuple((labels[i], p) for i, p in zip(idx, row)),
-                flagged=row[0] < self.threshold,
-            )
-            for idx, row in zip(order.tolist(), ranked)
-        ]
+        return self.head.postprocess(probs)
 
     def predict(self, images: Iterable[ImageLike]) -> list[Prediction]:
         """One prediction per image (paths or RGB arrays), run in batches of at most ``max_batch``."""
@@ -221,3 +221,7 @@ class EmotionClassifier:
             chunk = items[start : start + self.max_batch]
             out += self.postprocess(self.forward(self.preprocess(chunk)))
         return out
+
+
+if TYPE_CHECKING:  # the model implements the contract the pipeline is typed with
+    _implements: type[Classifier] = EmotionClassifier

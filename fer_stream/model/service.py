@@ -9,7 +9,8 @@ model's batches stay full while any video has faces waiting, and the model loads
 
 It is the exact-mode sibling of :class:`fer_stream.stream.live.LiveClassifier`, which mixes cameras'
 newest crops; written here because the requests are blocking calls from pipeline threads (a
-few lines of queue and condition), not a job for a serving framework.
+few lines of queue and condition), not a job for a serving framework. Queueing rows, taking them
+and the forward pass are those of exact mode's batcher (:mod:`fer_stream.model.batching`).
 
 >>> service = ClassifierService(clf)                                  # doctest: +SKIP
 >>> with service:                                     # the model thread runs  # doctest: +SKIP
@@ -19,13 +20,17 @@ few lines of queue and condition), not a job for a serving framework.
 from __future__ import annotations
 
 import threading
-import time
-from collections import Counter, deque
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
+
+from fer_stream.frames import Prediction
+from fer_stream.io.images import ImageLike
+from fer_stream.model.batching import BatchLog, RowQueue, forward_rows
+from fer_stream.model.contract import Classifier
 
 
 @dataclass(eq=False)
@@ -35,7 +40,6 @@ class _Request:
     pixels: torch.Tensor
     owner: int
     out: np.ndarray | None = None
-    taken: int = 0  # rows handed to a model batch so far
     missing: int = field(init=False)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -47,17 +51,29 @@ class _Request:
 class ClassifierService:
     """Runs ``classifier`` on a thread for every :class:`ServiceClient`, merging their rows into batches."""
 
-    def __init__(self, classifier: Any, *, max_batch: int | None = None) -> None:
+    def __init__(self, classifier: Classifier, *, max_batch: int | None = None) -> None:
         self.classifier = classifier
         self.max_batch = max_batch or classifier.max_batch
-        self._queue: deque[_Request] = deque()
+        self._queue: RowQueue[_Request] = RowQueue()
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.batch_sizes: Counter[int] = Counter()
-        self.mixed_batches = 0  # batches holding rows of more than one pipeline
-        self.busy_s = 0.0  # time spent in the model
+        self.log = BatchLog()
         self._clients = 0
+
+    @property
+    def batch_sizes(self) -> Counter[int]:
+        return self.log.sizes
+
+    @property
+    def mixed_batches(self) -> int:
+        """Batches holding rows of more than one pipeline."""
+        return self.log.mixed
+
+    @property
+    def busy_s(self) -> float:
+        """Time spent in the model."""
+        return self.log.busy_s
 
     def client(self) -> ServiceClient:
         """A stand-in for the classifier whose ``forward`` goes through this service."""
@@ -87,7 +103,7 @@ class ClassifierService:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the classifier service is closed")
-            self._queue.append(request)
+            self._queue.push(request, int(pixels.shape[0]))
             self._cond.notify_all()
         request.done.wait()
         if request.error is not None:
@@ -95,42 +111,23 @@ class ClassifierService:
         assert request.out is not None
         return request.out
 
-    def _take(self) -> list[tuple[_Request, int, int]]:
-        """Up to ``max_batch`` rows from the queue's head: (request, start, stop) slices."""
-        parts: list[tuple[_Request, int, int]] = []
-        room = self.max_batch
-        while self._queue and room:
-            req = self._queue[0]
-            n = min(room, int(req.pixels.shape[0]) - req.taken)
-            parts.append((req, req.taken, req.taken + n))
-            req.taken += n
-            room -= n
-            if req.taken == req.pixels.shape[0]:
-                self._queue.popleft()
-        return parts
-
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if not self._queue and self._closed:
                     return
-                parts = self._take()
-            pixels = torch.cat([req.pixels[a:b] for req, a, b in parts])
-            started = time.monotonic()
+                parts = self._queue.take(self.max_batch)
             try:
-                probs = self.classifier.forward(pixels)
+                probs = forward_rows(self.classifier.forward, parts, lambda r: r.pixels, self.log, owner=lambda r: r.owner)
             except BaseException as e:  # every request in the batch gets the error
-                for req, _, _ in parts:
-                    req.error = e
-                    req.done.set()
+                for part in parts:
+                    part.request.error = e
+                    part.request.done.set()
                 continue
-            self.busy_s += time.monotonic() - started
-            self.batch_sizes[len(probs)] += 1
-            if len({req.owner for req, _, _ in parts}) > 1:
-                self.mixed_batches += 1
             row = 0
-            for req, a, b in parts:
+            for part in parts:
+                req, a, b = part.request, part.start, part.stop
                 if req.out is None:
                     req.out = np.empty((int(req.pixels.shape[0]), probs.shape[1]), np.float32)
                 req.out[a:b] = probs[row : row + b - a]
@@ -141,17 +138,41 @@ class ClassifierService:
 
 
 class ServiceClient:
-    """Looks like the classifier to a :class:`~fer_stream.stream.pipeline.Pipeline`; ``forward`` is the service's."""
+    """The classifier as a :class:`~fer_stream.stream.pipeline.Pipeline` sees it, with ``forward``
+    going through the service; everything else is the service's classifier's."""
 
     def __init__(self, service: ClassifierService, owner: int) -> None:
         self._service = service
         self._owner = owner
+        self._classifier = service.classifier
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._classifier.labels
+
+    @property
+    def max_batch(self) -> int:
+        return self._classifier.max_batch
+
+    @property
+    def device(self) -> torch.device | str:
+        return self._classifier.device
+
+    @property
+    def precision(self) -> str:
+        return self._classifier.precision
+
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        return self._classifier.preprocess(images)
 
     def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
         return self._service.submit(pixel_values, self._owner)
 
+    def postprocess(self, probs: np.ndarray) -> list[Prediction]:
+        return self._classifier.postprocess(probs)
+
     def warmup(self) -> None:  # the service's model was warmed up once, when it loaded
         pass
 
-    def __getattr__(self, name: str) -> Any:  # preprocess, postprocess, labels, device, max_batch ...
-        return getattr(self._service.classifier, name)
+
+_implements: type[Classifier] = ServiceClient  # checked by mypy: the client is a whole classifier

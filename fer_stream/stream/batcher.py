@@ -6,6 +6,10 @@ across frames, waiting at most ``batch_wait`` seconds for a batch to fill, and r
 once all its crops have their probabilities: smoothed per track in frame order, faces not due this
 frame showing their track's latest result. The live counterpart is :mod:`fer_stream.stream.live`.
 
+Queueing rows, taking up to ``max_batch`` of them and the forward pass are shared with the
+classifier service (:mod:`fer_stream.model.batching`); waiting for a batch to fill and releasing
+frames in order are exact mode's own.
+
 >>> batcher = ExactBatcher(clf, Smoother("off"), TrackLog())                  # doctest: +SKIP
 >>> batcher.run(get, get_nowait, put, stop)   # the pipeline's classify stage     # doctest: +SKIP
 """
@@ -18,16 +22,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fer_stream.frames import Face, Frame, FrameResult
+from fer_stream.model.batching import BatchLog, RowQueue, forward_rows
+from fer_stream.model.contract import Classifier
+from fer_stream.stream.buffers import END, End
 from fer_stream.stream.smooth import Smoother
 from fer_stream.stream.stats import TrackLog
 
-END = object()  # end-of-stream marker that flows down the pipeline's queues
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(eq=False)
@@ -37,7 +44,7 @@ class Pending:
     frame: Frame
     faces: list[Face]
     due: list[int]  # indices of the faces to classify in this frame
-    pixels: Any  # the classifier's preprocessed input, one row per due face
+    pixels: torch.Tensor | None  # the classifier's preprocessed input, one row per due face (None: none due)
     ended: list[int]  # tracks that ended at this frame
     probs: dict[int, np.ndarray] = field(default_factory=dict)
     missing: int = field(init=False)
@@ -46,12 +53,17 @@ class Pending:
         self.missing = len(self.due)
 
 
+def _pixels(p: Pending) -> torch.Tensor:
+    assert p.pixels is not None  # queued only with due faces
+    return p.pixels
+
+
 class ExactBatcher:
     """Batches due crops across frames through ``classifier`` and releases frames in order."""
 
     def __init__(
         self,
-        classifier: Any,
+        classifier: Classifier,
         smoother: Smoother,
         track_log: TrackLog,
         *,
@@ -62,12 +74,22 @@ class ExactBatcher:
         self.smoother = smoother
         self.track_log = track_log
         self.batch_wait = batch_wait
-        self.on_batch = on_batch  # (faces, seconds) of each batch, for metrics
-        self.batch_sizes: Counter[int] = Counter()
-        self.classified = 0
+        self.log = BatchLog(on_batch)  # on_batch: (faces, seconds) of each batch, for metrics
+
+    @property
+    def batch_sizes(self) -> Counter[int]:
+        return self.log.sizes
+
+    @property
+    def classified(self) -> int:
+        return self.log.rows
 
     def run(
-        self, get: Callable[[float | None], Any], get_nowait: Callable[[], Any], put: Callable[[FrameResult], bool], stop: threading.Event
+        self,
+        get: Callable[[float | None], Pending | End | None],
+        get_nowait: Callable[[], Pending | End],
+        put: Callable[[FrameResult], bool],
+        stop: threading.Event,
     ) -> None:
         """Until ``END`` arrives and every frame is out, or ``stop``.
 
@@ -77,53 +99,45 @@ class ExactBatcher:
         """
         max_batch = self.classifier.max_batch
         pending: deque[Pending] = deque()  # frames in arrival order
-        waiting: deque[tuple[Pending, int, float]] = deque()  # due crops not yet classified, with arrival time
+        waiting: RowQueue[Pending] = RowQueue()  # due crops not yet classified, with their frame's arrival time
         ended = False
 
-        def take(item: Any) -> None:
+        def take(item: Pending | End) -> None:
             nonlocal ended
             if item is END:
                 ended = True
                 return
             pending.append(item)
-            now = time.monotonic()
-            waiting.extend((item, row, now) for row in range(len(item.due)))
+            waiting.push(item, len(item.due), time.monotonic())
 
         while not stop.is_set():
             if not ended:
-                timeout = None if not waiting else max(0.0, waiting[0][2] + self.batch_wait - time.monotonic())
+                timeout = None if not waiting else max(0.0, waiting.oldest() + self.batch_wait - time.monotonic())
                 item = get(timeout)
                 if item is not None:
                     if item is END and stop.is_set():
                         return
                     take(item)
-                while not ended and len(waiting) < max_batch:  # top the batch up without waiting
+                while not ended and waiting.rows < max_batch:  # top the batch up without waiting
                     try:
                         take(get_nowait())
                     except queue.Empty:
                         break
-            full = len(waiting) >= max_batch
-            overdue = bool(waiting) and (ended or time.monotonic() >= waiting[0][2] + self.batch_wait)
+            full = waiting.rows >= max_batch
+            overdue = bool(waiting) and (ended or time.monotonic() >= waiting.oldest() + self.batch_wait)
             if full or overdue:
-                batch = [waiting.popleft() for _ in range(min(max_batch, len(waiting)))]
-                probs = self._forward(torch.cat([p.pixels[row : row + 1] for p, row, _ in batch]))
-                for (p, row, _), prob in zip(batch, probs):
-                    p.probs[p.due[row]] = prob
-                    p.missing -= 1
+                parts = waiting.take(max_batch)
+                probs = iter(forward_rows(self.classifier.forward, parts, _pixels, self.log))
+                for part in parts:
+                    p = part.request
+                    for row in range(part.start, part.stop):
+                        p.probs[p.due[row]] = next(probs)
+                    p.missing -= part.rows
             while pending and pending[0].missing == 0:
                 if not put(self.release(pending.popleft())):
                     return
             if ended and not pending:
                 return
-
-    def _forward(self, pixels: torch.Tensor) -> np.ndarray:
-        started = time.monotonic()
-        probs = self.classifier.forward(pixels)
-        if self.on_batch is not None:
-            self.on_batch(len(probs), time.monotonic() - started)
-        self.batch_sizes[len(probs)] += 1
-        self.classified += len(probs)
-        return probs
 
     def release(self, p: Pending) -> FrameResult:
         """Smooth the frame's new classifications in frame order; other faces reuse their track's."""

@@ -7,19 +7,21 @@ Tracks are keyed by ``(source, track)``, so crops from several cameras share bat
 DeepStream's secondary inference.
 
 >>> shared = LiveClassifier(EmotionClassifier(), Smoother("ema"))     # doctest: +SKIP
->>> pipelines = [Pipeline(url, clf, det, live_classifier=shared) for url in urls]   # doctest: +SKIP
+>>> pipelines = [Pipeline(url, det, LiveMode(shared, shared=True), source_id=url) for url in urls]   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
-from fer_stream.frames import TrackKey
+from fer_stream.frames import Prediction, TrackKey
+from fer_stream.model.batching import BatchLog
+from fer_stream.model.contract import Classifier
 from fer_stream.stream.schedule import LiveScheduler
 from fer_stream.stream.smooth import Smoother
 
@@ -30,23 +32,42 @@ _POLL = 0.1
 class LiveClassifier:
     """Classifies live tracks beside the frames; see the module docstring."""
 
-    def __init__(self, classifier: Any, smoother: Smoother | None = None, *, max_hz: float = 5.0) -> None:
+    def __init__(self, classifier: Classifier, smoother: Smoother | None = None, *, max_hz: float = 5.0) -> None:
         self.classifier = classifier
         self.smoother = smoother or Smoother("ema")
-        self.scheduler = LiveScheduler(max_hz)
+        self.scheduler: LiveScheduler[Key] = LiveScheduler(max_hz)
         self._lock = threading.Lock()
-        self._preds: dict[Hashable, tuple[Any, int]] = {}
-        self.batch_sizes: Counter[int] = Counter()
-        self.mixed_batches = 0  # batches holding crops of more than one source
-        self.classified = 0
-        self.on_batch: Callable[[int, float], None] | None = None
+        self._preds: dict[Key, tuple[Prediction, int]] = {}
+        self.log = BatchLog()  # seconds per batch include preprocessing: the crops come raw
         self._listeners: dict[str, Callable[[int], None]] = {}
+
+    @property
+    def batch_sizes(self) -> Counter[int]:
+        return self.log.sizes
+
+    @property
+    def mixed_batches(self) -> int:
+        """Batches holding crops of more than one source."""
+        return self.log.mixed
+
+    @property
+    def classified(self) -> int:
+        return self.log.rows
+
+    @property
+    def on_batch(self) -> Callable[[int, float], None] | None:
+        """Told ``(faces, seconds)`` of each batch (the run's metrics)."""
+        return self.log.on_batch
+
+    @on_batch.setter
+    def on_batch(self, callback: Callable[[int, float], None] | None) -> None:
+        self.log.on_batch = callback
 
     def listen(self, source: str, on_classified: Callable[[int], None]) -> None:
         """Call ``on_classified(track)`` for each classification of a ``source``'s track."""
         self._listeners[source] = on_classified
 
-    def offer(self, key: Key, crop: Any, captured: float) -> None:
+    def offer(self, key: Key, crop: np.ndarray, captured: float) -> None:
         self.scheduler.offer(key, crop, captured)
 
     def retire(self, keys: list[Key]) -> None:
@@ -56,7 +77,7 @@ class LiveClassifier:
             for k in keys:
                 self._preds.pop(k, None)
 
-    def current(self, key: Key) -> tuple[Any, int]:
+    def current(self, key: Key) -> tuple[Prediction | None, int]:
         """The track's latest smoothed prediction (or ``None``) and how many updates it has had."""
         with self._lock:
             return self._preds.get(key, (None, 0))
@@ -66,8 +87,6 @@ class LiveClassifier:
 
     def run(self, stop: threading.Event, done: threading.Event | None = None) -> None:
         """Classify until ``stop`` (or ``done``: the frames have ended) is set."""
-        import time
-
         clf = self.classifier
         while not stop.is_set() and not (done is not None and done.is_set()):
             batch = self.scheduler.take(clf.max_batch, timeout=_POLL)
@@ -76,12 +95,7 @@ class LiveClassifier:
             started = time.monotonic()
             probs = clf.forward(clf.preprocess([crop for _, crop, _ in batch]))
             keys = [k for k, _, _ in batch]
-            self.batch_sizes[len(keys)] += 1
-            self.classified += len(keys)
-            if len({k.source for k in keys}) > 1:
-                self.mixed_batches += 1
-            if self.on_batch is not None:
-                self.on_batch(len(keys), time.monotonic() - started)
+            self.log.record(len(keys), time.monotonic() - started, len({k.source for k in keys}))
             with self._lock:
                 alive = [k in self.scheduler for k in keys]  # a track may end during the forward pass
                 rows = [self.smoother.update(k, row) for k, row, a in zip(keys, probs, alive) if a]

@@ -14,11 +14,19 @@ instead, where the newest frame replaces an unread one (replaced frames count as
 go from detection straight to the overlay with each track's latest result, never waiting for the
 classifier, which runs beside them on each track's newest crop (see :mod:`fer_stream.stream.schedule`).
 
+What differs between the two is the pipeline's *mode*, chosen once (:mod:`fer_stream.stream.modes`):
+:meth:`Pipeline.for_source` picks it from the source, as ``fer-stream`` does from the settings
+(:func:`fer_stream.build.make_pipeline`).
+
 >>> from fer_stream import EmotionClassifier, FaceDetector, Pipeline
->>> clf = EmotionClassifier(device="auto")                                  # doctest: +SKIP
->>> with FaceDetector() as det, Pipeline("talk.mp4", clf, det) as results:   # doctest: +SKIP
+>>> clf = EmotionClassifier(device="auto")                                             # doctest: +SKIP
+>>> with FaceDetector() as det, Pipeline.for_source("talk.mp4", clf, det) as results:  # doctest: +SKIP
 ...     for r in results:
 ...         print(r.frame.index, [(f.box, f.prediction.label) for f in r.faces])
+
+With the mode spelled out (here: exact, every 5th frame of each track classified):
+
+>>> Pipeline("talk.mp4", det, ExactMode(clf, classify_every=5), overlay=Overlay())   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,22 +34,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
 
 from fer_stream.errors import FerStreamError, PipelineError
-from fer_stream.frames import Face, Frame, FrameResult, TrackKey
+from fer_stream.frames import FrameResult
 from fer_stream.io.sources import Source, open_source
-from fer_stream.model.classifier import EmotionClassifier
-from fer_stream.model.detector import FaceDetector
-from fer_stream.stream.batcher import END as _END
-from fer_stream.stream.batcher import ExactBatcher, Pending
-from fer_stream.stream.live import LiveClassifier
+from fer_stream.model.contract import Classifier
+from fer_stream.model.detector import Detector
+from fer_stream.stream.batcher import Pending
+from fer_stream.stream.buffers import END, Buffer, End, FrameBuffer, LatestSlot
+from fer_stream.stream.modes import ExactMode, LiveMode, Mode, Wiring, pick_mode
 from fer_stream.stream.overlay import Overlay
-from fer_stream.stream.schedule import EveryN
 from fer_stream.stream.smooth import Smoother
 from fer_stream.stream.stats import LatencyStats, PipelineStats, TrackLog
 from fer_stream.stream.track import IoUTracker
+from fer_stream.stream.watch import NULL_WATCH, Watch
+
+__all__ = ["END", "ExactMode", "LatestSlot", "LiveMode", "Pipeline", "QueueSizes", "fit_queues"]
+
+T = TypeVar("T")
 
 _POLL = 0.1  # seconds between checks of the stop flag while blocked on a queue
 
@@ -66,28 +79,19 @@ def fit_queues(lengths: tuple[int, int, int], frame_bytes: int, max_mb: int) -> 
     return (max(2, int(frames * scale)), max(2, int(faces * scale)), max(2, int(results * scale)))
 
 
-class LatestSlot:
-    """A one-item buffer for live sources: ``put`` never blocks and replaces an unread item."""
+@dataclass(frozen=True)
+class QueueSizes:
+    """The pipeline's queue lengths: frames read, frames detected (with their faces), results;
+    ``max_mb`` (0: no limit) shortens them to hold at most that much of frames (:func:`fit_queues`)."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._full = False
-        self.dropped = 0
+    frames: int = 8
+    faces: int = 16
+    results: int = 8
+    max_mb: int = 0
 
-    def put(self, item: Any, timeout: float | None = None) -> None:
-        with self._cond:
-            if self._full:
-                self.dropped += 1
-            self._item, self._full = item, True
-            self._cond.notify()
-
-    def get(self, timeout: float | None = None) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._full, timeout):
-                raise queue.Empty
-            item, self._item, self._full = self._item, None, False
-            return item
+    @property
+    def lengths(self) -> tuple[int, int, int]:
+        return (self.frames, self.faces, self.results)
 
 
 class Pipeline:
@@ -97,62 +101,45 @@ class Pipeline:
     threads, and gives an iterator of :class:`FrameResult` in frame order; leaving stops and joins
     every thread. An error in any stage stops the whole pipeline and is raised from the iterator.
 
-    ``tracker`` and ``smoother`` default to :class:`~fer_stream.stream.track.IoUTracker` and an EMA
-    :class:`~fer_stream.stream.smooth.Smoother`; pass ``Smoother("off")`` for raw per-frame results.
-    ``classify_every`` applies to exact mode, ``live_max_hz`` to live mode; ``live`` defaults to
-    the source's own ``live``.
+    ``mode`` classifies (:class:`~fer_stream.stream.modes.ExactMode` or
+    :class:`~fer_stream.stream.modes.LiveMode`; :meth:`for_source` picks one); ``tracker``
+    defaults to an :class:`~fer_stream.stream.track.IoUTracker`; ``overlay`` draws the results
+    onto a copy of each frame (``None``: no drawing); ``watch`` is told of each frame out and batch
+    (the run's metrics); ``max_frames`` stops reading after that many frames.
     """
 
     def __init__(
         self,
         source: Source | str | int,
-        classifier: EmotionClassifier,
-        detector: FaceDetector,
+        detector: Detector,
+        mode: Mode,
         *,
-        max_frames: int | None = None,
-        batch_wait: float = 0.05,
-        overlay: Overlay | None = None,
-        annotate: bool = True,
-        warmup: bool = True,
         tracker: IoUTracker | None = None,
-        smoother: Smoother | None = None,
-        classify_every: int = 1,
-        live_max_hz: float = 5.0,
-        live_classifier: LiveClassifier | None = None,
+        overlay: Overlay | None = None,
+        queues: QueueSizes = QueueSizes(),
+        watch: Watch = NULL_WATCH,
+        max_frames: int | None = None,
         source_id: str = "cam",
-        metrics: Any = None,
-        frame_queue: int = 8,
-        face_queue: int = 16,
-        result_queue: int = 8,
-        queue_mb: int = 0,
+        warmup: bool = True,
     ) -> None:
         self._owns_source = not isinstance(source, Source)
         self.source = open_source(source) if not isinstance(source, Source) else source
-        self.classifier = classifier
         self.detector = detector
+        self.mode = mode
         self.max_frames = max_frames or None
-        self.batch_wait = batch_wait
-        self.overlay = (overlay or Overlay()) if annotate else None
+        self.overlay = overlay
         self.warmup = warmup
-        self.live = bool(self.source.live)
         self.tracker = tracker or IoUTracker()
-        self.smoother = smoother or Smoother("ema")
-        self.every = EveryN(classify_every)
         self.source_id = source_id
-        self.metrics = metrics
-        # Live mode: a classifier thread beside the frames, this pipeline's own or shared by several.
-        self._owns_live = live_classifier is None
-        self.live_classifier = live_classifier or LiveClassifier(classifier, self.smoother, max_hz=live_max_hz)
-        if self._owns_live and metrics is not None:
-            self.live_classifier.on_batch = metrics.batch
-        # Queue lengths fit queue_mb for the size of each frame as it comes (a stream may grow mid-way).
-        self._lengths, self.queue_mb = (frame_queue, face_queue, result_queue), queue_mb
+        self.watch = watch
+        # Queue lengths fit queues.max_mb for the size of each frame as it comes (a stream may grow mid-way).
+        self.queues = queues
         self._fitted_bytes = self.source.width * self.source.height * 3
-        frame_queue, face_queue, result_queue = fit_queues(self._lengths, self._fitted_bytes, queue_mb)
-        self._frames: queue.Queue[Any] | LatestSlot = LatestSlot() if self.live else queue.Queue(frame_queue)
-        self._detected: queue.Queue[Any] = queue.Queue(face_queue)
-        self._classified: queue.Queue[Any] = queue.Queue(result_queue)
-        self._out: queue.Queue[Any] = queue.Queue(result_queue)
+        frame_queue, face_queue, result_queue = fit_queues(queues.lengths, self._fitted_bytes, queues.max_mb)
+        self._frames: FrameBuffer = mode.frame_buffer(frame_queue)
+        self._detected: queue.Queue[Pending | End] = queue.Queue(face_queue)
+        self._classified: queue.Queue[FrameResult | End] = queue.Queue(result_queue)
+        self._out: queue.Queue[FrameResult | End] = queue.Queue(result_queue)
         self._stop = threading.Event()
         self._detect_done = threading.Event()
         self._error: tuple[str, BaseException] | None = None
@@ -163,23 +150,73 @@ class Pipeline:
         self._started = 0.0
         self.latency = LatencyStats()
         self.track_log = TrackLog()
-        self.batcher = ExactBatcher(
-            classifier, self.smoother, self.track_log, batch_wait=batch_wait, on_batch=metrics.batch if metrics is not None else None
+        mode.attach(
+            Wiring(
+                source_id=source_id,
+                track_log=self.track_log,
+                watch=watch,
+                stop=self._stop,
+                detect_done=self._detect_done,
+                to_classify=lambda item: self._put(self._detected, item),
+                from_detect=lambda timeout: self._get(self._detected, timeout),
+                from_detect_nowait=self._detected.get_nowait,
+                to_overlay=lambda result: self._put(self._classified, result),
+            )
         )
-        if self.live:
-            self.live_classifier.listen(source_id, lambda track: self.track_log.classified(track))
+
+    @classmethod
+    def for_source(
+        cls,
+        source: Source | str | int,
+        classifier: Classifier,
+        detector: Detector,
+        *,
+        annotate: bool = True,
+        smoother: Smoother | None = None,
+        classify_every: int = 1,
+        batch_wait: float = 0.05,
+        live_max_hz: float = 5.0,
+        max_frames: int | None = None,
+        warmup: bool = True,
+        tracker: IoUTracker | None = None,
+        queues: QueueSizes = QueueSizes(),
+    ) -> Pipeline:
+        """A pipeline in the mode the source asks for (exact for files, live for cameras and
+        ``live`` files), drawing with the default :class:`Overlay` unless ``annotate`` is false.
+
+        ``smoother`` defaults to an EMA :class:`~fer_stream.stream.smooth.Smoother` (``Smoother("off")``:
+        raw per-frame results); ``classify_every`` and ``batch_wait`` apply to exact mode,
+        ``live_max_hz`` to live mode.
+        """
+        src = open_source(source) if not isinstance(source, Source) else source
+        try:
+            mode = pick_mode(
+                bool(src.live), classifier, smoother=smoother, classify_every=classify_every, batch_wait=batch_wait, live_max_hz=live_max_hz
+            )
+            overlay = Overlay() if annotate else None
+            pipeline = cls(src, detector, mode, tracker=tracker, overlay=overlay, queues=queues, max_frames=max_frames, warmup=warmup)
+        except BaseException:
+            if src is not source:
+                src.close()
+            raise
+        pipeline._owns_source = src is not source  # opened here: closed with the pipeline
+        return pipeline
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.mode.classifier
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Iterator[FrameResult]:
         try:
             if self.warmup:
-                self.classifier.warmup()
+                self.mode.classifier.warmup()
             self._started = time.monotonic()
             stages = (
                 ("read", self._read),
                 ("detect", self._detect),
-                ("classify", self._classify_live if self.live else self._classify),
+                ("classify", self.mode.classify),
                 ("overlay", self._annotate),
             )
             for name, target in stages:
@@ -197,7 +234,7 @@ class Pipeline:
     def stop(self) -> None:
         """Ask every stage to finish; the results iterator ends soon after."""
         self._stop.set()
-        self.live_classifier.wake()
+        self.mode.wake()
         self.source.interrupt()  # a reconnecting camera stops waiting between attempts
 
     def close(self, timeout: float = 5.0) -> None:
@@ -213,13 +250,13 @@ class Pipeline:
     @property
     def stats(self) -> PipelineStats:
         tracks = self.track_log.snapshot()
-        # Live, batches come from the (possibly shared) live classifier; classified counts this source's.
-        sizes = self.live_classifier.batch_sizes if self.live else self.batcher.batch_sizes
+        counts = self.mode.counts(tracks)
+        sizes = counts.batch_sizes
         return PipelineStats(
             frames_in=self._frames_in,
-            dropped=self._frames.dropped if isinstance(self._frames, LatestSlot) else 0,
+            dropped=counts.dropped,
             faces=self._faces,
-            classified=sum(t.classified for t in tracks) if self.live else self.batcher.classified,
+            classified=counts.classified,
             batches=sum(sizes.values()),
             batch_sizes=dict(sorted(sizes.items())),
             elapsed_s=time.monotonic() - self._started if self._started else 0.0,
@@ -230,17 +267,15 @@ class Pipeline:
 
     def queue_lengths(self) -> dict[str, int]:
         """Most items each queue holds now (the frame slot of a live source holds one)."""
-        frames = 1 if isinstance(self._frames, LatestSlot) else self._frames.maxsize
-        return {"frames": frames, "faces": self._detected.maxsize, "results": self._classified.maxsize}
+        return {"frames": self._frames.maxsize, "faces": self._detected.maxsize, "results": self._classified.maxsize}
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now (for metrics)."""
-        frames = int(getattr(self._frames, "_full", 0)) if isinstance(self._frames, LatestSlot) else self._frames.qsize()
-        return {"frames": frames, "faces": self._detected.qsize(), "results": self._classified.qsize() + self._out.qsize()}
+        return {"frames": self._frames.qsize(), "faces": self._detected.qsize(), "results": self._classified.qsize() + self._out.qsize()}
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _guard(self, name: str, target: Any) -> None:
+    def _guard(self, name: str, target: Callable[[], None]) -> None:
         try:
             target()
         except BaseException as e:  # any stage failing stops them all
@@ -248,7 +283,7 @@ class Pipeline:
                 self._error = (name, e)
             self.stop()
 
-    def _put(self, q: queue.Queue[Any] | LatestSlot, item: Any) -> bool:
+    def _put(self, q: Buffer[T], item: T) -> bool:
         while not self._stop.is_set():
             try:
                 q.put(item, timeout=_POLL)
@@ -257,8 +292,8 @@ class Pipeline:
                 continue
         return False
 
-    def _get(self, q: queue.Queue[Any] | LatestSlot, timeout: float | None = None) -> Any:
-        """The next item; ``_END`` once stopping; ``None`` if ``timeout`` passes first."""
+    def _get(self, q: Buffer[T], timeout: float | None = None) -> T | End | None:
+        """The next item; ``END`` once stopping; ``None`` if ``timeout`` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._stop.is_set():
             wait = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
@@ -268,19 +303,24 @@ class Pipeline:
                 return q.get(timeout=wait)
             except queue.Empty:
                 continue
-        return _END
+        return END
+
+    def _next(self, q: Buffer[T]) -> T | End:
+        """The next item, however long it takes; ``END`` once stopping."""
+        item = self._get(q)
+        assert item is not None  # None only when a timeout passes
+        return item
 
     def _results(self) -> Iterator[FrameResult]:
         while True:
-            item = self._get(self._out)
-            if item is _END:
+            item = self._next(self._out)
+            if item is END:
                 break
             yield item
             # Measured when the caller asks for the next result, so its output work counts too.
             latency = time.monotonic() - item.frame.captured
             self.latency.add(latency)
-            if self.metrics is not None:
-                self.metrics.frame_out(self.source_id, item.faces, latency)
+            self.watch.frame_out(self.source_id, item.faces, latency)
         if self._error is not None:
             stage, e = self._error
             if isinstance(e, FerStreamError):
@@ -292,7 +332,7 @@ class Pipeline:
     def _fit_queues(self, frame_bytes: int) -> None:
         """Lengthen or shorten the queues for frames of ``frame_bytes``; frames already queued stay."""
         self._fitted_bytes = frame_bytes
-        lengths = fit_queues(self._lengths, frame_bytes, self.queue_mb)
+        lengths = fit_queues(self.queues.lengths, frame_bytes, self.queues.max_mb)
         queues = [(self._frames, lengths[0]), (self._detected, lengths[1]), (self._classified, lengths[2]), (self._out, lengths[2])]
         for q, n in queues:
             if isinstance(q, queue.Queue) and q.maxsize != n:
@@ -301,8 +341,9 @@ class Pipeline:
                     q.not_full.notify_all()
 
     def _read(self) -> None:
+        max_mb = self.queues.max_mb
         for frame in self.source.frames():
-            if self.queue_mb and frame.image.nbytes != self._fitted_bytes:
+            if max_mb and frame.image.nbytes != self._fitted_bytes:
                 self._fit_queues(frame.image.nbytes)
             if self._stop.is_set() or not self._put(self._frames, frame):
                 return
@@ -311,12 +352,12 @@ class Pipeline:
                 break
         else:
             self._source_ended = True
-        self._put(self._frames, _END)
+        self._put(self._frames, END)
 
     def _detect(self) -> None:
-        shown: dict[int, int] = {}  # live: the prediction version each track last showed
+        mode = self.mode
         try:
-            while (frame := self._get(self._frames)) is not _END:
+            while (frame := self._next(self._frames)) is not END:
                 found = self.detector.detect(frame.image)
                 ids = self.tracker.update([f.box for f in found])
                 faces = [f.with_track(t) for f, t in zip(found, ids)]
@@ -324,62 +365,17 @@ class Pipeline:
                 self._faces += len(faces)
                 for t in ids:
                     self.track_log.seen(t, frame.time)
-                if self.live:
-                    if not self._put(self._classified, FrameResult(frame, self._live_faces(frame, faces, ended, shown))):
-                        return
-                    continue
-                # Unusable faces (too small, blurry, unsure) are never classified.
-                due = [i for i, t in enumerate(ids) if faces[i].usable and self.every.due(t)]
-                self.every.forget(ended)
-                # Preprocess here, overlapping the classifier's forward pass on the previous batch.
-                pixels = self.classifier.preprocess([faces[i].crop for i in due]) if due else None  # type: ignore[misc]  # detected faces have crops
-                if not self._put(self._detected, Pending(frame, faces, due, pixels, ended)):
+                if not mode.hand_on(frame, faces, ended):
                     return
         finally:
             self._detect_done.set()
-            self.live_classifier.wake()
-        self._put(self._classified if self.live else self._detected, _END)
-
-    def _live_faces(self, frame: Frame, faces: list[Face], ended: list[int], shown: dict[int, int]) -> tuple[Face, ...]:
-        """Offer each face's crop to the live classifier; label it with its track's latest result."""
-        live, sid = self.live_classifier, self.source_id
-        for face in faces:
-            if face.usable:
-                live.offer(TrackKey(sid, face.track_id), face.crop, frame.captured)
-        if ended:
-            live.retire([TrackKey(sid, t) for t in ended])
-            for t in ended:
-                shown.pop(t, None)
-        out = []
-        for face in faces:
-            if not face.usable:
-                out.append(face)
-                continue
-            pred, version = live.current(TrackKey(sid, face.track_id))
-            out.append(face.with_prediction(pred, fresh=shown.get(face.track_id) != version))
-            shown[face.track_id] = version
-        return tuple(out)
-
-    def _classify_live(self) -> None:
-        if self._owns_live:
-            self.live_classifier.run(self._stop, self._detect_done)
-        else:  # a shared classifier runs on its own thread; wait here so this stage ends with the others
-            self._detect_done.wait()
-
-    def _classify(self) -> None:
-        self.batcher.run(
-            lambda timeout: self._get(self._detected, timeout),
-            self._detected.get_nowait,
-            lambda result: self._put(self._classified, result),
-            self._stop,
-        )
-        if not self._stop.is_set():
-            self._put(self._classified, _END)
+            mode.wake()
+        mode.finish()
 
     def _annotate(self) -> None:
-        while (result := self._get(self._classified)) is not _END:
+        while (result := self._next(self._classified)) is not END:
             if self.overlay is not None:
                 result = FrameResult(result.frame, result.faces, self.overlay.draw(result.frame.image, result.faces))
             if not self._put(self._out, result):
                 return
-        self._put(self._out, _END)
+        self._put(self._out, END)

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
+
+import numpy as np
+
+K = TypeVar("K", bound=Hashable)  # a track id, or any hashable key such as TrackKey(source, track)
 
 
 class EveryN:
@@ -45,15 +50,15 @@ class EveryN:
 
 
 @dataclass
-class _Candidate:
-    track: Any  # a track id, or any hashable key such as (source, track)
+class _Candidate(Generic[K]):
+    track: K
     seq: int  # order of the track's first offer: higher is newer
-    crop: Any = None  # the newest crop not yet classified, or None
+    crop: np.ndarray | None = None  # the newest crop not yet classified
     captured: float = 0.0
     classified_at: float | None = None  # when its last classification started (monotonic)
 
 
-class LiveScheduler:
+class LiveScheduler(Generic[K]):
     """A thread-safe table of each live track's newest crop, handed to the classifier by priority.
 
     >>> s = LiveScheduler(max_hz=0)
@@ -65,10 +70,10 @@ class LiveScheduler:
     def __init__(self, max_hz: float = 0.0) -> None:
         self.min_interval = 1.0 / max_hz if max_hz > 0 else 0.0
         self._cond = threading.Condition()
-        self._tracks: dict[Any, _Candidate] = {}
+        self._tracks: dict[K, _Candidate[K]] = {}
         self._seq = 0
 
-    def offer(self, track: Any, crop: Any, captured: float) -> None:
+    def offer(self, track: K, crop: np.ndarray, captured: float) -> None:
         """The newest crop of ``track`` (replaces an older one not yet taken)."""
         with self._cond:
             c = self._tracks.get(track)
@@ -82,13 +87,13 @@ class LiveScheduler:
         with self._cond:
             return track in self._tracks
 
-    def retire(self, tracks: list[Any]) -> None:
+    def retire(self, tracks: list[K]) -> None:
         """Forget tracks that ended."""
         with self._cond:
             for t in tracks:
                 self._tracks.pop(t, None)
 
-    def _ready(self, now: float) -> tuple[list[_Candidate], float | None]:
+    def _ready(self, now: float) -> tuple[list[_Candidate[K]], float | None]:
         """Candidates that may run now, and how long until the next one may (if none can)."""
         ready, wait = [], None
         for c in self._tracks.values():
@@ -101,7 +106,7 @@ class LiveScheduler:
                 wait = left if wait is None else min(wait, left)
         return ready, wait
 
-    def take(self, max_batch: int, timeout: float | None = None) -> list[tuple[Any, Any, float]]:
+    def take(self, max_batch: int, timeout: float | None = None) -> list[tuple[K, np.ndarray, float]]:
         """Up to ``max_batch`` ``(track, crop, captured)`` by priority; empty if ``timeout`` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -117,8 +122,9 @@ class LiveScheduler:
                 self._cond.wait(min(waits) if waits else None)
             # Never classified first, newest track first; then the least recently classified.
             ready.sort(key=lambda c: (c.classified_at is not None, c.classified_at or 0.0, -c.seq))
-            out = []
+            out: list[tuple[K, np.ndarray, float]] = []
             for c in ready[:max_batch]:
+                assert c.crop is not None  # ready: a crop waits
                 out.append((c.track, c.crop, c.captured))
                 c.crop, c.classified_at = None, now
             return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -58,7 +57,7 @@ class TrackInfo:
     def duration_s(self) -> float:
         return self.last_time - self.first_time
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | float]:
         return {"id": self.id, "frames": self.frames, "classified": self.classified, "duration_s": round(self.duration_s, 3)}
 
 
