@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fer_stream"
 # Lower layers never import higher ones: values and settings; media; models; the pipeline; serving;
-# settings -> objects; commands; the command line.
+# settings -> objects; the analysis engine (sources + models + sinks + summary); commands; the command line.
 LAYERS = {
     "frames": 0,
     "errors": 0,
@@ -23,9 +23,10 @@ LAYERS = {
     "stream": 3,
     "serve": 4,
     "build": 5,
-    "commands": 6,
-    "cli": 7,
-    "__main__": 8,
+    "analysis": 6,
+    "commands": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 

@@ -13,13 +13,17 @@ True
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fer_stream.commands.options import model_flags, setting_flags
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, ModelError, counted
 from fer_stream.io.images import synthetic_faces
@@ -64,9 +68,6 @@ def _export_checked(
     net: Any, processor: Any, pixels: torch.Tensor, model: str, opset: int, tolerance: float, images: int, onnx: Any
 ) -> tuple[bytes, dict[str, Any]]:
     """The ONNX file's bytes and its check against PyTorch (a ModelError if over ``tolerance``)."""
-    import io
-    import warnings
-
     # The wrapper must be in eval mode too: the exporter puts the module it was given back into
     # that module's mode when it is done, and a wrapper left in training mode (a new Module's
     # default) switched the whole network to training, batch-norm with batch statistics.
@@ -110,6 +111,32 @@ def _export_checked(
     if not diff <= tolerance:
         raise ModelError(f"ONNX export of '{model}' differs from PyTorch by {diff:.2e} (tolerance {tolerance:g}); try another --opset")
     return data, result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream export",
+        description="Export the classifier to ONNX (dynamic batch axis, labels and preprocessing in the file's metadata), "
+        "then check it against PyTorch and print the largest difference.",
+    )
+    p.add_argument("out", metavar="OUT.onnx", help="file to write")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        metavar="D",
+        help="largest allowed difference of the probabilities against PyTorch, above 0 (default 0.001)",
+    )
+    setting_flags(p, ("output.overwrite",))
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    model_flags(p)
+    return p
+
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    return run_export(cfg, args.out, opset=args.opset, tolerance=args.tolerance, as_json=args.json)
 
 
 def run_export(cfg: Config, out: str, *, opset: int, tolerance: float, as_json: bool) -> int:
