@@ -24,10 +24,10 @@ from fer_stream.config import Config
 from fer_stream.errors import ConfigError, printable
 from fer_stream.frames import FrameResult
 from fer_stream.io.sources import Source
+from fer_stream.stream.live import LiveClassifier
 
-if TYPE_CHECKING:  # cv2 and numpy at their tops; only their types are needed here
+if TYPE_CHECKING:  # cv2 at its top; only its type is needed here
     from fer_stream.model.detector import Detector
-    from fer_stream.stream.live import LiveClassifier
 
 
 class Layout(Protocol):

@@ -11,13 +11,11 @@ import dataclasses
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from fer_stream.config import Config
+from fer_stream.io.sinks import Tally
 from fer_stream.stream.stats import PipelineStats, TrackInfo
-
-if TYPE_CHECKING:
-    from fer_stream.io.sinks import Tally
 
 JsonDict = dict[str, Any]  # a JSON object (values: str, numbers, lists, objects)
 
