@@ -19,11 +19,13 @@ from tqdm import tqdm
 
 from fer_stream.analysis.sources import want_display
 from fer_stream.analysis.streams import FrameBar, Stream, consume, end_run, keep_going
-from fer_stream.analysis.summary import CombinedSummary, SourceSummary, Summary, stopped_by
+from fer_stream.analysis.summary import ClassifierInfo, CombinedSummary, SourceSummary, Summary, stopped_by
+from fer_stream.build import make_smoother
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, printable
 from fer_stream.frames import FrameResult
 from fer_stream.io.sources import Source
+from fer_stream.serve.metrics import Metrics
 from fer_stream.stream.live import LiveClassifier
 
 if TYPE_CHECKING:  # cv2 at its top; only its type is needed here
@@ -47,6 +49,10 @@ class Layout(Protocol):
 
     def given_detectors(self, detector: Detector | None) -> list[Detector]:
         """The caller's ``detector`` if it serves the run; none: one is made per source."""
+        ...
+
+    def shared_classifier(self, cfg: Config, clf: ClassifierInfo, metrics: Metrics | None) -> LiveClassifier | None:
+        """The live classifier every source shares, if they share one (its batches counted in ``metrics``)."""
         ...
 
     def open_bar(self, cfg: Config, streams: Sequence[Stream], given: FrameBar | None, stack: ExitStack) -> None: ...
@@ -84,6 +90,9 @@ class OneSource:
 
     def given_detectors(self, detector: Detector | None) -> list[Detector]:
         return [detector] if detector is not None else []
+
+    def shared_classifier(self, cfg: Config, clf: ClassifierInfo, metrics: Metrics | None) -> LiveClassifier | None:
+        return None  # a live source gets its own in its pipeline
 
     def open_bar(self, cfg: Config, streams: Sequence[Stream], given: FrameBar | None, stack: ExitStack) -> None:
         """A frame bar: the caller's (its total set here, once the source is open), or one of ours on stderr."""
@@ -136,6 +145,12 @@ class SeveralSources:
 
     def given_detectors(self, detector: Detector | None) -> list[Detector]:
         return []  # a detector per detect thread
+
+    def shared_classifier(self, cfg: Config, clf: ClassifierInfo, metrics: Metrics | None) -> LiveClassifier | None:
+        shared = LiveClassifier(clf, make_smoother(cfg), max_hz=cfg.classifier.live_max_hz)
+        if metrics is not None:
+            shared.on_batch = metrics.batch
+        return shared
 
     def open_bar(self, cfg: Config, streams: Sequence[Stream], given: FrameBar | None, stack: ExitStack) -> None:
         pass  # several bars would garble each other; the server and the summary tell

@@ -24,7 +24,7 @@ from fer_stream.analysis.signals import StopOnSignal, Stoppable
 from fer_stream.analysis.sources import open_spec
 from fer_stream.analysis.streams import FrameBar, Stream
 from fer_stream.analysis.summary import ClassifierInfo, NetworkSummary, SourceSummary, Summary, report_settings, summarize_source
-from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline, make_smoother
+from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline
 from fer_stream.config import Config, output_path, source_ids
 from fer_stream.errors import ConfigError, FerStreamError, SinkError, first_line
 from fer_stream.io.sinks import DisplaySink, EventSink, SegmentedVideoSink, Sink, VideoSink, check_output, writable_path, write_json
@@ -159,10 +159,7 @@ class _Run:
                 stack.callback(d.close)
         log.info("detector %s", ", ".join(f"{st.sid}: {d.kind}" for st, d in zip(self.streams, self.detectors)))
         log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
-        if self.layout.several:
-            self.shared = LiveClassifier(clf, make_smoother(cfg), max_hz=cfg.classifier.live_max_hz)
-            if self.metrics is not None:
-                self.shared.on_batch = self.metrics.batch
+        self.shared = self.layout.shared_classifier(cfg, clf, self.metrics)
         return clf
 
     def open_sinks(self, stack: ExitStack, clf: ClassifierInfo, bar: FrameBar | None) -> None:
