@@ -1,5 +1,6 @@
-"""Old module paths of fer-stream 0.1 (``fer_stream.sources``, ``fer_stream.classify``, ...) keep
-working until 0.3: importing one gives the module at its new place, with a DeprecationWarning.
+"""Old module paths of fer-stream 0.1 (``fer_stream.sources``, ``fer_stream.classify``, ...) and 0.2
+(``fer_stream.commands.run``, ...) keep working until 0.3: importing one gives the module at its new
+place, with a DeprecationWarning.
 
 Written by hand because it is a table and a dozen lines of ``importlib``: the old names stay out
 of the file list, so the folders show the architecture.
@@ -40,15 +41,20 @@ MOVED = {
     "monitor": "serve.monitor",
     "metrics": "serve.metrics",
     "dashboard": "serve.dashboard",
-    "jobs": "commands.run",
+    "jobs": "commands.analyse",
     "bench": "commands.bench",
     "detection_bench": "commands.detection_bench",
     "parity": "commands.parity",
     "evaluate": "commands.evaluate",
     "train": "commands.train",
     "batch": "commands.batch",
-    "archive": "commands.archive",
-    "cluster": "commands.cluster",
+    "archive": "analysis.archive",
+    "cluster": "analysis.ray",
+    # the engine out of commands/ (fer_stream.analysis), each command's module named after it
+    "commands.run": "commands.analyse",
+    "commands.signals": "analysis.signals",
+    "commands.archive": "analysis.archive",
+    "commands.cluster": "analysis.ray",
 }
 
 
@@ -56,13 +62,13 @@ class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds ``fer_stream.<old>`` and loads it as the module at its new path."""
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
-        package, _, name = fullname.rpartition(".")
+        package, _, name = fullname.partition(".")
         if package != "fer_stream" or name not in MOVED:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        new = f"fer_stream.{MOVED[spec.name.rpartition('.')[2]]}"
+        new = f"fer_stream.{MOVED[spec.name.partition('.')[2]]}"
         warnings.warn(f"{spec.name} is now {new}; the old path works until fer-stream 0.3", DeprecationWarning, stacklevel=2)
         return importlib.import_module(new)
 

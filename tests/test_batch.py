@@ -318,7 +318,7 @@ def test_camera_groups_run_as_ray_actors_each_serving_metrics(local_ray, archive
 
     from rtsp import free_port
 
-    from fer_stream.commands.cluster import start_groups
+    from fer_stream.analysis.ray import start_groups
 
     videos = sorted(archive.iterdir())
     ports = {"east": free_port(), "west": free_port()}

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import DETECTOR, FULL_RANGE, media_file, run_cli
 
-from fer_stream.commands.archive import OUTPUTS, Job, plain_name, prepare_folder, remove_outputs
+from fer_stream.analysis.archive import OUTPUTS, Job, plain_name, prepare_folder, remove_outputs
 from fer_stream.errors import ConfigError, SourceError, printable
 
 PORTRAIT = media_file("portrait")  # the smallest of ../shared's videos
@@ -253,7 +253,7 @@ def test_an_outage_longer_than_max_outage_s_gives_up():
 
 
 def test_batch_configs_give_urls_a_reconnect_budget(tmp_path):
-    from fer_stream.commands.archive import video_config
+    from fer_stream.analysis.archive import video_config
     from fer_stream.config import load_config
 
     job = Job("rtsp://127.0.0.1:1/cam", "k", "rtsp://127.0.0.1:1/cam", name="cam")
@@ -331,7 +331,7 @@ def test_ray_auto_starts_its_own_ray_not_the_cluster_named_in_ray_s_temp_folder(
 
 
 def test_a_ray_cluster_that_does_not_answer_is_one_error_line(ray_tmp, tiny_model, cli_env, tmp_path):
-    from fer_stream.commands.cluster import connect
+    from fer_stream.analysis.ray import connect
 
     listener = _silent_listener()
     try:
@@ -353,7 +353,7 @@ def test_a_ray_cluster_that_does_not_answer_is_one_error_line(ray_tmp, tiny_mode
 
 
 def test_ray_addresses_resolve_as_documented(monkeypatch):
-    from fer_stream.commands.cluster import init_options
+    from fer_stream.analysis.ray import init_options
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     auto = init_options("auto")

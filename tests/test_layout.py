@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fer_stream"
 # Lower layers never import higher ones: values and settings; media; models; the pipeline; serving;
-# settings -> objects; commands; the command line.
+# settings -> objects; the analysis engine (sources + models + sinks + summary); commands; the command line.
 LAYERS = {
     "frames": 0,
     "errors": 0,
@@ -24,9 +24,10 @@ LAYERS = {
     "stream": 3,
     "serve": 4,
     "build": 5,
-    "commands": 6,
-    "cli": 7,
-    "__main__": 8,
+    "analysis": 6,
+    "commands": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 
@@ -115,3 +116,30 @@ def test_public_api():
     from fer_stream import EmotionClassifier, FaceDetector, Pipeline  # noqa: F401
     from fer_stream.io.sinks import EventSink, VideoSink  # noqa: F401
     from fer_stream.io.sources import AVSource  # noqa: F401
+
+
+def test_the_command_line_imports_no_heavy_module():
+    """``fer-stream --help`` and a mistyped flag answer at once: the command line module loads none of
+    torch, transformers, MediaPipe, PyAV or Ray (each command's module is loaded when it is chosen)."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'transformers', 'mediapipe', 'av', 'ray')"
+    code = f"import fer_stream.cli, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "old, new", [("fer_stream.commands.run", "fer_stream.commands.analyse"), ("fer_stream.commands.cluster", "fer_stream.analysis.ray")]
+)
+def test_the_engines_old_paths_still_import_with_a_warning(old, new):
+    test_old_module_paths_still_import_with_a_warning(old, new)
+
+
+@pytest.mark.parametrize("name", ["run", "batch", "fleet", "image", "bench", "parity", "eval", "export", "train", "models", "config"])
+def test_each_command_module_owns_its_parser_and_handler(name):
+    from fer_stream import cli
+
+    module = cli.command(name)
+    assert callable(module.handle) and module.parser().prog.startswith("fer-stream")

@@ -35,12 +35,12 @@ def _help_entries(text):
     return entries
 
 
-@pytest.mark.parametrize("command", list(cli._COMMANDS))
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_every_off_flag_says_in_plain_words_what_it_turns_off(command):
     if command == "models":
-        parser = cli._models_parser()._subparsers._group_actions[0].choices["pull"]
+        parser = cli.make_parser("models")._subparsers._group_actions[0].choices["pull"]
     else:
-        parser = cli._COMMANDS[command][0]()
+        parser = cli.make_parser(command)
     entries = _help_entries(parser.format_help())
     assert entries, parser.format_help()
     for name, text in entries.items():
@@ -52,7 +52,7 @@ def test_every_off_flag_says_in_plain_words_what_it_turns_off(command):
 
 
 def test_help_lines_of_the_run_command():
-    entries = _help_entries(cli._run_parser().format_help())
+    entries = _help_entries(cli.make_parser("run").format_help())
     assert entries["-q, --quiet"] == "no progress bar"
     assert entries["--no-audio"] == "leave the input's audio out of the annotated MP4"
     assert entries["--no-warmup"].startswith("skip the warm-up batch")
@@ -83,7 +83,7 @@ def test_a_bad_value_in_a_file_still_names_the_file_and_key(tmp_path, capsys):
 
 
 def test_counts_agree_with_their_nouns(capsys):
-    from fer_stream.commands.run import _print_summary
+    from fer_stream.commands.analyse import print_summary as _print_summary
 
     one = {
         "frames_out": 1,

@@ -184,7 +184,7 @@ def test_a_run_answers_healthz_while_its_models_load(monkeypatch):
     """A real run (analyse) whose classifier load blocks until the test releases it."""
     from rtsp import free_port
 
-    import fer_stream.commands.run as run_module
+    import fer_stream.analysis.run as run_module
     from fer_stream.config import load_config
 
     loading, release = threading.Event(), threading.Event()
@@ -322,7 +322,7 @@ def test_samples_ship_no_token_and_the_cli_refuses_a_weak_one(tmp_path):
 
 
 def test_a_fleet_group_with_a_weak_token_fails_before_any_cluster_starts(tmp_path, monkeypatch):
-    import fer_stream.commands.cluster as cluster
+    import fer_stream.commands.fleet as cluster
 
     def no_ray(address: str) -> None:
         raise AssertionError("Ray was asked to connect before the groups' tokens were checked")

@@ -14,7 +14,7 @@ A folder name the manifest gives is used only if it is a plain name of a real fo
 On one machine, ``--jobs`` videos are decoded, detected and tracked at once, each in its own
 pipeline, while one classifier (loaded once) serves them all and fills its batches with faces of
 whichever videos have some waiting (:mod:`fer_stream.model.service`). With ``--ray`` the
-videos go to a Ray cluster instead (:mod:`fer_stream.commands.cluster`).
+videos go to a Ray cluster instead (:mod:`fer_stream.analysis.ray`).
 
 >>> run_batch(load_config(), ["talks/"], "out")         # doctest: +SKIP
 0
@@ -22,21 +22,22 @@ videos go to a Ray cluster instead (:mod:`fer_stream.commands.cluster`).
 
 from __future__ import annotations
 
+import argparse
 import glob
 import hashlib
 import logging
 import os
-import queue
 import re
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_stream.commands.archive import Job, VideoProgress, analyse_video, folder_problem, outputs_present
+from fer_stream.analysis.archive import Job, VideoProgress, folder_problem, outputs_present
+from fer_stream.analysis.local import run_local
+from fer_stream.analysis.ray import connect, run_on_ray
+from fer_stream.commands.options import model_flags, setting_flags
 from fer_stream.config import Config, render, with_settings
 from fer_stream.errors import ConfigError, SinkError, SourceError, counted, printable
 from fer_stream.io.manifest import DONE, FAILED, STOPPED, Manifest, input_key, legacy_key
@@ -46,6 +47,57 @@ log = logging.getLogger("fer_stream")
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp")
 _GLOB = re.compile(r"[*?\[]")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream batch",
+        description="Analyse many videos: each gets OUT/<name>/ with annotated.mp4, events.jsonl, summary.json, "
+        "report.html and timeline.csv; OUT/manifest.jsonl records every attempt. A re-run skips finished, "
+        "unchanged videos and runs new, changed, failed and interrupted ones.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders (searched recursively), glob patterns ('talks/**/*.mp4') or .txt lists of paths/URLs",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created if missing)")
+    p.add_argument(
+        "--jobs", type=int, default=2, metavar="N", help="videos decoded and detected at once, all feeding one classifier (default 2)"
+    )
+    p.add_argument("--force", action="store_true", help="run every input again, finished or not")
+    p.add_argument("--retry-failed", action="store_true", help="run only the inputs whose last attempt failed")
+    p.add_argument("--no-video", dest="video", action="store_false", help="no annotated MP4s (events, summaries and reports only)")
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="run on Ray (pip install 'fer-stream[ray]'): auto = a Ray of this machine's own (or the cluster "
+        "$RAY_ADDRESS names), or a cluster's HOST:PORT or ray://HOST:10001",
+    )
+    setting_flags(
+        p,
+        (
+            "source.max_frames",
+            "classifier.classify_every",
+            "tracking.smoothing",
+            "output.timeline_seconds",
+            "classifier.batch_wait_ms",
+            "classifier.warmup",
+            "output.audio",
+            "output.crf",
+            "output.preset",
+            "output.progress",
+        ),
+    )
+    model_flags(p)
+    return p
+
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    return run_batch(
+        cfg, args.inputs, args.out, jobs=args.jobs, force=args.force, retry_failed=args.retry_failed, video=args.video, ray=args.ray
+    )
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -275,8 +327,6 @@ def run_batch(
         manifest.append({**rec, "settings": settings})
 
     if ray and any(not job.error for job in todo):
-        from fer_stream.commands.cluster import connect
-
         connect(ray)  # an unreachable cluster is one line, before any bar
     progress = VideoProgress(cfg, len(todo), record)
     try:
@@ -285,82 +335,12 @@ def run_batch(
                 progress.finished(job, job.failed(job.error))
         runnable = [job for job in todo if not job.error]
         if runnable and ray:
-            from fer_stream.commands.cluster import run_on_ray
-
             run_on_ray(cfg, runnable, out_dir, ray, video=video, progress=progress)
         elif runnable:
-            _run_local(cfg, runnable, out_dir, jobs=jobs, video=video, progress=progress)
+            run_local(cfg, runnable, out_dir, jobs=jobs, video=video, progress=progress)
     finally:
         progress.close()
     return _report(manifest, all_jobs, time.monotonic() - started)
-
-
-def _run_local(cfg: Config, todo: list[Job], out_dir: Path, *, jobs: int, video: bool, progress: VideoProgress) -> None:
-    from fer_stream.build import check_detector_files, make_classifier, make_detector
-    from fer_stream.commands.signals import StopOnSignal
-    from fer_stream.model.service import ClassifierService
-
-    check_detector_files(cfg)  # every missing model file in one line, before the classifier loads
-    clf = make_classifier(cfg, threads=cfg.classifier.threads or None)
-    log.info("classifier %s on %s, labels %s", cfg.classifier.model, clf.device, ", ".join(clf.labels))
-    if cfg.classifier.warmup:
-        clf.warmup()
-    workers = min(jobs, len(todo))
-    pending: queue.Queue[Job] = queue.Queue()
-    for job in todo:
-        pending.put(job)
-    fatal: list[BaseException] = []
-    service = ClassifierService(clf)
-    with ExitStack() as stack:
-        detectors: list[Any] = [stack.enter_context(make_detector(cfg)) for _ in range(workers)]  # one per worker, loaded here
-        stack.enter_context(service)
-        signals = stack.enter_context(StopOnSignal())
-
-        def work(detector: Any) -> None:
-            client = service.client()
-            while not fatal and signals.signum is None:
-                try:
-                    job = pending.get_nowait()
-                except queue.Empty:
-                    return
-                folder = out_dir / job.name
-                bar = progress.started(job)
-                try:
-                    rec = analyse_video(cfg, job, folder, video=video, classifier=client, detector=detector, stopper=signals, bar=bar)
-                except SinkError as e:
-                    fatal.append(e)
-                    progress.finished(job, job.failed(str(e)))
-                    for p in list(signals.pipelines):
-                        p.stop()
-                    return
-                except Exception as e:  # a bug on one video: recorded, the others go on
-                    log.debug("video %s", job.shown, exc_info=True)
-                    rec = job.failed(f"internal error: {type(e).__name__}: {e}")
-                progress.finished(job, rec)
-
-        threads = [
-            threading.Thread(target=_guarded, args=(lambda d=d: work(d), fatal), name=f"fer-batch-{i}", daemon=True)
-            for i, d in enumerate(detectors)
-        ]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(0.2)
-    log.info(
-        "classifier batches %s, %d mixed across videos, model busy %.1f s", dict(service.batch_sizes), service.mixed_batches, service.busy_s
-    )
-    if fatal:
-        raise fatal[0]
-    if signals.signum is not None:
-        raise KeyboardInterrupt
-
-
-def _guarded(work: Callable[[], None], fatal: list[BaseException]) -> None:
-    try:
-        work()
-    except BaseException as e:  # e.g. the detector failing to load: the batch ends with its error
-        fatal.append(e)
 
 
 def _report(manifest: Manifest, jobs: list[Job], elapsed: float) -> int:

@@ -19,9 +19,11 @@ One run measures, on the user's own video and model:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -29,13 +31,104 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from fer_stream.build import auto_threads, make_classifier, make_detector, make_pipeline
+from fer_stream.commands.detection_bench import run_detection_bench
+from fer_stream.commands.options import csv_list, model_flags, setting_flags
 from fer_stream.commands.parity import agreement
-from fer_stream.config import Config
-from fer_stream.errors import SourceError, counted, printable
+from fer_stream.config import PRECISIONS, Config
+from fer_stream.errors import ConfigError, SourceError, counted, printable
+from fer_stream.frames import FrameResult
 from fer_stream.io.images import find_images, read_image
+from fer_stream.io.sinks import VideoSink
+from fer_stream.io.sources import AVSource
+from fer_stream.stream.overlay import Overlay
 from fer_stream.stream.stats import LatencyStats
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream bench",
+        description="Measure decoder, detector, classifier (per precision and batch size) and the whole pipeline "
+        "(exact and live) on a video, against the naive single-thread loop. With --detection: recall and "
+        "false positives of each face detector by face size, on 720p and 1080p frames built from the videos.",
+    )
+    p.add_argument(
+        "--video",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="a video with faces (its own frame rate is the live camera's); --detection takes several",
+    )
+    p.add_argument(
+        "--detection",
+        action="store_true",
+        help="benchmark the face detectors instead: recall by face height (16-300 px), false positives, frames/s",
+    )
+    p.add_argument(
+        "--detectors",
+        type=csv_list(str, ("short", "full", "tiled")),
+        default=["short", "full", "tiled"],
+        metavar="LIST",
+        help="--detection: the kinds to compare (default short,full,tiled)",
+    )
+    p.add_argument("--canvases", type=int, default=3, metavar="N", help="--detection: frames per face height and resolution (default 3)")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="face images (subfolders searched) for each precision's agreement with fp32 (default: the video's face crops)",
+    )
+    p.add_argument(
+        "--precisions",
+        type=csv_list(str, PRECISIONS),
+        metavar="LIST",
+        help="classifier precisions to measure (default fp32,int8 on the CPU; fp32,fp16,bf16 elsewhere)",
+    )
+    p.add_argument(
+        "--devices",
+        type=csv_list(str),
+        metavar="LIST",
+        help="devices for the classifier table, e.g. cpu,cuda (default: --device); int8 runs on the CPU only",
+    )
+    p.add_argument("--batches", type=csv_list(int), default=[1, 8], metavar="LIST", help="classifier batch sizes (default 1,8)")
+    p.add_argument("--frames", type=int, default=96, metavar="N", help="frames for decoder, detector and exact pipeline (default 96)")
+    p.add_argument("--naive-frames", type=int, default=24, metavar="N", help="frames for the naive loop (default 24)")
+    p.add_argument("--live-seconds", type=float, default=20.0, metavar="S", help="longest live run (default 20)")
+    p.add_argument("--min-time", type=float, default=3.0, metavar="S", help="least time per classifier measurement (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    setting_flags(p, ("classifier.live_max_hz", "classifier.classify_every"))
+    model_flags(p)
+    return p
+
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    if args.detection:
+        return run_detection_bench(cfg, args.video, kinds=args.detectors, canvases=args.canvases, as_json=args.json)
+    if len(args.video) > 1:
+        raise ConfigError("bench takes one --video (several only with --detection)")
+    if cfg.classifier.backend == "onnxruntime":
+        precisions = ["fp32"]  # the exported model
+    else:
+        precisions = args.precisions or (["fp32", "int8"] if _cpu_only(cfg) else ["fp32", "fp16", "bf16"])
+    return run_bench(
+        cfg,
+        args.video[0],
+        as_json=args.json,
+        precisions=precisions,
+        devices=args.devices,
+        batches=args.batches,
+        frames=args.frames,
+        naive_frames=args.naive_frames,
+        live_seconds=args.live_seconds,
+        images=args.images,
+        min_time=args.min_time,
+    )
+
+
+def _cpu_only(cfg: Config) -> bool:
+    from fer_stream.model.devices import resolve_device  # torch at its top
+
+    return resolve_device(cfg.classifier.device).type == "cpu"
 
 
 def _timed(fn: Callable[[], int], min_time: float, min_rounds: int = 2) -> float:
@@ -83,18 +176,12 @@ class Bench:
     # -- building blocks ---------------------------------------------------------------------
 
     def _classifier(self, precision: str, threads: int | None, device: str | None = None) -> Any:
-        from fer_stream.build import make_classifier
-
         return make_classifier(self.cfg, device=device, precision=precision, threads=threads or self._all_threads)
 
     def _detector(self) -> Any:
-        from fer_stream.build import make_detector
-
         return make_detector(self.cfg)
 
     def _video_sink(self, source: Any, name: str) -> Any:
-        from fer_stream.io.sinks import VideoSink
-
         return VideoSink(
             Path(self._tmp.name) / name,
             width=source.width,
@@ -108,7 +195,7 @@ class Bench:
     # -- sections ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from fer_stream.io.sources import AVSource
+        import torch  # seconds to import: only once a benchmark runs, not for ``fer-stream bench --help``
 
         self._all_threads = self.cfg.classifier.threads or torch.get_num_threads()
         with AVSource(self.video) as probe:
@@ -141,8 +228,6 @@ class Bench:
         return self.report
 
     def _decode_and_detect(self) -> tuple[list[Any], list[np.ndarray]]:
-        from fer_stream.io.sources import AVSource
-
         self.log("decoder and detector")
         with AVSource(self.video) as src:
             start = time.perf_counter()
@@ -167,7 +252,7 @@ class Bench:
         return frames, crops
 
     def _classifier_table(self, crops: list[np.ndarray]) -> None:
-        from fer_stream.model.devices import resolve_device
+        from fer_stream.model.devices import resolve_device  # torch at its top
 
         rows = []
         combos = [
@@ -197,7 +282,7 @@ class Bench:
         self.report["classifier"] = rows
 
     def _agreement(self, crops: list[np.ndarray]) -> None:
-        from fer_stream.model.devices import resolve_device
+        from fer_stream.model.devices import resolve_device  # torch at its top
 
         on_cpu = resolve_device(self.cfg.classifier.device).type == "cpu"
         others = [p for p in self.precisions if p != "fp32" and (on_cpu or p != "int8")]
@@ -231,9 +316,6 @@ class Bench:
         return np.concatenate([clf.forward(clf.preprocess(images[i : i + n])) for i in range(0, len(images), n)])
 
     def _run_pipeline(self, live: bool) -> dict[str, Any]:
-        from fer_stream.build import auto_threads, make_pipeline
-        from fer_stream.io.sources import AVSource
-
         c = self.cfg.classifier
         threads = c.threads or auto_threads(live)
         clf = self._classifier(c.precision, threads)
@@ -279,10 +361,6 @@ class Bench:
         self.report["live"] = self._run_pipeline(live=True)
 
     def _naive(self) -> None:
-        from fer_stream.frames import FrameResult
-        from fer_stream.io.sources import AVSource
-        from fer_stream.stream.overlay import Overlay
-
         self.log(f"naive single-thread loop, {counted(self.naive_frames, 'frame')}")
         clf = self._classifier(self.cfg.classifier.precision, None)
         clf.warmup()
@@ -372,10 +450,6 @@ def format_report(r: dict[str, Any]) -> str:
 
 def run_bench(cfg: Config, video: str, *, as_json: bool = False, **kwargs: Any) -> int:
     """Run the benchmark and print its report (text, or JSON with ``as_json``)."""
-    import sys
-
-    from fer_stream.io.sources import AVSource
-
     AVSource(video).close()  # fail on a bad video before loading models
     bench = Bench(cfg, video, log=lambda msg: print(f"bench: {msg} ...", file=sys.stderr, flush=True), **kwargs)
     report = bench.run()

@@ -17,7 +17,9 @@ when it covers one with a box too far off (the tiniest faces' boxes): the two ar
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +28,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fer_stream.errors import counted
+from fer_stream.build import make_detector
+from fer_stream.config import Config
+from fer_stream.errors import SourceError, counted
+from fer_stream.io.sources import AVSource
 from fer_stream.model.blazeface import ios_matrix, iou_matrix
 
 SIZES = (16, 20, 24, 32, 40, 48, 64, 80, 100, 128, 160, 200, 250, 300)
@@ -54,8 +59,6 @@ def _heads_and_backgrounds(
     videos: Sequence[str], detector: Any, per_video: int, rng: random.Random
 ) -> tuple[list[_Head], list[np.ndarray]]:
     """Head-and-shoulder patches with their face boxes, and face-free background pieces."""
-    from fer_stream.io.sources import AVSource
-
     heads, backgrounds = [], []
     for path in videos:
         with AVSource(path) as src:
@@ -201,8 +204,6 @@ def detection_benchmark(
     with make("short") as reference:
         heads, backgrounds = _heads_and_backgrounds(videos, reference, per_video, rng)
     if not heads or not backgrounds:
-        from fer_stream.errors import SourceError
-
         raise SourceError("the detection benchmark needs videos in which the short-range model finds one clear face")
     scenes = make_scenes(heads, backgrounds, canvases_per_size=canvases_per_size, seed=seed)
     log(
@@ -234,14 +235,8 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_detection_bench(cfg: Any, videos: Sequence[str], *, kinds: Sequence[str], canvases: int, as_json: bool) -> int:
+def run_detection_bench(cfg: Config, videos: Sequence[str], *, kinds: Sequence[str], canvases: int, as_json: bool) -> int:
     """The ``bench --detection`` command."""
-    import json
-    import sys
-
-    from fer_stream.build import make_detector
-    from fer_stream.io.sources import AVSource
-
     for v in videos:
         AVSource(v).close()  # a missing or broken video is one clear error before any work
     report = detection_benchmark(

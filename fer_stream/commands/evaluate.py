@@ -13,14 +13,20 @@ report has the accuracy, each label's precision, recall, F1 and support, and the
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fer_stream.build import make_classifier
+from fer_stream.commands.options import model_flags
+from fer_stream.config import Config
 from fer_stream.errors import SourceError, counted, printable
 from fer_stream.io.images import find_images, read_image
+from fer_stream.io.report import _pyplot
+from fer_stream.io.sinks import writable_path, write_atomic, write_json
 
 SYNONYMS = {
     "anger": "angry",
@@ -159,9 +165,6 @@ def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict
 
 def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
     """Draw the confusion matrix (cells shaded by row share, counts written in) as a PNG, with matplotlib."""
-    from fer_stream.io.report import _pyplot
-    from fer_stream.io.sinks import write_atomic
-
     plt = _pyplot()
     labels, m = report["labels"], np.array(report["confusion"])
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
@@ -212,11 +215,28 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(printable(line) for line in lines)  # labels are folder names someone else chose
 
 
-def run_eval(cfg: Any, root: str, *, out: str | None, as_json: bool, only: str | None = None) -> int:
-    """The ``eval`` command."""
-    from fer_stream.build import make_classifier
-    from fer_stream.io.sinks import writable_path, write_json
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream eval",
+        description="Accuracy, per-class precision/recall/F1 and the confusion matrix of the classifier on a "
+        "folder-per-class data set of face crops (folder names map to the model's labels, synonyms allowed).",
+    )
+    p.add_argument("data", metavar="DIR", help="one subfolder of images per class, e.g. DIR/happy/*.jpg")
+    p.add_argument("--out", metavar="FOLDER", help="also write FOLDER/eval.json and FOLDER/confusion.png")
+    p.add_argument(
+        "--only", metavar="LIST.txt", help="just the images listed (CLASS/FILE paths relative to DIR), e.g. a trained model's heldout.txt"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    model_flags(p)
+    return p
 
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only)
+
+
+def run_eval(cfg: Config, root: str, *, out: str | None, as_json: bool, only: str | None = None) -> int:
+    """The ``eval`` command."""
     load_dataset(root, only)  # a bad folder or list fails before the model loads
     if out:
         try:

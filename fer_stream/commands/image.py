@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fer_stream.build import load_models
+from fer_stream.commands.options import model_flags
 from fer_stream.config import Config
 from fer_stream.errors import SourceError, printable
+from fer_stream.frames import Box, Face
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream image",
+        description="Find the faces in still images and print each face's box and its emotions, most likely first.",
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.jpg, .png, ...)")
+    p.add_argument("--dir", metavar="FOLDER", help="also every image in FOLDER")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--no-detect",
+        dest="detect",
+        action="store_false",
+        help="no face detection: classify each whole image as one face (for ready-cropped faces)",
+    )
+    model_flags(p)
+    return p
+
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    return classify_images(cfg, args.images, args.dir, detect=args.detect, as_json=args.json)
 
 
 def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, detect: bool, as_json: bool) -> int:
     """Print the faces and their 7 emotions for each image."""
-    import numpy as np
-
-    from fer_stream.frames import Box, Face
+    # cv2 at their tops: loaded when images are read, not for ``fer-stream image --help``
     from fer_stream.io.images import IMAGE_SUFFIXES, check_image_file, image_chunks, list_images, read_image
 
     files = [Path(p) for p in paths]
@@ -32,7 +57,7 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
         check_image_file(f)  # before the models load
     clf, det = load_models(cfg, detector=detect)
     if det is None:  # ready-cropped faces: each image is one face, checked for quality like a detected one
-        from fer_stream.model.quality import QualityGate
+        from fer_stream.model.quality import QualityGate  # cv2 at its top
 
         q = cfg.quality
         gate = QualityGate(q.min_face_px, q.min_sharpness, 0.0)

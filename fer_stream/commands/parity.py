@@ -13,19 +13,56 @@ which is how a port to a new accelerator is checked before it is trusted.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from fer_stream.build import make_classifier
+from fer_stream.commands.options import model_flags
 from fer_stream.config import Config
-from fer_stream.errors import counted
+from fer_stream.errors import ConfigError, counted
 from fer_stream.io.images import SYNTHETIC_SEED, find_images, read_image, synthetic_faces
+
+if TYPE_CHECKING:  # torch (seconds to import) only once a comparison runs, not for ``--help``
+    import torch
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-stream parity",
+        description="Check a device and precision against the CPU in fp32 on the same face images: mean cosine "
+        "similarity, mean absolute error, top-1 agreement and both throughputs; exit 1 when outside tolerances.",
+    )
+    p.add_argument("--images", metavar="DIR", help="face images (subfolders searched); default: a fixed-seed synthetic set")
+    p.add_argument("--count", type=int, default=64, metavar="N", help="synthetic images when --images is not given (default 64)")
+    p.add_argument("--min-cosine", type=float, default=0.999, metavar="C", help="least mean cosine similarity to pass (default 0.999)")
+    p.add_argument("--min-top1", type=float, default=0.99, metavar="F", help="least top-1 agreement to pass, 0-1 (default 0.99)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    model_flags(p)
+    return p
+
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise ConfigError("--count must be at least 1")
+    return run_parity(
+        cfg,
+        device=cfg.classifier.device,
+        precision=cfg.classifier.precision,
+        images=args.images,
+        count=args.count,
+        min_cosine=args.min_cosine,
+        min_top1=args.min_top1,
+        as_json=args.json,
+    )
 
 
 def _probs_and_rate(clf: Any, pixels: torch.Tensor) -> tuple[np.ndarray, float]:
+    import torch
+
     clf.forward(pixels[: clf.max_batch])  # warm-up (NPU kernels compile on the first batch)
     start = time.perf_counter()
     out = [clf.forward(pixels[i : i + clf.max_batch]) for i in range(0, len(pixels), clf.max_batch)]
@@ -66,7 +103,7 @@ def run_parity(
     cfg: Config, *, device: str, precision: str, images: str | None, count: int, min_cosine: float, min_top1: float, as_json: bool
 ) -> int:
     """The ``parity`` command: print the report; exit 0 when it passes, 1 when it does not."""
-    from fer_stream.build import make_classifier
+    import torch
 
     if images:
         files = find_images(images)
@@ -76,7 +113,7 @@ def run_parity(
     c = cfg.classifier
     ref_model = c.model
     if c.backend == "onnxruntime":  # ONNX Runtime against the PyTorch model it was exported from
-        from fer_stream.model.onnx_runtime import OnnxModel
+        from fer_stream.model.onnx_runtime import OnnxModel  # torch at its top
 
         ref_model = OnnxModel(c.model).source_model
     reference = make_classifier(cfg, model=ref_model, device="cpu", precision="fp32", backend="torch")

@@ -17,22 +17,35 @@ does not have.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import os
+import pickle
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+from fer_stream.commands.evaluate import load_dataset
+from fer_stream.commands.options import model_flags
+from fer_stream.config import Config
 from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line, printable
+from fer_stream.io.images import read_image
+from fer_stream.io.sinks import writable_path
+from fer_stream.model.devices import resolve_device
+from fer_stream.model.hub import _quiet_transformers, load_model, model_folder
+from fer_stream.model.preprocess import TensorPreprocessor
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training settings (``fer-stream train --help`` names each)."""
+    """Training settings (``fer-stream train --help`` names each: a flag per field, its dest the field's name)."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -46,6 +59,53 @@ class Recipe:
     seed: int = 0
     augment: bool = True
     class_weights: str = "inverse"  # inverse | sqrt | none: how rare classes are weighted in the loss
+
+
+def parser() -> argparse.ArgumentParser:
+    d = Recipe()
+    p = argparse.ArgumentParser(
+        prog="fer-stream train",
+        description="Fine-tune a Hugging Face image classifier on a folder-per-class data set; the best epoch is saved "
+        "with save_pretrained, labels from the folder names.",
+    )
+    p.add_argument("data", metavar="DIR", help="one subfolder of face crops per class")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="where the best model goes (FOLDER/last: latest epoch)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"(default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay:g})")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"(default {d.label_smoothing:g})")
+    p.add_argument("--accumulate", type=int, default=d.accumulate, help="batches per optimizer step (default 1)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held out per class (default {d.val_fraction:g})")
+    p.add_argument("--clip", type=float, default=d.clip, help=f"gradient norm clip (default {d.clip:g})")
+    p.add_argument("--restart-epochs", type=int, default=d.restart_epochs, help=f"cosine warm-restart period (default {d.restart_epochs})")
+    p.add_argument("--seed", type=int, default=d.seed, help="(default 0)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, colour jitter or affine changes")
+    p.add_argument(
+        "--class-weights",
+        choices=("inverse", "sqrt", "none"),
+        default=d.class_weights,
+        help="loss weight of each class: inverse of its count, its square root, or equal (default inverse)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes decoding images ahead of the model (default: cores - 1, at most 4; 0 = none)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from FOLDER/last")
+    p.add_argument("--json", action="store_true", help="print the run's figures as JSON")
+    p.add_argument("-q", "--quiet", dest="progress", action="store_false", default=None, help="no progress bar")
+    model_flags(p)
+    return p
+
+
+def handle(cfg: Config, args: argparse.Namespace) -> int:
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
+    return run_train(
+        cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume, as_json=args.json, workers=args.workers
+    )
 
 
 def split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -95,9 +155,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
     """The base model's processor and the model with a head for ``labels`` (a new one if they differ)."""
-    from transformers import AutoModelForImageClassification
-
-    from fer_stream.model.hub import load_model, model_folder
+    from transformers import AutoModelForImageClassification  # seconds to import: only when training
 
     processor, net = load_model(base)  # checks the folder or hub id and finds it offline when cached
     id2label = dict(enumerate(labels))
@@ -128,13 +186,6 @@ def train(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``base`` on ``data``; writes the best model to ``out`` and returns the run's figures."""
-    from tqdm import tqdm
-
-    from fer_stream.commands.evaluate import load_dataset
-    from fer_stream.model.devices import resolve_device
-    from fer_stream.model.hub import _quiet_transformers
-    from fer_stream.model.preprocess import TensorPreprocessor
-
     _quiet_transformers()
     if workers is None:
         workers = min(4, max(1, (os.cpu_count() or 1) - 1))
@@ -262,8 +313,6 @@ class _Batch:
         self.files, self.targets, self.raw = files, targets, raw
 
     def __call__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        from fer_stream.io.images import read_image
-
         return self.raw([read_image(self.files[i]) for i in idx]), torch.tensor([self.targets[i] for i in idx])
 
 
@@ -293,8 +342,6 @@ class _Loader:
 
 def _load_state(path: Path) -> dict[str, Any]:
     """The optimizer/scheduler checkpoint, loaded without unpickling code (``weights_only``)."""
-    import pickle
-
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
@@ -321,8 +368,6 @@ def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, 
 def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[str, Any]) -> None:
     """Model and optimizer state of one epoch, together or not at all: both are written to
     ``last.new`` first, which then replaces ``last`` (a crash leaves one whole checkpoint)."""
-    import shutil
-
     new, old = last.with_name(last.name + ".new"), last.with_name(last.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
     _save(net, processor, new)
@@ -336,8 +381,6 @@ def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[st
 def _recover(last: Path) -> None:
     """After a crash between the two renames of :func:`_checkpoint`, the previous checkpoint is
     ``last.old``; a best model that was being written (:func:`_save_best`) is dropped."""
-    import shutil
-
     old = last.with_name(last.name + ".old")
     if not last.exists() and old.is_dir():
         old.rename(last)
@@ -352,8 +395,6 @@ def _save_best(net: Any, processor: Any, out: Path) -> None:
     written whole into ``out/.best.new``, then each file is renamed over the previous best's, the
     weights last. A crash leaves whole files, the previous best's or the new one's (their settings
     are the same within a run), never a half-written model."""
-    import shutil
-
     new = out / BEST_NEW
     shutil.rmtree(new, ignore_errors=True)
     _save(net, processor, new)
@@ -384,14 +425,14 @@ def _save(net: Any, processor: Any, folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
-def run_train(cfg: Any, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool, workers: int | None = None) -> int:
+def run_train(
+    cfg: Config, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool, workers: int | None = None
+) -> int:
     """The ``train`` command."""
     if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
         raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
     if workers is not None and workers < 0:
         raise ConfigError("--workers must be 0 or more")
-    from fer_stream.io.sinks import writable_path
-
     writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)
     summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress, workers=workers)
     if as_json:

@@ -1,7 +1,7 @@
 """One video of an archive: what identifies it, where its outputs go, and its run.
 
-Shared by ``fer-stream batch`` on one machine (:mod:`fer_stream.commands.batch`) and on Ray
-(:mod:`fer_stream.commands.cluster`): :func:`analyse_video` runs one video into its folder with models
+Shared by ``fer-stream batch`` on one machine (:mod:`fer_stream.analysis.local`) and on Ray
+(:mod:`fer_stream.analysis.ray`): :func:`analyse_video` runs one video into its folder with models
 already loaded and returns the manifest record of the attempt.
 """
 
@@ -18,12 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fer_stream.commands.run import analyse
+from tqdm import tqdm
+
+from fer_stream.analysis.run import analyse
+from fer_stream.analysis.signals import StopOnSignal
+from fer_stream.analysis.streams import FrameBar
+from fer_stream.analysis.summary import SourceSummary
 from fer_stream.config import Config, with_settings
 from fer_stream.errors import FerStreamError, SinkError, printable
 from fer_stream.io.manifest import DONE, FAILED, STOPPED
+from fer_stream.model.contract import Classifier
+
+if TYPE_CHECKING:  # cv2 at its top
+    from fer_stream.model.detector import Detector
 
 OUTPUTS = {
     "video": "annotated.mp4",
@@ -149,7 +158,15 @@ def prepare_folder(folder: Path) -> str | None:
 
 
 def analyse_video(
-    cfg: Config, job: Job, folder: Path, *, video: bool, classifier: Any, detector: Any, stopper: Any = None, bar: Any = None
+    cfg: Config,
+    job: Job,
+    folder: Path,
+    *,
+    video: bool,
+    classifier: Classifier,
+    detector: Detector,
+    stopper: StopOnSignal | None = None,
+    bar: FrameBar | None = None,
 ) -> dict[str, Any]:
     """Run one video into ``folder``; returns its manifest record (status done, failed or stopped).
 
@@ -167,6 +184,7 @@ def analyse_video(
     except FerStreamError as e:
         return {**record, "status": FAILED, "error": str(e), "elapsed_s": round(time.time() - started, 3), "finished": now()}
     s = outcome.summary
+    assert isinstance(s, SourceSummary)  # one source per video (video_config)
     error = str(outcome.errors[0][1]) if outcome.errors else None
     if outcome.errors and isinstance(outcome.errors[0][1], SinkError):
         raise outcome.errors[0][1]
@@ -177,13 +195,13 @@ def analyse_video(
         "status": status,
         "error": error,
         "outputs": outputs,
-        "frames": s["frames_out"],
-        "faces": s["faces"],
-        "classified": s["classified"],
-        "flagged": s["flagged"],
-        "unusable": s["unusable"],
-        "tracks": len(s["tracks"]),
-        "labels": {k: v for k, v in s["labels"].items() if v},
+        "frames": s.frames_out,
+        "faces": s.faces,
+        "classified": s.classified,
+        "flagged": s.flagged,
+        "unusable": s.unusable,
+        "tracks": len(s.tracks),
+        "labels": {k: v for k, v in s.labels.items() if v},
         "elapsed_s": round(time.time() - started, 3),
         "finished": now(),
     }
@@ -223,14 +241,11 @@ class VideoProgress:
     """
 
     def __init__(self, cfg: Config, total: int, record: Callable[[dict[str, Any]], None]) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
         self._record = record
         self._lock = threading.Lock()
         self._enabled = cfg.output.progress
         self._tty = sys.stderr.isatty()
-        self._frames: dict[str, Any] = {}  # job key -> its frame bar
+        self._frames: dict[str, tqdm] = {}  # job key -> its frame bar
         self.faces = 0
         self.bar = tqdm(
             total=total,
@@ -242,12 +257,12 @@ class VideoProgress:
             mininterval=0.5 if self._tty else 10.0,
         )
 
-    def started(self, job: Job, total: int | None = None) -> Any:
+    def started(self, job: Job, total: int | None = None) -> tqdm:
         """The frame bar of ``job``, made when it starts (tqdm: ``update``, ``reset(total)``)."""
         with self._lock:
             bar = self._frames.get(job.key)
             if bar is None:
-                bar = self._frames[job.key] = self._tqdm(
+                bar = self._frames[job.key] = tqdm(
                     total=total,
                     unit="frame",
                     desc=printable(job.name)[:40],
@@ -278,7 +293,7 @@ class VideoProgress:
                     bar.update(rec["frames"] - bar.n)
                 bar.close()
             if rec["status"] == FAILED:
-                self._tqdm.write(f"fer-stream: warning: {printable(job.shown)}: {printable(str(rec['error']))}", file=sys.stderr)
+                tqdm.write(f"fer-stream: warning: {printable(job.shown)}: {printable(str(rec['error']))}", file=sys.stderr)
             self.faces += int(rec.get("faces") or 0)
             self.bar.update(1)
             self.bar.set_postfix(faces=self.faces, refresh=False)

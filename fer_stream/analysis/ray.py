@@ -1,4 +1,4 @@
-"""Ray: ``fer-stream batch --ray`` (an archive across machines) and ``fer-stream fleet`` (camera groups).
+"""Ray: the engine of ``fer-stream batch --ray`` (an archive across machines) and ``fer-stream fleet`` (camera groups).
 
 Ray does the scheduling, placement, retries and object transfer; this module only says what runs
 where (``pip install 'fer-stream[ray]'``):
@@ -35,7 +35,6 @@ import ipaddress
 import logging
 import os
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,9 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_stream.commands.archive import OUTPUTS, Job, VideoProgress, analyse_video, prepare_folder
+from fer_stream.analysis.archive import OUTPUTS, Job, VideoProgress, analyse_video, prepare_folder
+from fer_stream.analysis.run import analyse
+from fer_stream.analysis.signals import StopOnSignal
+from fer_stream.build import make_detector
 from fer_stream.config import Config
-from fer_stream.errors import ConfigError, counted, first_line, printable
+from fer_stream.errors import ConfigError, first_line
 from fer_stream.io.sinks import write_atomic
 
 if TYPE_CHECKING:  # torch loads in the functions that run it
@@ -301,9 +303,6 @@ def _video_task(cfg: Config, job: Job, video: bool, actors: dict[str, Any], boar
     """One video on whichever node Ray chose: its record and its output files' bytes."""
     import ray
 
-    from fer_stream.build import make_detector
-    from fer_stream.commands.signals import StopOnSignal
-
     node = ray.get_runtime_context().get_node_id()
     actor = actors.get(node) or list(actors.values())[int(job.key, 16) % len(actors)]
     client = RemoteClassifier(actor, owner=int(job.key[:8], 16))
@@ -407,8 +406,6 @@ class CameraGroup:
     """One config's cameras, analysed by one process (a Ray actor) that serves its own /metrics."""
 
     def __init__(self, cfg: Config, name: str) -> None:
-        from fer_stream.commands.signals import StopOnSignal
-
         self.cfg, self.name = cfg, name
         self.stopper = StopOnSignal()  # not entered: ``stop`` stands in for signals
 
@@ -421,15 +418,13 @@ class CameraGroup:
         return f"http://{host}:{port}"
 
     def run(self) -> dict[str, Any]:
-        """Analyse the group's cameras until they end or ``stop``; returns the summary."""
-        from fer_stream.commands.run import analyse
-
+        """Analyse the group's cameras until they end or ``stop``; returns the summary (as its file has it)."""
         outcome = analyse(self.cfg, stopper=self.stopper)
         errors = [f"{sid}: {e}" for sid, e in outcome.errors]
-        return {"group": self.name, "summary": outcome.summary, "errors": errors}
+        return {"group": self.name, "summary": outcome.summary.as_dict(), "errors": errors}
 
     def stop(self) -> None:
-        self.stopper._handle(15, None)  # as SIGTERM would: outputs are finalized
+        self.stopper.stop()  # as SIGTERM would: outputs are finalized
 
 
 def start_groups(cfgs: dict[str, Config], address: str) -> dict[str, Any]:
@@ -444,58 +439,3 @@ def start_groups(cfgs: dict[str, Config], address: str) -> dict[str, Any]:
         options = _accelerator(cfg, cluster) or {}
         actors[name] = group_cls.options(num_cpus=1, max_concurrency=4, name=f"fer-stream-{name}", **options).remote(cfg, name)
     return actors
-
-
-def run_fleet(paths: list[str], address: str) -> int:
-    """``fer-stream fleet``: every group config as an actor until they end or Ctrl-C; exit 1 if any failed."""
-    from fer_stream.commands.signals import StopOnSignal
-    from fer_stream.config import load_config
-    from fer_stream.serve.monitor import check_token
-
-    cfgs = {}
-    for p in paths:
-        name = Path(p).stem
-        if name in cfgs:
-            raise ConfigError(f"two group configs are named '{name}'; group names come from the file names")
-        cfgs[name] = load_config(p)
-        if not cfgs[name].sources and not cfgs[name].source.input:
-            raise ConfigError(f"group config '{p}' names no cameras; add [[sources]] tables")
-        if not cfgs[name].serve.address:
-            raise ConfigError(f"group config '{p}' has no [serve] address; give each group its own, e.g. \"0.0.0.0:9108\"")
-        try:
-            check_token(cfgs[name].serve.token)  # a weak token fails here, not on some node later
-        except ConfigError as e:
-            raise ConfigError(f"group config '{p}': {e}") from None
-    ray = connect(address)
-    actors = start_groups(cfgs, address)
-    runs = {actors[name].run.remote(): name for name in cfgs}
-    for name, actor in actors.items():
-        print(f"group {printable(name)}: /healthz and /metrics at {ray.get(actor.where.remote())}", flush=True)
-    failed = 0
-    with StopOnSignal() as signals:
-        stopping = False
-        while runs:
-            if signals.signum is not None and not stopping:
-                stopping = True
-                for actor in actors.values():
-                    actor.stop.remote()
-            done, _ = ray.wait(list(runs), num_returns=1, timeout=0.5)
-            for ref in done:
-                name = runs.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as e:
-                    failed += 1
-                    print(f"fer-stream: error: group {printable(name)}: {printable(first_line(e, last=True))}", file=sys.stderr)
-                    continue
-                s = result["summary"]
-                frames, faces = counted(s["frames_out"], "frame"), counted(s["faces"], "face")
-                print(f"group {printable(name)}: {frames}, {faces}, {s['flagged']} flagged", flush=True)
-                for err in result["errors"]:
-                    failed += 1
-                    print(f"fer-stream: error: group {printable(name)}: {printable(err)}", file=sys.stderr)
-    for actor in actors.values():
-        ray.kill(actor)
-    if signals.signum is not None:
-        return 128 + signals.signum
-    return 1 if failed else 0

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Protocol
+
+_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None  # what signal.signal returns
+
+
+class Stoppable(Protocol):
+    """What a signal stops: a pipeline."""
+
+    def stop(self) -> None: ...
 
 
 class StopOnSignal:
@@ -16,10 +24,10 @@ class StopOnSignal:
     Install it on the main thread; runs on other threads register their pipelines with ``watching``.
     """
 
-    def __init__(self, pipelines: list[Any] | None = None) -> None:
-        self.pipelines = list(pipelines or [])
+    def __init__(self, pipelines: Sequence[Stoppable] | None = None) -> None:
+        self.pipelines: list[Stoppable] = list(pipelines or [])
         self.signum: int | None = None
-        self._saved: dict[int, Any] = {}
+        self._saved: dict[int, _Handler] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> StopOnSignal:
@@ -33,7 +41,7 @@ class StopOnSignal:
             signal.signal(s, handler)
 
     @contextmanager
-    def watching(self, pipelines: list[Any]) -> Iterator[None]:
+    def watching(self, pipelines: Sequence[Stoppable]) -> Iterator[None]:
         """Stop ``pipelines`` on a signal while the block runs (at once if one came already)."""
         with self._lock:
             self.pipelines.extend(pipelines)
@@ -46,6 +54,10 @@ class StopOnSignal:
             with self._lock:
                 for p in pipelines:
                     self.pipelines.remove(p)
+
+    def stop(self, signum: int = signal.SIGTERM.value) -> None:
+        """As if signal ``signum`` came (where no handler is installed: a Ray actor); a second one aborts."""
+        self._handle(signum, None)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
