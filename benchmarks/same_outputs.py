@@ -66,7 +66,7 @@ def compare_events(a: Path, b: Path, tol: float) -> list[str]:
                 vx = np.array(list(x[k].values()) if isinstance(x[k], dict) else x[k], dtype=float)
                 vy = np.array(list(y[k].values()) if isinstance(y[k], dict) else y[k], dtype=float)
                 if vx.shape != vy.shape or np.abs(vx - vy).max(initial=0) > tol:
-                    problems.append(f"events[{i}].{k} differs")
+                    problems.append(f"events[{i}].{k} differs by {np.abs(vx - vy).max(initial=0):.2g}")
             elif x[k] != y[k]:
                 problems.append(f"events[{i}].{k}: {x[k]!r} against {y[k]!r}")
     return problems[:20]
@@ -99,7 +99,7 @@ def main() -> int:
     ap.add_argument("--after", type=Path, required=True, help="checkout with the new code")
     ap.add_argument("--video", type=Path, action="append", required=True)
     ap.add_argument("--model", type=Path, default=Path("samples/models/fer2013-small"))
-    ap.add_argument("--prob-tol", type=float, default=1e-6)
+    ap.add_argument("--prob-tol", type=float, default=1.5e-6, help="one unit of the events' last printed digit (1e-6), with float slack")
     ap.add_argument("--speed", type=int, default=0, help="extra alternating runs per checkout, for fps")
     ap.add_argument("--extra", default="", help="more fer-stream arguments, space-separated")
     args = ap.parse_args()
