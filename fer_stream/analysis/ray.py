@@ -26,7 +26,7 @@ hub id, or a folder present on every node).
 ``--ray auto`` starts a Ray of this machine's own (on the loopback address) unless ``RAY_ADDRESS``
 names a cluster: it never joins whatever cluster the address file in Ray's shared temporary folder
 names (anyone on the machine can write that). A cluster that does not answer within
-:data:`JOIN_TIMEOUT_S` is one error line.
+:data:`JOIN_TIMEOUT_S` seconds (``$FER_STREAM_RAY_TIMEOUT`` to change it) is one error line.
 """
 
 from __future__ import annotations
@@ -62,7 +62,21 @@ if TYPE_CHECKING:  # torch loads in the functions that run it
 log = logging.getLogger("fer_stream")
 
 
-JOIN_TIMEOUT_S = 30.0  # longest wait for a cluster to answer
+JOIN_TIMEOUT_S = 30.0  # longest wait for a cluster to answer, unless $FER_STREAM_RAY_TIMEOUT says otherwise
+
+
+def join_timeout() -> float:
+    """Seconds to wait for a cluster to answer: ``$FER_STREAM_RAY_TIMEOUT``, else :data:`JOIN_TIMEOUT_S`."""
+    text = os.environ.get("FER_STREAM_RAY_TIMEOUT", "").strip()
+    if not text:
+        return JOIN_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise ConfigError(f"FER_STREAM_RAY_TIMEOUT must be a number of seconds from 0 to 3600, not {text!r}")
+    return seconds
 
 
 def init_options(address: str) -> dict[str, Any]:
@@ -110,10 +124,12 @@ def _keep_loopback(ray: Any) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def connect(address: str, *, timeout: float = JOIN_TIMEOUT_S) -> Any:
+def connect(address: str, *, timeout: float | None = None) -> Any:
     """The ``ray`` module, connected as :func:`init_options` says (an already initialised Ray is used
-    as it is). A cluster that refuses, or does not answer within ``timeout`` seconds, is one
-    ConfigError, before Ray is asked to join it (Ray itself retries for minutes)."""
+    as it is). A cluster that refuses, or does not answer within ``timeout`` seconds (default:
+    :func:`join_timeout`), is one ConfigError, before Ray is asked to join it (Ray itself retries
+    for minutes)."""
+    timeout = join_timeout() if timeout is None else timeout
     try:
         import ray
     except ImportError:
