@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from fer_stream import __version__
-from fer_stream.analysis.run import analyse
 from fer_stream.commands.options import model_flags, setting_flags
 from fer_stream.config import Config
 from fer_stream.errors import counted, printable
 
-__all__ = ["analyse", "handle", "parser", "print_summary", "run_stream"]  # analyse: for the old path fer_stream.jobs
+__all__ = ["handle", "parser", "print_summary", "run_stream"]  # and `analyse` (below), for the old path fer_stream.jobs
+
+
+def __getattr__(name: str) -> object:
+    if name == "analyse":  # the old path's name, from the engine, loaded only when asked for
+        from fer_stream.analysis.run import analyse
+
+        return analyse
+    raise AttributeError(name)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,6 +81,10 @@ def handle(cfg: Config, args: argparse.Namespace) -> int:
 
 def run_stream(cfg: Config) -> int:
     """Analyse every configured source end to end; returns the process exit code."""
+    # The engine loads here, not at the top: it brings numpy, PyAV and the pipeline, and this
+    # module is also the root parser, so `fer-stream --help` would wait for them.
+    from fer_stream.analysis.run import analyse
+
     outcome = analyse(cfg)
     print_summary(outcome.summary.as_dict())
     if outcome.errors and not outcome.several:

@@ -19,10 +19,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where a batch runs: the live classifier imports this module, and `fer-stream --help` must not wait for torch
+    import torch
 
 R = TypeVar("R")
 
@@ -119,6 +121,8 @@ def forward_rows(
     The forward pass is timed and counted in ``log`` (``owner`` names whose each request is, to
     count batches mixing owners); a failing forward pass raises and counts nothing.
     """
+    import torch
+
     batch = torch.cat([pixels(p.request)[p.start : p.stop] for p in parts])
     started = time.monotonic()
     probs = forward(batch)
