@@ -87,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
-    module = command(name)
+    try:
+        module = command(name)
+    except ImportError as e:  # a broken install (a module or a dependency missing): one line, not a traceback
+        if os.environ.get("FER_STREAM_DEBUG"):
+            raise
+        print(f"fer-stream: error: cannot load the {name} command ({printable(str(e))}); reinstall fer-stream", file=sys.stderr)
+        return 1
     args = module.parser().parse_args(argv)
     handle: Handler = module.handle
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
