@@ -1,41 +1,21 @@
-"""Issue 16's outputs, on their own: leftovers kept, partials never written through, bounded
-timelines, colours for any label, CSV cells a spreadsheet never runs.
-
-No test data and no real model: these run in the fast tier (``pytest -m "not media"``).
-"""
+"""Output files: existing files never replaced, partial files never written through a link, one file never two outputs."""
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import media_file, run_cli
+from conftest import timed_result as _frame
 
 from fer_stream.errors import SinkError
-from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction, Quality
-from fer_stream.io import report
-from fer_stream.io.report import TimelineSink, label_colors, write_report, write_timeline
-from fer_stream.io.sinks import EventSink, SegmentedVideoSink, VideoSink, partial_path, spreadsheet_safe, write_atomic
+from fer_stream.io.sinks import SegmentedVideoSink, VideoSink, partial_path, write_atomic
 
-BOX = Box(10, 10, 40, 40)
-
-
-def _face(track: int | None, probs: dict[str, float], *, crop: bool = True, box: Box = BOX) -> Face:
-    top = sorted(probs.items(), key=lambda kv: -kv[1])
-    quality = Quality(size_px=40, sharpness=50.0, score=0.9)
-    face = Face(box, 0.9, np.full((16, 16, 3), 100, np.uint8) if crop else None, quality=quality, track=track)
-    return face.with_prediction(Prediction(probs=tuple(top), flagged=top[0][1] < 0.7))
-
-
-def _frame(i: int, t: float, faces: list[Face], size: tuple[int, int] = (64, 48)) -> FrameResult:
-    w, h = size
-    image = np.zeros((h, w, 3), np.uint8)
-    image[:, :, 1] = (i * 16) % 256
-    return FrameResult(Frame(i, t, image, captured=time.monotonic()), tuple(faces))
+VIDEO = media_file("436x384")
 
 
 # -- leftovers of a killed run ---------------------------------------------------------------------
@@ -142,106 +122,167 @@ def test_a_video_sink_writes_to_its_own_file_even_if_a_link_appears_when_it_open
             assert sum(1 for _ in c.decode(video=0)) > 0
 
 
-# -- CSV cells a spreadsheet would run -------------------------------------------------------------
+def test_two_outputs_on_one_file_are_refused_before_models_load(cli_env, tmp_path):
+    same = tmp_path / "same.csv"
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "link.csv"
+    link.symlink_to(same)
+    no_model = str(tmp_path / "no-model")  # never reached: outputs are checked first
+    for args, names in (
+        (["--events", str(same), "--timeline", str(same)], ("--events", "--timeline")),
+        (["--events", str(same), "--timeline", str(link)], ("--events", "--timeline")),
+        (["--timeline", str(tmp_path / "t.csv"), "--events", str(tmp_path / "sub" / ".." / "t.csv")], ("--events", "--timeline")),
+    ):
+        r = run_cli(["--source", str(VIDEO), *args, "--model", no_model, "-q"], cli_env)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "are the same file" in r.stderr and all(n in r.stderr for n in names), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "sub"]
 
 
-def test_text_cells_that_start_like_a_formula_are_quoted_and_numbers_stay_numbers():
-    for text in ("=1+2", "+1", "-sad", "@SUM(A1)", "\tx", "\rx"):
-        assert spreadsheet_safe(text) == "'" + text
-    for kept in ("happy", "", '{"=": 1}', "[-3, 4]"):
-        assert spreadsheet_safe(kept) == kept
-    assert spreadsheet_safe(-0.5) == -0.5 and spreadsheet_safe(-3) == -3
+def test_hard_links_to_one_file_are_one_output(cli_env, tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_text("old\n")
+    os.link(a, tmp_path / "b.csv")
+    r = run_cli(
+        ["--source", str(VIDEO), "--events", str(a), "--timeline", str(tmp_path / "b.csv"), "--overwrite", "--model", "x/", "-q"], cli_env
+    )
+    assert r.returncode == 2 and "are the same file" in r.stderr
+    assert a.read_text() == "old\n"
 
 
-def test_event_and_timeline_csv_never_start_a_text_cell_with_a_formula(tmp_path):
-    labels = ('=HYPERLINK("http://evil")', "-sad", "@cmd", "happy")
-    probs = {labels[0]: 0.6, labels[1]: 0.2, labels[2]: 0.1, labels[3]: 0.1}
-    events = tmp_path / "e.csv"
-    timeline = TimelineSink(labels)
-    with EventSink(events, source_id="+door") as sink:
-        for i in range(6):
-            result = _frame(i, -0.5 + i * 0.5, [_face(3, probs)])
-            sink.write(result)
-            timeline.write(result)
-    write_timeline(tmp_path / "t.csv", timeline)
-    for path in (events, tmp_path / "t.csv"):
-        rows = list(csv.reader(path.open(newline="")))
-        cells = [cell for row in rows for cell in row]
-        for cell in cells:
-            if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-                float(cell)  # only a number may start so
-        assert any(cell.startswith("'=HYPERLINK") for cell in cells)
-    rows = list(csv.DictReader(events.open(newline="")))
-    assert rows[0]["time"] == "-0.5" and rows[0]["source"] == "'+door" and rows[0]["label"] == '\'=HYPERLINK("http://evil")'
-    header = next(csv.reader((tmp_path / "t.csv").open(newline="")))
-    assert header == ["time_s", "track", "faces", "dominant", '\'=HYPERLINK("http://evil")', "'-sad", "'@cmd", "happy", "span_s"]
+def test_the_summary_is_written_even_when_the_report_fails(tiny_model, cli_env, tmp_path, monkeypatch, capsys):
+    from fer_stream import cli
+    from fer_stream.io import report
+
+    for key in ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_CACHE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(key, cli_env[key])
+
+    def broken(*args, **kwargs):
+        raise ValueError("Invalid RGBA argument: None")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    summary, page, timeline = tmp_path / "s.json", tmp_path / "r.html", tmp_path / "t.csv"
+    argv = ["--source", str(VIDEO), "--model", str(tiny_model), "--max-frames", "5", "-q"]
+    code = cli.main([*argv, "--report", str(page), "--timeline", str(timeline), "--summary", str(summary)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot write report" in err and "Invalid RGBA" in err and "Traceback" not in err
+    s = json.loads(summary.read_text())
+    assert s["frames_out"] == 5 and "report" not in s["outputs"] and "timeline" in s["outputs"] and "report" in s["error"]
+    assert timeline.is_file() and not page.exists() and not list(tmp_path.glob("*.partial.*"))
 
 
-# -- report: any labels ----------------------------------------------------------------------------
+def test_outputs_never_replace_the_input_or_an_existing_file(tiny_model, cli_env, tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(VIDEO.read_bytes())
+    link = tmp_path / "link.mp4"
+    link.symlink_to(video)
+    before = video.read_bytes()
+    for args in (
+        ["--source", str(video), "--output", str(video), "--overwrite"],
+        ["--source", str(link), "--output", str(video), "--overwrite"],
+        ["--source", str(video), "--events", str(video.with_suffix(".jsonl")), "--output", str(link), "--overwrite"],
+    ):
+        r = run_cli(args + ["--model", str(tiny_model), "-q"], cli_env)
+        assert r.returncode == 1 and "is the input" in r.stderr and r.stderr.count("\n") == 1
+    assert video.read_bytes() == before
+    events = tmp_path / "e.jsonl"
+    events.write_text("yesterday's log\n")
+    r = run_cli(["--source", str(video), "--events", str(events), "--model", str(tiny_model), "-q"], cli_env)
+    assert r.returncode == 1 and "already exists; pass --overwrite" in r.stderr
+    assert events.read_text() == "yesterday's log\n"  # untouched: refused before anything ran
+    r = run_cli(
+        ["--source", str(video), "--events", str(events), "--max-frames", "5", "--overwrite", "--model", str(tiny_model), "-q"], cli_env
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(events.read_text().splitlines()) == 5 and not list(tmp_path.glob("*.partial.*"))
 
 
-def test_every_label_gets_a_colour_the_same_each_time():
-    labels = ["happy", "bored", "confused", "sad", "x1", "x2"]
-    colors = label_colors(labels)
-    assert set(colors) == set(labels) and colors["happy"] == report.COLORS["happy"]
-    assert len({colors[lab] for lab in labels}) == len(labels)  # distinct
-    assert label_colors(labels) == colors  # deterministic
-    assert label_colors(reversed(labels)) == colors  # whatever the order (the dashboard sees no model order)
-    many = label_colors([f"l{i}" for i in range(40)])
-    assert all(c.startswith("#") for c in many.values())
+def test_a_full_disk_ends_the_run_with_one_line_and_whole_records(tiny_model, cli_env, tmp_path, procs):
+    """Files may not grow past 64 KB here (RLIMIT_FSIZE, as a full disk would stop them)."""
+    import resource
+    import signal
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
+    r = procs.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_stream",
+            "--source",
+            str(VIDEO),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "-q",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fer-stream: error: writing event log") and str(events) in lines[0]
+    records = events.read_text().splitlines()  # kept, complete up to the failure, every line a whole record
+    assert records and all(json.loads(line)["frame"] >= 0 for line in records)
+    assert not list(tmp_path.glob("*.partial.*")) and not list(tmp_path.glob(".*.tmp"))
+    s = json.loads(summary.read_text())  # the summary (small) still made it, with what was done
+    assert 0 < s["frames_out"] < 270 and "error" in s
 
 
-def test_a_report_for_labels_without_built_in_colours_is_written(tmp_path):
-    labels = ("bored", "engaged", "confused")
-    timeline = TimelineSink(labels)
-    for i in range(30):
-        timeline.write(_frame(i, i / 10, [_face(1, {"bored": 0.5, "engaged": 0.3, "confused": 0.2})]))
-    summary = {"labels": {"bored": 30, "engaged": 0, "confused": 0}, "faces": 30, "tracks": [{}], "source": "x.mp4"}
-    page = write_report(tmp_path / "r.html", timeline, summary).read_text()
-    assert page.count("<svg") >= 3 and label_colors(labels)["bored"] in page
+def test_a_planted_partial_file_link_is_replaced_not_written_through(tiny_model, cli_env, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "e.partial.jsonl").symlink_to(victim)
+    r = run_cli(
+        ["--source", str(VIDEO), "--events", str(tmp_path / "e.jsonl"), "--max-frames", "3", "--model", str(tiny_model), "-q"], cli_env
+    )
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "keep me\n" and len((tmp_path / "e.jsonl").read_text().splitlines()) == 3
 
 
-# -- bounded timeline on a very long run -----------------------------------------------------------
+def test_with_several_sources_a_failing_output_stops_the_run_non_zero(tiny_model, cli_env, tmp_path, procs):
+    import resource
+    import signal
+    import sys
 
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
 
-def test_a_very_long_run_keeps_a_bounded_timeline_and_says_what_it_merged_and_pooled(tmp_path):
-    """30 000 s of a camera at one frame a second: one person always there, a passer-by every
-    10 s (3 000 tracks). What is kept stays under the bounds; every face is still counted."""
-    labels = ("happy", "sad", "neutral")
-    timeline = TimelineSink(labels, bucket_s=1.0, max_flagged=20)
-    seconds = 30_000
-    passer = 100
-    classified = 0
-    for i in range(seconds):
-        faces = [_face(1, {"happy": 0.8, "sad": 0.1, "neutral": 0.1}, crop=i == 0)]
-        if i % 10 < 3:  # each passer-by is seen for 3 s
-            faces.append(_face(passer + i // 10, {"happy": 0.2, "sad": 0.5, "neutral": 0.3}, crop=i % 10 == 0))
-        classified += len(faces)
-        timeline.write(_frame(i, float(i), faces))
-    assert len(timeline.faces) <= report.MAX_BINS and len(timeline.cells) <= report.MAX_CELLS
-    assert len(timeline.track_frames) <= report.MAX_TRACKS and len(timeline.thumbs) <= report.MAX_TRACKS
-    assert len(timeline.flagged) <= 20 and len(timeline._flag_seen) <= 20
-    assert timeline.merges >= 2 and timeline.bucket_s == 2.0**timeline.merges
-    assert timeline.dropped_tracks >= 2_000 and timeline.track_frames[1] == seconds  # the long track is kept
-    assert 1 in timeline.thumbs
-    # Nothing is lost from the counts, only resolution and per-track detail.
-    assert sum(timeline.faces.values()) == classified
-    rows = timeline.rows()
-    assert sum(r["faces"] for r in rows) == classified
-    assert sum(timeline.track_frames.values()) + timeline.dropped_faces == classified
-    pooled = [r for r in rows if r["track"] == report.DROPPED]
-    assert pooled and all(r["dominant"] == "sad" for r in pooled)
-    write_timeline(tmp_path / "t.csv", timeline)
-    table = list(csv.DictReader((tmp_path / "t.csv").open()))
-    assert {float(r["span_s"]) for r in table} == {timeline.bucket_s} and {r["track"] for r in table} >= {"1", str(report.DROPPED)}
-    summary = {"labels": {"happy": seconds, "sad": 0, "neutral": 0}, "faces": classified, "tracks": [], "source": "cam"}
-    page = write_report(tmp_path / "r.html", timeline, summary).read_text()
-    assert f"merged into {timeline.bucket_s:g} s bins" in page and f"{timeline.dropped_tracks} shorter tracks" in page
-
-
-def test_a_short_run_merges_and_pools_nothing(tmp_path):
-    timeline = TimelineSink(("happy", "sad"))
-    for i in range(100):
-        timeline.write(_frame(i, i / 10, [_face(i // 10, {"happy": 0.9, "sad": 0.1})]))
-    assert timeline.merges == 0 and timeline.dropped_tracks == 0 and len(timeline.thumbs) == 10
-    assert report.timeline_bounds(timeline) == []
+    r = procs.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_stream",
+            "--source",
+            f"a={VIDEO}",
+            "--source",
+            f"b={VIDEO}",
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(tmp_path / "{source}.jsonl"),
+            "-q",
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("fer-stream: error:")]
+    assert 1 <= len(errors) <= 2 and all("writing event log" in e for e in errors)
+    wrote = [p.strip() for line in r.stdout.splitlines() if line.startswith("wrote: ") for p in line[7:].split(",")]
+    assert all(Path(p).is_file() for p in wrote)  # only what is there
+    assert " 179 frames out of 179" not in r.stdout  # both cameras stopped early
