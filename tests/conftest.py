@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
+import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction, Quality
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_STREAM_SHARED", ROOT.parent / "shared")).resolve()
@@ -321,3 +331,158 @@ def decode_video(path: Path) -> dict:
         out["audio"] = (a[0].codec_context.name, a[0].codec_context.sample_rate) if a else None
         out["audio_packets"] = sum(1 for p in c.demux(a[0]) if p.dts is not None) if a else 0
     return out
+
+
+# -- made-up frames and faces, and a fake classifier (fast-tier tests of sinks, overlay, modes) -------
+
+TWO_LABELS = ("happy", "sad")
+FACE_BOX = Box(40, 30, 60, 60)
+SMALL_BOX = Box(10, 10, 40, 40)
+
+
+def labelled_face(track: int, label: str | None, conf: float = 0.9, *, usable: bool = True, box: Box = FACE_BOX) -> Face:
+    """A tracked face; with a label, predicted ``label`` at ``conf`` (the other label gets the rest)."""
+    quality = Quality(size_px=60, sharpness=50.0, score=0.9, reason=None if usable else "small")
+    face = Face(box, 0.9, np.full((60, 60, 3), 120, np.uint8), quality=quality).with_track(track)
+    if label is None:
+        return face
+    other = next(lab for lab in TWO_LABELS if lab != label)
+    return face.with_prediction(Prediction(probs=((label, conf), (other, 1 - conf)), flagged=conf < 0.7))
+
+
+def numbered_result(i: int, faces: list[Face], size: tuple[int, int] = (160, 120)) -> FrameResult:
+    """Frame ``i`` at 25 fps (its image differs from the other frames') with ``faces``."""
+    w, h = size
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :, 0] = (i * 8) % 256  # frames differ, so the encoder has something to do
+    return FrameResult(Frame(i, i / 25, image, pts=i, captured=time.monotonic()), tuple(faces))
+
+
+class BrightnessModel:
+    """Probability of "happy" = the crop's mean brightness / 255; records its batches."""
+
+    labels = TWO_LABELS
+    max_batch = 4
+    threshold = 0.7
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def preprocess(self, crops):
+        import torch
+
+        return torch.tensor([[float(np.mean(c)) / 255.0] for c in crops])
+
+    def forward(self, pixels):
+        self.batches.append(len(pixels))
+        p = pixels[:, 0].numpy()
+        return np.stack([p, 1 - p], axis=1).astype(np.float32)
+
+    def postprocess(self, probs):
+        from fer_stream.model.head import ClassifierHead
+
+        return ClassifierHead(None, self.labels, self.threshold, fast=False).postprocess(probs)
+
+
+def scored_face(track: int | None, probs: dict[str, float], *, crop: bool = True, box: Box = SMALL_BOX) -> Face:
+    """A face predicted with ``probs`` (flagged under 0.7), with or without a crop."""
+    top = sorted(probs.items(), key=lambda kv: -kv[1])
+    quality = Quality(size_px=40, sharpness=50.0, score=0.9)
+    face = Face(box, 0.9, np.full((16, 16, 3), 100, np.uint8) if crop else None, quality=quality, track=track)
+    return face.with_prediction(Prediction(probs=tuple(top), flagged=top[0][1] < 0.7))
+
+
+def timed_result(i: int, t: float, faces: list[Face], size: tuple[int, int] = (64, 48)) -> FrameResult:
+    """Frame ``i`` at time ``t`` with ``faces``."""
+    w, h = size
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :, 1] = (i * 16) % 256
+    return FrameResult(Frame(i, t, image, captured=time.monotonic()), tuple(faces))
+
+
+# -- video streams made here, served over HTTP (limits and reconnects) ----------------------------
+
+
+def h264_ts(width: int, height: int, frames: int, fps: int = 25) -> bytes:
+    """An MPEG-TS of ``frames`` flat grey H.264 frames of one size."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 40 + 5 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``grow.ts``: 5 frames of 64x48, then 5 of 640x480 (a stream whose size changes mid-way);
+    ``clip.ts``: 1 s of 64x48 at 25 fps."""
+    folder = tmp_path_factory.mktemp("media")
+    (folder / "grow.ts").write_bytes(h264_ts(64, 48, 5) + h264_ts(640, 480, 5))
+    (folder / "clip.ts").write_bytes(h264_ts(64, 48, 25))
+    return folder
+
+
+@contextlib.contextmanager
+def http_server(folder: Path) -> Iterator[tuple[str, list[float]]]:
+    """``folder`` served on 127.0.0.1 (a port of its own): its URL and the times of the GETs it answered."""
+    requests: list[float] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(time.monotonic())
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def wait_for(condition, timeout: float = 60.0) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds (polled every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+# -- batch folders (manifest, batch inputs, Ray) -----------------------------------------------
+
+SMALLEST_VIDEO = media_file("portrait")  # the smallest of ../shared's videos
+
+
+def manifest_by_key(out: Path) -> dict[str, dict]:
+    """The newest record of each key of a batch folder's manifest."""
+    return {rec["key"]: rec for rec in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+
+
+def manifest_by_stem(out: Path) -> dict[str, dict]:
+    """The newest manifest record of each input, by the input's file stem."""
+    return {Path(rec["input"]).stem: rec for rec in manifest_by_key(out).values()}
+
+
+def video_copies(folder: Path, names: str) -> Path:
+    """Copies (not links: links resolve to one input) of the portrait video, one per letter of ``names``."""
+    folder.mkdir()
+    for n in names:
+        shutil.copyfile(SMALLEST_VIDEO, folder / f"{n}.mp4")
+    return folder

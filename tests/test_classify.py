@@ -1,3 +1,5 @@
+"""EmotionClassifier: labels from the config, predictions, thresholds, batches, and folders it refuses."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,12 +1,18 @@
 """Mistakes a user can make end in one clear line and a non-zero exit, never a traceback."""
 
+from __future__ import annotations
+
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from conftest import MEDIA, run_cli
+
+from fer_stream import cli
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +132,52 @@ def test_a_busy_serve_address_fails_before_the_models_load(cli_env, tmp_path):
         r = run_cli(["--source", str(MEDIA[0]), "--model", "nobody/not-loaded", "--serve", f"127.0.0.1:{port}"], cli_env)
     assert r.returncode != 0 and f"cannot serve on 127.0.0.1:{port}" in r.stderr
     assert "not-loaded" not in r.stderr and time.monotonic() - started < 30  # no model was asked for
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--source", "²"], "'²' is neither a webcam index nor an existing file"),
+        (["--source", "٣"], "'٣' is neither a webcam index nor an existing file"),
+        (["--source", "99999999999999999999"], "is neither a webcam index nor an existing file"),
+        (["--source", "x.mp4", "--serve", "127.0.0.1:²"], "must be PORT or HOST:PORT"),
+        (["--source", "x.mp4", "--device", "cuda:²"], "cuda:N"),
+    ],
+    ids=["superscript-two", "arabic-indic-three", "past-a-c-int", "serve-port", "device-index"],
+)
+def test_digits_that_are_no_number_are_one_line(args, says, cli_env, tmp_path):
+    # Run in a folder of its own: no file there has the name given.
+    r = subprocess.run([sys.executable, "-m", "fer_stream", *args], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_a_device_index_in_other_digits_is_a_device_error():
+    from fer_stream.errors import DeviceError
+    from fer_stream.model.devices import resolve_device
+
+    with pytest.raises(DeviceError, match="unknown device 'cuda:²'"):
+        resolve_device("cuda:²")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--output", "out.avi"], "--output (output.video) must be a path ending in .mp4"),
+        (["--max-batch", "0"], "--max-batch (classifier.max_batch) must be an integer from 1 to 256, not 0"),
+        (["--serve", "localhost:http"], "--serve (serve.address) must be PORT or HOST:PORT"),
+        (["--crf", "99"], "--crf (output.crf) must be an integer from 0 to 51"),
+    ],
+)
+def test_a_bad_flag_value_names_the_flag(args, expected, capsys):
+    assert cli.main(["--source", "talk.mp4", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fer-stream: error: ") and "\n" not in err and expected in err
+    assert "command line" not in err and "[output]" not in err
+
+
+def test_a_bad_value_in_a_file_still_names_the_file_and_key(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[output]\nvideo = "out.avi"\n')
+    assert cli.main(["--config", str(cfg), "--source", "talk.mp4"]) == 2
+    assert f"{cfg} [output]: 'video' must be a path ending in .mp4" in capsys.readouterr().err

@@ -1,3 +1,5 @@
+"""Settings: the root config's reference, defaults, files then flags, bad values, sample configs, sources."""
+
 import sys
 from pathlib import Path
 

@@ -1,3 +1,5 @@
+"""The short-range face detector on real photos: a face found, none in an empty picture, padded rows."""
+
 import numpy as np
 import pytest
 from conftest import FACES, media_file

@@ -1,11 +1,13 @@
-"""Detector download and cache, `models pull` offline, and the `image` command."""
+"""Model files and the `image` command: detector download and cache, `models pull`, model names looked up offline."""
 
 import http.server
 import json
+import re
 import threading
+from pathlib import Path
 
 import pytest
-from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, run_cli
+from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, MEDIA, ROOT, run_cli
 
 from fer_stream.errors import ModelError
 from fer_stream.model.detector_files import ENV_DETECTOR, download_detector, resolve_detector_model
@@ -148,3 +150,87 @@ def test_image_dir_no_detect(tiny_model, cli_env):
     doc = json.loads(r.stdout)
     assert len(doc) == 40
     assert all(len(d["faces"]) == 1 and d["faces"][0]["box"] == [0, 0, 48, 48] for d in doc)
+
+
+SHIPPED = "samples/models/fer2013-small"
+
+
+def _one_line(r):
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fer-stream: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_a_video_given_to_image_is_not_an_image_before_any_model_loads(cli_env):
+    r = run_cli(["image", str(MEDIA[0]), "--model", "nobody/not-loaded"], cli_env, timeout=60)
+    line = _one_line(r)
+    assert "is not an image" in line and f"fer-stream --source {MEDIA[0]}" in line
+    assert "not-loaded" not in r.stderr  # no model was looked for
+
+
+@pytest.mark.parametrize("model", ["nosuchdir/", "no such dir", "a/b/c", "bad..name"])
+def test_a_model_that_is_no_hub_id_is_a_missing_folder_not_a_hub_look_up(model, monkeypatch, tmp_path):
+    from fer_stream.model.hub import load_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match=f"^no such model folder '{re.escape(model)}'") as caught:
+        load_model(model)
+    assert "Hugging Face" not in str(caught.value) and "--model" in str(caught.value)
+
+
+def test_the_default_model_offline_names_the_shipped_model(cli_env, tmp_path):
+    env = dict(cli_env, HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"))
+    r = run_cli(["image", str(FACES / "one_face.jpg")], env, timeout=120)  # the default model, trpakov/vit-face-expression
+    line = _one_line(r)
+    assert "fer-stream models pull --model trpakov/vit-face-expression" in line
+    named = re.search(r"--model (\S+)$", line)
+    assert named and Path(named.group(1)).resolve() == (ROOT / SHIPPED).resolve(), line  # a path that works from here
+    if Path.cwd().resolve() == ROOT:
+        assert line.endswith(f"--model {SHIPPED}")  # run from the repository: the short form
+
+
+def _without_detectors(cli_env, tmp_path):
+    env = dict(
+        cli_env,
+        FER_STREAM_CACHE=str(tmp_path / "cache"),
+        FER_STREAM_DETECTOR_URL="http://127.0.0.1:9/blaze_face_short_range.tflite",
+        FER_STREAM_FULL_RANGE_URL="http://127.0.0.1:9/face_detection_full_range_sparse.tflite",
+        FER_STREAM_TRUST_MIRROR="1",
+    )
+    env.pop("FER_STREAM_DETECTOR_MODEL")
+    env.pop("FER_STREAM_FULL_RANGE_MODEL")
+    return env
+
+
+def test_every_missing_detector_file_is_named_at_once_before_the_classifier_loads(cli_env, tmp_path):
+    env = _without_detectors(cli_env, tmp_path)
+    r = run_cli(["--source", str(MEDIA[0]), "--model", "nobody/not-loaded", "-q"], env, timeout=120)
+    line = _one_line(r)
+    assert "cannot download blaze_face_short_range.tflite and face_detection_full_range_sparse.tflite" in line
+    assert "FER_STREAM_DETECTOR_MODEL and FER_STREAM_FULL_RANGE_MODEL" in line and "fer-stream models pull" in line
+    assert "not-loaded" not in r.stderr  # the classifier was not looked for
+    missing = ["--detector-model", "/no/a.tflite", "--full-range-model", "/no/b.tflite"]
+    r = run_cli(["--source", str(MEDIA[0]), "--model", "nobody/not-loaded", *missing], cli_env, timeout=120)
+    line = _one_line(r)
+    assert "'/no/b.tflite' (from --full-range-model) does not exist" in line and "'/no/a.tflite' (from --detector-model)" in line
+    assert "not-loaded" not in r.stderr
+
+
+def test_models_pull_uses_the_detector_files_the_environment_names(cli_env, tmp_path):
+    env = dict(cli_env, FER_STREAM_CACHE=str(tmp_path / "cache"), FER_STREAM_DETECTOR_URL="http://127.0.0.1:9/x.tflite")
+    r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env, timeout=120)
+    assert f"detector (short-range): using {env['FER_STREAM_DETECTOR_MODEL']} (from $FER_STREAM_DETECTOR_MODEL)" in r.stdout
+    assert f"detector (full-range): using {env['FER_STREAM_FULL_RANGE_MODEL']} (from $FER_STREAM_FULL_RANGE_MODEL)" in r.stdout
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())  # nothing downloaded
+    line = _one_line(r)
+    assert "cannot download classifier 'nobody/no-such-model'" in line and f"--model {SHIPPED}" in line
+
+
+def test_a_failing_models_pull_does_not_say_run_models_pull(cli_env, tmp_path):
+    env = _without_detectors(cli_env, tmp_path)
+    r = run_cli(["models", "pull"], env, timeout=120)
+    line = _one_line(r)
+    assert "cannot download blaze_face_short_range.tflite and face_detection_full_range_sparse.tflite" in line
+    assert "models pull" not in line and "FER_STREAM_DETECTOR_URL" in line and "FER_STREAM_DETECTOR_MODEL" in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import select
 import socket
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, wait_until
+from conftest import MEDIA, ROOT, run_cli, wait_until
 
 from fer_stream.errors import ConfigError
 from fer_stream.frames import Frame, FrameResult
@@ -195,7 +196,7 @@ def test_a_run_answers_healthz_while_its_models_load(monkeypatch):
         raise ConfigError("released by the test")  # ends the run here: no model is needed
 
     monkeypatch.setattr(run_module, "load_models", blocked_load)
-    # Detector files are resolved before the classifier loads (tested in test_messages.py); this
+    # Detector files are resolved before the classifier loads (tested in test_models_and_images.py); this
     # test needs none of them (no ../shared in the fast tier): the run goes on to the model load.
     monkeypatch.setattr(run_module, "check_detector_files", lambda *a, **k: None)
     port = free_port()
@@ -453,3 +454,11 @@ def test_probe_slots_answer_health_and_metrics_only_and_still_check_the_token(so
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_serving_is_information_not_a_warning(tiny_model, cli_env):
+    r = run_cli(["--source", str(MEDIA[0]), "--model", str(tiny_model), "--max-frames", "3", "--serve", "127.0.0.1:0", "-q"], cli_env)
+    assert r.returncode == 0, r.stderr
+    serving = [l for l in r.stderr.splitlines() if "serving" in l]
+    assert len(serving) == 1 and re.match(r"fer-stream: serving http://127\.0\.0\.1:\d+/ \(dashboard\)", serving[0]), r.stderr
+    assert "warning" not in serving[0] and "3 frames out of 3" in r.stdout

@@ -1,10 +1,13 @@
 """ONNX export checks itself, and ONNX Runtime agrees with PyTorch in image, eval and the pipeline."""
 
+from __future__ import annotations
+
 import json
+import os
 
 import numpy as np
 import pytest
-from conftest import EXPRESSIONS, SHARED, media_file, run_cli
+from conftest import EXPRESSIONS, ROOT, SHARED, media_file, run_cli
 
 from fer_stream import EmotionClassifier
 from fer_stream.errors import ModelError
@@ -162,3 +165,57 @@ def test_metadata_that_does_not_fit_the_model_is_refused(exported, tmp_path, lab
     with pytest.raises(ModelError, match=expected) as caught:
         OnnxModel(bad)
     assert "\n" not in str(caught.value)
+
+
+SHIPPED = sorted(p.parent for p in (ROOT / "samples" / "models").glob("*/config.json"))
+
+
+@pytest.mark.parametrize("model", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_export_of_every_shipped_model_passes_its_own_check(model, cli_env, tmp_path):
+    """fer2013-small is a ResNet: its batch-norm layers must be in eval mode on both sides of the check."""
+    out = tmp_path / "m.onnx"
+    r = run_cli(["export", "--format", "onnx", str(out), "--model", str(model), "--json"], cli_env)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["max_abs_diff"] < 1e-4 and result["top1_agreement"] == 1.0 and out.is_file()
+    assert not list(tmp_path.glob("*.partial.*"))
+
+
+def test_export_never_replaces_an_existing_file_unasked_nor_loses_it_when_it_fails(tiny_model, cli_env, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"yesterday's model")
+    r = run_cli(["export", str(out), "--model", str(tiny_model)], cli_env)
+    assert r.returncode == 1 and "already exists; pass --overwrite" in r.stderr and r.stderr.count("\n") == 1
+    assert out.read_bytes() == b"yesterday's model"
+    probe = tmp_path / "probe.onnx"  # the same export, to know its difference is not zero
+    r = run_cli(["export", str(probe), "--model", str(tiny_model), "--json"], cli_env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["max_abs_diff"] > 1e-300
+    r = run_cli(["export", str(out), "--overwrite", "--tolerance", "1e-300", "--model", str(tiny_model)], cli_env)
+    assert r.returncode == 1 and "differs from PyTorch" in r.stderr and "Traceback" not in r.stderr
+    assert out.read_bytes() == b"yesterday's model"  # a failed export leaves the file as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "probe.onnx"]
+    r = run_cli(["export", str(out), "--overwrite", "--model", str(tiny_model)], cli_env)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == probe.read_bytes()
+
+
+def test_export_never_writes_through_a_link(tiny_model, cli_env, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "m.onnx"
+    out.symlink_to(victim)
+    r = run_cli(["export", str(out), "--model", str(tiny_model)], cli_env)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    (tmp_path / "m.partial.onnx").symlink_to(victim)  # planted at the partial name as well
+    r = run_cli(["export", str(out), "--overwrite", "--model", str(tiny_model)], cli_env)
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink() and out.stat().st_size > 1000  # the link itself was replaced by the model
+    assert not os.path.lexists(tmp_path / "m.partial.onnx")
+
+
+@pytest.mark.parametrize("tolerance", ["0", "-1", "nan"])
+def test_export_tolerance_must_be_positive(tolerance, cli_env, tmp_path):
+    r = run_cli(["export", str(tmp_path / "m.onnx"), "--tolerance", tolerance, "--model", str(tmp_path / "no-model")], cli_env)
+    assert r.returncode == 2 and "--tolerance must be a positive number" in r.stderr and r.stderr.count("\n") == 1

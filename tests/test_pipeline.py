@@ -1,3 +1,5 @@
+"""The pipeline: frames in order, cross-frame batches, failing stages, live sources that never wait."""
+
 import threading
 import time
 

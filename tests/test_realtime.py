@@ -12,6 +12,8 @@ from fer_stream.io.images import list_images, read_image
 from fer_stream.io.sources import AVSource
 from fer_stream.model.preprocess import TensorPreprocessor
 
+VIDEO = media_file("436x384")
+
 PORTRAIT = media_file("436x384")
 TWO_PEOPLE = media_file("two_people")
 WEBCAM = media_file("webcam")
@@ -236,3 +238,23 @@ def test_bench_and_precision_mistakes_are_one_line_errors(tiny_model, cli_env, t
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("fer-stream: error:") and "gpu" in r.stderr
     r = run_cli(["bench", "--video", str(PORTRAIT), "--model", str(tiny_model), "--images", str(tmp_path)], cli_env)
     assert r.returncode != 0 and "holds no images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_live_playback_does_not_sleep_through_a_timestamp_jump(tiny_model, cli_env, tmp_path):
+    import av
+
+    jumpy = tmp_path / "jumpy.mp4"
+    frames = [f.to_ndarray(format="rgb24") for f, _ in zip(av.open(str(VIDEO)).decode(video=0), range(40))]
+    with av.open(str(jumpy), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 436, 384, "yuv420p"
+        s.codec_context.time_base = s.time_base = __import__("fractions").Fraction(1, 1000)
+        for i, image in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+            vf.pts = i * 40 + (3_600_000 if i >= 20 else 0)  # an hour's gap after frame 20
+            out.mux(s.encode(vf))
+        out.mux(s.encode(None))
+    started = time.monotonic()
+    r = run_cli(["--source", str(jumpy), "--live", "--model", str(tiny_model), "-q"], cli_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started < 60  # not an hour

@@ -1,15 +1,21 @@
-"""ReconnectingSource against a scripted camera: backoff, giving up, one log line per outage."""
+"""Reconnecting sources: backoff (streams that end at once included), giving up, one log line per outage."""
+
+from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import wait_until
+from conftest import http_server as _http_server
+from conftest import run_cli, wait_until
+from conftest import wait_for as _wait_for
 
 from fer_stream.errors import SourceError
 from fer_stream.frames import Frame
-from fer_stream.io.reconnect import ReconnectingSource
+from fer_stream.io.reconnect import Clock, ReconnectingSource, RepeatedLines
 from fer_stream.io.sources import Source
 
 
@@ -95,3 +101,132 @@ def test_redact_hides_passwords_in_urls_and_messages():
     url = "rtsp://admin:S3cret@cam/s1"
     msg = redact_text(f"Connection refused: '{url}' (user admin, password S3cret)", url)
     assert "S3cret" not in msg and "rtsp://admin:***@cam/s1" in msg
+
+
+def test_a_reconnect_pause_of_zero_is_refused(cli_env, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[source]\nreconnect_initial_s = 0\n")
+    r = run_cli(["--config", str(cfg), "--source", "rtsp://127.0.0.1:9/x"], cli_env)
+    assert r.returncode == 2 and "reconnect_initial_s" in r.stderr and "0.1" in r.stderr
+
+
+class FakeClock(Clock):
+    """Time that passes only when a frame is delivered or a wait is asked for."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.t += seconds
+        return stop.is_set()
+
+
+class _Clips:
+    """Each connection plays the next clip of the script (its length in seconds at 25 fps) on the
+    fake clock, then the stream ends as a short HTTP clip's does; no clips left: refused."""
+
+    def __init__(self, clock: FakeClock, seconds: list[float]) -> None:
+        self.clock, self.script, self.opened = clock, list(seconds), 0
+
+    def __call__(self, url: str, **kwargs: object) -> Source:
+        self.opened += 1
+        if not self.script:
+            raise SourceError("connection refused")
+        return _Clip(self.clock, self.script.pop(0))
+
+
+class _Clip(Source):
+    width, height, fps = 8, 6, 25.0
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.n = clock, round(seconds * 25)
+
+    def frames(self) -> Iterator[Frame]:
+        for i in range(self.n):
+            yield Frame(index=i, time=i / 25, image=np.zeros((6, 8, 3), np.uint8), captured=time.monotonic())
+            self.clock.t += 1 / 25
+
+
+def test_streams_that_end_within_seconds_back_off_like_failed_attempts(caplog):
+    clock = FakeClock()
+    clips = _Clips(clock, [1, 1, 1, 10, 1, 1])
+    src = ReconnectingSource(
+        "http://cam/clip.ts", source_id="door", backoff_initial=1, backoff_max=30, max_reconnects=3, opener=clips, clock=clock
+    )
+    with caplog.at_level(logging.WARNING, logger="fer_stream"), pytest.raises(SourceError, match="gave up after 3 reconnect attempts"):
+        for _ in src.frames():
+            pass
+    # Three 1 s clips: pauses of 1, 2, 4 s. The 10 s one streamed long enough: reopened at once, the
+    # backoff (and the count of failed attempts) starts afresh. Then 1 and 2 s; refused: the 4th
+    # failed attempt in a row, given up.
+    assert clock.waits == [1, 2, 4, 1, 2]
+    assert clips.opened == 7 and src.reconnects == 5 and src.state == "failed"
+    assert src.frames_read == 25 * 5 + 250
+    lines = [r.getMessage() for r in caplog.records]
+    outages = [m for m in lines if "reconnecting" in m]
+    again = [m for m in lines if "streaming again" in m]
+    # All within a minute: 3 lines of each kind, then the last held back, with the count before it.
+    assert len(outages) == 4 and outages[-1].endswith("; reconnecting (at most 3 times) (repeated 2 times)"), lines
+    assert len(again) == 4 and again[-1].endswith("(repeated 1 time)"), lines
+
+
+def test_repeated_warnings_are_counted_not_repeated(caplog):
+    clock = FakeClock()
+    lines = RepeatedLines(logging.getLogger("fer_stream"), clock, burst=3, window=60.0)
+    with caplog.at_level(logging.WARNING, logger="fer_stream"):
+        for second in range(150):  # one a second for 150 s, and another kind twice
+            clock.t = float(second)
+            lines.warning("ended", "source cam1: the stream ended; reconnecting (for ever)")
+            if second in (10, 11):
+                lines.warning("other", "source cam1: connection refused; reconnecting (for ever)")
+        lines.flush()
+    shown = [r.getMessage() for r in caplog.records if "stream ended" in r.getMessage()]
+    counted = sum(int(m.rsplit("(repeated ", 1)[1].split()[0]) if "(repeated" in m else 0 for m in shown)
+    assert len(shown) + counted == 150  # every one is told, as a line or in a count
+    assert len(shown) == 3 * 3 + 1  # 3 a minute, and at the end the last held back
+    assert sum("connection refused" in r.getMessage() for r in caplog.records) == 2  # another kind is not held back
+    for n in range(500):  # reasons that differ every time, for hours: what is remembered stays bounded
+        clock.t = 200.0 + 30 * n
+        lines.warning(f"outage {n}", f"source cam1: error {n}")
+    assert len(lines._shown) <= 65
+
+
+def test_a_short_clip_over_http_is_reopened_with_growing_pauses(media):
+    with _http_server(media) as (base, requests):
+        # However slowly this machine decodes the clip, it is a short stream (under min_stream_s).
+        src = ReconnectingSource(f"{base}/clip.ts", backoff_initial=0.4, backoff_max=10, min_stream_s=60)
+        frames: list[Frame] = []
+        reader = threading.Thread(target=lambda: frames.extend(src.frames()), daemon=True)
+        reader.start()
+        try:
+            assert _wait_for(lambda: len(requests) >= 5, timeout=120), requests
+        finally:
+            src.interrupt()
+            reader.join(30)
+            src.close()
+        assert not reader.is_alive()
+    gaps = np.diff(requests[:5])
+    # Each 1 s clip is over in a moment: a failed attempt, so 0.4, 0.8, 1.6, 3.2 s pass before the
+    # next request (at least: a busy machine only adds). Without the backoff: hundreds a second.
+    assert all(gap >= 0.4 * 2**k * 0.95 for k, gap in enumerate(gaps)), gaps
+    assert len(frames) >= 25 * 4 and src.reconnects >= 3
+
+
+def test_an_outage_longer_than_max_outage_s_gives_up():
+    from fer_stream.io.reconnect import ReconnectingSource
+
+    opened = []
+
+    def refuse(url, **kwargs):
+        opened.append(url)
+        raise SourceError("connection refused")
+
+    src = ReconnectingSource("rtsp://127.0.0.1:1/cam", opener=refuse, backoff_initial=0.05, backoff_max=0.2, max_outage_s=0.5)
+    with pytest.raises(SourceError, match=r"gave up after 0\.5 s without a frame: connection refused"):
+        list(src.frames())
+    assert len(opened) >= 2 and src.state == "failed"

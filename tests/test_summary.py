@@ -202,3 +202,31 @@ def test_several_sources_combine_as_before():
     assert json.dumps(new.as_dict()) == json.dumps(old)
     assert (new.frames_out, new.faces, new.flagged) == (old["frames_out"], old["faces"], old["flagged"])
     assert isinstance(new.sources["door"], SourceSummary)
+
+
+def test_counts_agree_with_their_nouns(capsys):
+    from fer_stream.commands.analyse import print_summary as _print_summary
+
+    one = {
+        "frames_out": 1,
+        "frames_in": 1,
+        "elapsed_s": 0.5,
+        "fps": 2.0,
+        "faces": 1,
+        "tracks": [{"id": 1}],
+        "classified": 1,
+        "flagged": 0,
+        "unusable": 0,
+        "dropped": 0,
+        "stopped_by": None,
+        "latency_s": {},
+        "labels": {"happy": 1},
+        "outputs": {},
+        "segments": ["a.mp4"],
+    }
+    _print_summary(one)
+    out = capsys.readouterr().out
+    assert "1 frame out of 1 read" in out and "1 face in 1 track," in out and "segments: 1 file," in out
+    _print_summary({**one, "frames_out": 3, "frames_in": 3, "faces": 2, "tracks": [{"id": 1}, {"id": 2}], "segments": ["a", "b"]})
+    out = capsys.readouterr().out
+    assert "3 frames out of 3 read" in out and "2 faces in 2 tracks," in out and "segments: 2 files," in out

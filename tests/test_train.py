@@ -188,3 +188,13 @@ def test_gradient_accumulation_and_a_small_validation_split(tiny_model, cli_env,
 def test_resume_without_a_previous_run_is_a_clear_error(tiny_model, cli_env, tmp_path):
     r = run_cli(["train", str(EXPRESSIONS), "--model", str(tiny_model), "--out", str(tmp_path / "m"), "--resume", "-q"], cli_env)
     assert r.returncode != 0 and "nothing to resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_checkpoint_interrupted_between_renames_is_recovered(tmp_path):
+    from fer_stream.commands.train import _recover
+
+    old = tmp_path / "last.old"
+    old.mkdir()
+    (old / "training_state.pt").write_bytes(b"x")
+    _recover(tmp_path / "last")
+    assert (tmp_path / "last" / "training_state.pt").read_bytes() == b"x" and not old.exists()
