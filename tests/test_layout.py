@@ -143,3 +143,31 @@ def test_each_command_module_owns_its_parser_and_handler(name):
 
     module = cli.command(name)
     assert callable(module.handle) and module.parser().prog.startswith("fer-stream")
+
+
+@pytest.mark.parametrize("command", ["", "batch", "fleet", "image", "bench", "parity", "eval", "export", "models", "config"])
+def test_help_loads_no_heavy_module(command):
+    """Every command's ``--help`` answers without torch, transformers, MediaPipe, PyAV or Ray
+    (``train --help`` is the exception, left for now: its parser shares a module with the training loop, which imports torch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom fer_stream.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'mediapipe', 'av', 'ray') if m in sys.modules), file=sys.stderr)"
+    )
+    args = [*command.split(), "--help"]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+    assert r.returncode == 0 and "usage: fer-stream" in r.stdout, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "[]", r.stderr
+
+
+def test_a_command_that_cannot_be_loaded_is_one_line(monkeypatch, capsys):
+    from fer_stream import cli
+
+    monkeypatch.delenv("FER_STREAM_DEBUG", raising=False)
+    monkeypatch.setitem(cli.COMMANDS, "image", "no_such_module")
+    assert cli.main(["image", "face.jpg"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("fer-stream: error: cannot load the image command (No module named")
+    assert err[0].endswith("; reinstall fer-stream")

@@ -100,15 +100,19 @@ def test_slow_clients_cannot_keep_health_probes_out(sockets):
             s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             sockets.append(s)
         wait_until(lambda: mon.connections()["accepted"] == 8, WAIT, "8 slow clients holding every slot")
-        for _ in range(3):  # the probe slots are given back after each answer
+        # The probe slots are given back after each answer: the server notes a probe's connection
+        # closed a moment after the client has read its answer (later on a busy machine), so each
+        # probe waits for that first; more than two probes in a row without it could be turned away.
+        for _ in range(3):
+            wait_until(lambda: mon.connections()["open"] == 8, WAIT, "the probe slots given back")
             code, _, body = _get(port, "/healthz")
             assert code == 200 and json.loads(body)["sources"]["cam1"]["state"] == "streaming"
+            wait_until(lambda: mon.connections()["open"] == 8, WAIT, "the probe slots given back")
             code, _, body = _get(port, "/metrics")
             assert code == 200 and b"fer_stream_ready 1.0" in body
         code, _, body = _get(port, "/")  # anything else waits for a slot of its own
         assert code == 503 and b"/healthz and /metrics still answer" in body
-        # The slow ones are still held (their deadline is far); the probes' own connections close
-        # once answered, which the server notes a moment after the client has read its answer.
+        # The slow ones are still held (their deadline is far); the probes' connections are closed.
         wait_until(lambda: mon.connections()["open"] == 8, WAIT, "only the 8 slow clients open")
         assert mon.connections()["open"] == 8
     for s in sockets:  # stopping the server closed them

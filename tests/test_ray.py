@@ -91,12 +91,13 @@ def test_a_ray_cluster_that_does_not_answer_is_one_error_line(ray_tmp, tiny_mode
     listener = _silent_listener()
     try:
         address = f"127.0.0.1:{listener.getsockname()[1]}"
-        env = {**cli_env, "RAY_TMPDIR": str(ray_tmp)}
+        # The wait is $FER_STREAM_RAY_TIMEOUT's (30 s unless set; 3 s here, so the test does not sit out the default).
+        env = {**cli_env, "RAY_TMPDIR": str(ray_tmp), "FER_STREAM_RAY_TIMEOUT": "3"}
         # First in a child process: without a deadline Ray waits on such an address for many minutes.
         r = run_cli(["batch", str(PORTRAIT), "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--ray", address], env)
         assert r.returncode == 2
         assert r.stderr.splitlines()[1:] == [  # after the line saying what is to run, one error line
-            f"fer-stream: error: the Ray cluster at '{address}' did not answer in 30 s; check the address "
+            f"fer-stream: error: the Ray cluster at '{address}' did not answer in 3 s; check the address "
             "(`ray status` on its head node) or leave --ray out"
         ]
         with pytest.raises(ConfigError, match=r"did not answer in 2 s"):
@@ -105,6 +106,19 @@ def test_a_ray_cluster_that_does_not_answer_is_one_error_line(ray_tmp, tiny_mode
             connect(f"127.0.0.1:{_closed_port()}", timeout=2)
     finally:
         listener.close()
+
+
+def test_the_wait_for_a_cluster_is_30_s_unless_the_environment_says_otherwise(monkeypatch):
+    from fer_stream.analysis.ray import join_timeout
+
+    monkeypatch.delenv("FER_STREAM_RAY_TIMEOUT", raising=False)
+    assert join_timeout() == 30.0
+    monkeypatch.setenv("FER_STREAM_RAY_TIMEOUT", "7.5")
+    assert join_timeout() == 7.5
+    for bad in ("soon", "0", "-1", "3601", "nan"):
+        monkeypatch.setenv("FER_STREAM_RAY_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match="FER_STREAM_RAY_TIMEOUT must be a number of seconds from 0 to 3600"):
+            join_timeout()
 
 
 def test_ray_addresses_resolve_as_documented(monkeypatch):
