@@ -174,6 +174,7 @@ class DetectorConfig:
     full_model: str = _setting(
         "", 'face_detection_full_range_sparse.tflite path ("" = $FER_STREAM_FULL_RANGE_MODEL or the cached download)', _str
     )
+    landmark_model: str = _setting("", 'face_landmark.tflite path ("" = $FER_STREAM_LANDMARK_MODEL or the cached download)', _str)
     min_confidence: float = _setting(0.5, "minimum face-detection score of the short-range model", _float_range(0.0, 1.0))
     full_min_confidence: float = _setting(
         0.6, "minimum face-detection score of the full-range model (full and tiled)", _float_range(0.0, 1.0)

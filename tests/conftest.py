@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_STREAM_SHARED", ROOT.parent / "shared")).resolve()
 DETECTOR = SHARED / "models" / "blaze_face_short_range.tflite"
 FULL_RANGE = SHARED / "models" / "face_detection_full_range_sparse.tflite"
+LANDMARK = SHARED / "models" / "face_landmark.tflite"
 MEDIA = sorted((SHARED / "media").glob("*.mp4"))
 FACES = SHARED / "faces"
 EXPRESSIONS = SHARED / "expressions"
@@ -189,6 +190,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env.update(
         FER_STREAM_DETECTOR_MODEL=str(DETECTOR),
         FER_STREAM_FULL_RANGE_MODEL=str(FULL_RANGE),
+        FER_STREAM_LANDMARK_MODEL=str(LANDMARK),
         FER_STREAM_CACHE=str(tmp_path_factory.mktemp("cache")),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, MEDIA, ROOT, run_cli
+from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, LANDMARK, MEDIA, ROOT, run_cli
 
 from fer_stream.errors import ModelError
 from fer_stream.model.detector_files import ENV_DETECTOR, download_detector, resolve_detector_model
@@ -16,7 +16,7 @@ from fer_stream.model.detector_files import ENV_DETECTOR, download_detector, res
 @pytest.fixture
 def model_server():
     """Serves the shared detector models on loopback, as a mirror would."""
-    files = {p.name: p.read_bytes() for p in (DETECTOR, FULL_RANGE)}
+    files = {p.name: p.read_bytes() for p in (DETECTOR, FULL_RANGE, LANDMARK)}
     hits = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -113,15 +113,18 @@ def test_models_pull_offline_fails_clearly(cli_env, tmp_path, model_server):
         FER_STREAM_CACHE=str(tmp_path),
         FER_STREAM_DETECTOR_URL=url + "/blaze_face_short_range.tflite",
         FER_STREAM_FULL_RANGE_URL=url + "/face_detection_full_range_sparse.tflite",
+        FER_STREAM_LANDMARK_URL=url + "/face_landmark.tflite",
         FER_STREAM_TRUST_MIRROR="1",
     )
-    for given in ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL"):  # else pull uses those files
+    for given in ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_LANDMARK_MODEL"):  # else pull uses those files
         env.pop(given)
     r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env)
-    # Both detectors came from the mirror.
+    # Both detectors and the landmark model came from the mirror.
     assert "detector (short-range): downloaded to" in r.stdout and "detector (full-range): downloaded to" in r.stdout
+    assert "landmark model: downloaded to" in r.stdout
     assert (tmp_path / "blaze_face_short_range.tflite").read_bytes() == DETECTOR.read_bytes()
     assert (tmp_path / "face_detection_full_range_sparse.tflite").read_bytes() == FULL_RANGE.read_bytes()
+    assert (tmp_path / "face_landmark.tflite").read_bytes() == LANDMARK.read_bytes()
     assert r.returncode == 1 and r.stderr.startswith("fer-stream: error: cannot download classifier")
 
 
@@ -223,6 +226,7 @@ def test_models_pull_uses_the_detector_files_the_environment_names(cli_env, tmp_
     r = run_cli(["models", "pull", "--model", "nobody/no-such-model"], env, timeout=120)
     assert f"detector (short-range): using {env['FER_STREAM_DETECTOR_MODEL']} (from $FER_STREAM_DETECTOR_MODEL)" in r.stdout
     assert f"detector (full-range): using {env['FER_STREAM_FULL_RANGE_MODEL']} (from $FER_STREAM_FULL_RANGE_MODEL)" in r.stdout
+    assert f"landmark model: using {env['FER_STREAM_LANDMARK_MODEL']} (from $FER_STREAM_LANDMARK_MODEL)" in r.stdout
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())  # nothing downloaded
     line = _one_line(r)
     assert "cannot download classifier 'nobody/no-such-model'" in line and f"--model {SHIPPED}" in line

@@ -1,4 +1,4 @@
-"""``fer-stream models pull``: both detector models and the classifier, fetched for offline use."""
+"""``fer-stream models pull``: both detector models, the face landmark model and the classifier, fetched for offline use."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def parser() -> argparse.ArgumentParser:
     pull = sub.add_parser(
         "pull",
         help="download the detector and classifier ahead of time (for air-gapped use)",
-        description="Download MediaPipe's face detector into the cache and the classifier into the Hugging Face cache.",
+        description="Download MediaPipe's face detectors and landmark model into the cache, the classifier into the Hugging Face cache.",
     )
     pull.add_argument("--force", action="store_true", help="download the detector again even if cached")
     pull.add_argument("--config", metavar="PATH", help="settings file naming the classifier")
@@ -32,20 +32,22 @@ def handle(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def pull_models(cfg: Config, *, force: bool) -> int:
-    """Both detector models into the cache (unless $FER_STREAM_DETECTOR_MODEL / $FER_STREAM_FULL_RANGE_MODEL
-    name local copies), then the classifier into the Hugging Face cache."""
+    """Both detector models and the landmark model into the cache (unless $FER_STREAM_DETECTOR_MODEL /
+    $FER_STREAM_FULL_RANGE_MODEL / $FER_STREAM_LANDMARK_MODEL name local copies), then the classifier
+    into the Hugging Face cache."""
     given = {kind: os.environ.get(m.env_path) for kind, m in DETECTOR_MODELS.items()}
     cached = {kind: cached_detector_path(kind).is_file() and not force for kind in DETECTOR_MODELS}
     t = time.monotonic()
     paths = resolve_detector_models(dict.fromkeys(DETECTOR_MODELS), pulling=True, force=force)  # every failure in one line
     took = time.monotonic() - t
     for kind, path in paths.items():
+        label = DETECTOR_MODELS[kind].label or f"detector ({kind}-range)"
         if given[kind]:
-            print(f"detector ({kind}-range): using {path} (from ${DETECTOR_MODELS[kind].env_path})")
+            print(f"{label}: using {path} (from ${DETECTOR_MODELS[kind].env_path})")
         elif cached[kind]:
-            print(f"detector ({kind}-range): already cached at {path}")
+            print(f"{label}: already cached at {path}")
         else:
-            print(f"detector ({kind}-range): downloaded to {path} ({path.stat().st_size / 1e6:.1f} MB, {took:.1f} s in all)")
+            print(f"{label}: downloaded to {path} ({path.stat().st_size / 1e6:.1f} MB, {took:.1f} s in all)")
     folder = pull_classifier(cfg.classifier.model)
     print(f"classifier: {cfg.classifier.model} ready at {folder}")
     return 0

@@ -235,6 +235,26 @@ class BlazeFace:
             out.append(self._decode(raw_boxes[k], raw_scores[k], scale, px, py))
         return out
 
+    def detect_keypoints(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """As :meth:`detect`, with each face's 6 keypoints ``(n, 6, 2)`` in image pixels, as
+        ``(boxes, keypoints, scores)`` per image. MediaPipe's order: 0 and 1 the eyes (0 the one on
+        the image's left, the person's right eye, in an unmirrored upright face), 2 the nose tip,
+        3 the mouth, 4 and 5 the ear tragions (4 on the image's left)."""
+        if not images:
+            return []
+        size = self.spec.input_size
+        tensors, frames = [], []
+        for image in images:
+            t, scale, px, py = letterbox(image, size)
+            tensors.append(t)
+            frames.append((scale, px, py))
+        raw_boxes, raw_scores = self._invoke(np.stack(tensors))
+        out = []
+        for k, (scale, px, py) in enumerate(frames):
+            rows, scores = self._decode(raw_boxes[k], raw_scores[k], scale, px, py, keypoints=True)
+            out.append((rows[:, :4], rows[:, 4:].reshape(-1, 6, 2), scores))
+        return out
+
     def _invoke(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         it = self._interpreter
         if it is None:
@@ -260,7 +280,11 @@ class BlazeFace:
             at += n * size
         return np.concatenate(parts, axis=1)
 
-    def _decode(self, raw: np.ndarray, logits: np.ndarray, scale: float, px: int, py: int) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(
+        self, raw: np.ndarray, logits: np.ndarray, scale: float, px: int, py: int, *, keypoints: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``(n, 4)`` and scores in image pixels; ``keypoints``: each box row followed by its
+        6 keypoints' x, y (``(n, 16)``), averaged in the suppression like the box."""
         size = self.spec.input_size
         # MediaPipe clips raw scores at +-100; float32 exp overflows past 88, so clip at 80.
         scores = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
@@ -271,8 +295,12 @@ class BlazeFace:
         centre = raw[:, :2] + anchors * size  # input pixels
         half = raw[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
+        if keypoints:
+            # Keypoints are offsets from the anchor, like the box's centre.
+            points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :] * size
+            boxes = np.concatenate([boxes, points.reshape(-1, 12)], axis=1)
         valid = (half > 0).all(axis=1)
         boxes, scores = weighted_nms(boxes[valid], scores[valid], self.spec.suppression_iou)
         # Input pixels -> image pixels: undo the padding, then the scale.
-        boxes = (boxes - np.array([px, py, px, py], np.float32)) / scale
+        boxes = (boxes - np.tile(np.array([px, py], np.float32), boxes.shape[1] // 2)) / scale
         return boxes, scores

@@ -1,10 +1,11 @@
-"""Where model files come from: the detectors' cache and download, and ``models pull``.
+"""Where model files come from: the detectors' and the landmark model's cache and download, and ``models pull``.
 
-Each detector model (short-range and full-range BlazeFace) is looked for, in order: an explicit
-path (``--detector-model`` / ``--full-range-model`` or the config), its environment variable
-(``$FER_STREAM_DETECTOR_MODEL`` / ``$FER_STREAM_FULL_RANGE_MODEL``), the user cache; failing all
-three, MediaPipe's published file is downloaded once into the cache. The classifier is loaded by
-transformers from a local folder or the Hugging Face cache.
+Each MediaPipe model (short-range and full-range BlazeFace, the face landmark model) is looked
+for, in order: an explicit path (``--detector-model`` / ``--full-range-model`` or the config),
+its environment variable (``$FER_STREAM_DETECTOR_MODEL`` / ``$FER_STREAM_FULL_RANGE_MODEL`` /
+``$FER_STREAM_LANDMARK_MODEL``), the user cache; failing all three, MediaPipe's published file is
+downloaded once into the cache. The classifier is loaded by transformers from a local folder or
+the Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fer_stream.errors import ModelError
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A published detector model: its file name, where MediaPipe publishes it, the variables that override it."""
+    """A published MediaPipe model: its file name, where MediaPipe publishes it, the variables that override it."""
 
     file: str
     url: str
@@ -31,6 +32,9 @@ class ModelFile:
     env_url: str  # a mirror, for sites that cannot reach Google's storage
     flag: str
     sha256: str  # of the published file: a download that differs is refused
+    max_bytes: int = 0  # a download larger than this is refused (0: MAX_DOWNLOAD_BYTES)
+    what: str = "detector"  # in messages: "no face-detector model", "detector model '...' does not exist"
+    label: str = ""  # what `models pull` calls it ("" = "detector (<kind>-range)")
 
 
 DETECTOR_MODELS = {
@@ -50,6 +54,18 @@ DETECTOR_MODELS = {
         "FER_STREAM_FULL_RANGE_URL",
         "--full-range-model",
         "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+    ),
+    # MediaPipe's face landmark model (FaceMesh v1, 468 points), as its face_landmark module uses it.
+    "landmark": ModelFile(
+        "face_landmark.tflite",
+        "https://storage.googleapis.com/mediapipe-assets/face_landmark.tflite",
+        "FER_STREAM_LANDMARK_MODEL",
+        "FER_STREAM_LANDMARK_URL",
+        "detector.landmark_model",
+        "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        max_bytes=1242398,  # the published file's size
+        what="landmark",
+        label="landmark model",
     ),
 }
 DETECTOR_FILE = DETECTOR_MODELS["short"].file
@@ -71,6 +87,11 @@ def cache_dir() -> Path:
 
 def cached_detector_path(kind: str = "short") -> Path:
     return cache_dir() / DETECTOR_MODELS[kind].file
+
+
+def _nouns(kinds: list[str]) -> str:
+    """``face-detector``, ``face-landmark`` or ``face-detector or face-landmark``, for ``kinds``' models."""
+    return " or ".join(f"face-{w}" for w in dict.fromkeys(DETECTOR_MODELS[k].what for k in kinds))
 
 
 class _Unavailable(ModelError):
@@ -112,7 +133,7 @@ def resolve_detector_models(
         kinds = [e.kind for e in offline]
         files = " and ".join(DETECTOR_MODELS[k].file for k in kinds)
         reasons = "; ".join(dict.fromkeys(e.reason for e in offline))
-        other.insert(0, f"no face-detector model: cannot download {files} ({reasons}); {_offline_fix(kinds, pulling)}")
+        other.insert(0, f"no {_nouns(kinds)} model: cannot download {files} ({reasons}); {_offline_fix(kinds, pulling)}")
     if other:
         raise ModelError("; also ".join(other))
     return found
@@ -123,24 +144,29 @@ def resolve_detector_model(explicit: str | os.PathLike[str] | None = None, *, ki
     return resolve_detector_models({kind: explicit}, download=download)[kind]
 
 
+def resolve_landmark_model(explicit: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
+    """The face landmark model file to use (explicit path, ``$FER_STREAM_LANDMARK_MODEL``, the cache, a download)."""
+    return resolve_detector_models({"landmark": explicit}, download=download)["landmark"]
+
+
 def _resolve_one(explicit: str | os.PathLike[str] | None, kind: str, *, download: bool, pulling: bool, force: bool) -> Path:
     m = DETECTOR_MODELS[kind]
     for origin, value in ((m.flag, explicit), (f"${m.env_path}", os.environ.get(m.env_path))):
         if value:
             path = Path(value).expanduser()
             if not path.is_file():
-                raise ModelError(f"detector model '{path}' (from {origin}) does not exist; point it at {m.file}")
+                raise ModelError(f"{m.what} model '{path}' (from {origin}) does not exist; point it at {m.file}")
             return path
     cached = cached_detector_path(kind)
     if cached.is_file() and not force:
         return cached
     if not download:
-        raise ModelError(f"no detector model cached at {cached}; run `fer-stream models pull`")
+        raise ModelError(f"no {m.what} model cached at {cached}; run `fer-stream models pull`")
     return download_detector(cached, kind=kind, pulling=pulling)
 
 
 def download_detector(dest: Path | None = None, url: str | None = None, *, kind: str = "short", pulling: bool = False) -> Path:
-    """Download a BlazeFace model to ``dest`` atomically, checking that it loads."""
+    """Download a MediaPipe model (BlazeFace, face landmarks) to ``dest`` atomically, checking that it loads."""
     m = DETECTOR_MODELS[kind]
     dest = dest or cached_detector_path(kind)
     url = url or os.environ.get(m.env_url) or m.url
@@ -149,6 +175,10 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
             f"refusing to download {m.file} from '{url}': not https; set {ENV_TRUST_MIRROR}=1 to trust "
             f"this mirror, or point {m.env_path} at a local copy"
         )
+    cap = m.max_bytes or MAX_DOWNLOAD_BYTES
+    # A file with a known size: anything longer is not it.
+    limit = f"the published file is {cap} bytes" if m.max_bytes else "no model is that big"
+    most = f"{cap} bytes" if m.max_bytes else f"{cap >> 20} MB"
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tflite", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -157,18 +187,19 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
             digest, size = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
                 declared = resp.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
-                    raise ModelError(f"refusing {m.file} from '{url}': it is {int(declared) / 1e6:.0f} MB, no model is that big")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    big = f"{declared} bytes" if m.max_bytes else f"{int(declared) / 1e6:.0f} MB"
+                    raise ModelError(f"refusing {m.file} from '{url}': it is {big}, {limit}")
                 while chunk := resp.read(1 << 16):
                     size += len(chunk)
-                    if size > MAX_DOWNLOAD_BYTES:
-                        raise ModelError(f"refusing {m.file} from '{url}': more than {MAX_DOWNLOAD_BYTES >> 20} MB, no model is that big")
+                    if size > cap:
+                        raise ModelError(f"refusing {m.file} from '{url}': more than {most}, {limit}")
                     digest.update(chunk)
                     out.write(chunk)
         except (urllib.error.URLError, OSError) as e:
             reason = str(getattr(e, "reason", e))
             raise _Unavailable(
-                f"no face-detector model: cannot download {m.file} ({reason}); {_offline_fix([kind], pulling)}", kind, reason
+                f"no {_nouns([kind])} model: cannot download {m.file} ({reason}); {_offline_fix([kind], pulling)}", kind, reason
             ) from None
         if digest.hexdigest() != m.sha256:
             raise ModelError(
@@ -183,13 +214,16 @@ def download_detector(dest: Path | None = None, url: str | None = None, *, kind:
 
 
 def _check_detector_loads(path: Path, kind: str, pulling: bool = False) -> None:
-    """The file loads as the model it claims to be: LiteRT for the full-range one, MediaPipe Tasks
-    (what runs it) for the short-range one."""
+    """The file loads as the model it claims to be: LiteRT for the full-range and landmark ones,
+    MediaPipe Tasks (what runs it) for the short-range one."""
     # Here, not at the top: blazeface imports OpenCV, and finding or pulling files needs none of it.
     from fer_stream.model.blazeface import FULL_RANGE, BlazeFace, native_stderr_silenced
+    from fer_stream.model.landmarks import FaceLandmarker
 
     try:
-        if kind == "full":
+        if kind == "landmark":
+            FaceLandmarker(path).close()
+        elif kind == "full":
             BlazeFace(path, FULL_RANGE).close()
         else:
             from mediapipe.tasks.python import BaseOptions, vision
@@ -199,4 +233,4 @@ def _check_detector_loads(path: Path, kind: str, pulling: bool = False) -> None:
                 vision.FaceDetector.create_from_options(options).close()
     except Exception as e:
         again = "try again" if pulling else "try `fer-stream models pull`"
-        raise ModelError(f"the downloaded detector model does not load ({e}); {again}") from None
+        raise ModelError(f"the downloaded {DETECTOR_MODELS[kind].what} model does not load ({e}); {again}") from None
