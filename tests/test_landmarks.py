@@ -113,7 +113,7 @@ def test_no_face_no_presence(landmarker):
 
 
 @pytest.mark.media
-def test_a_batch_gives_what_each_crop_gives_alone(landmarker, blazeface):
+def test_several_crops_give_what_each_crop_gives_alone(landmarker, blazeface):
     rgb = read_image(FACES / "one_face_large.png")
     box, keypoints = _detect(blazeface, rgb)
     rois = [roi_from_box(box, (keypoints[0], keypoints[1])), Roi(150.0, 560.0, 300.0)]
