@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -166,6 +167,17 @@ def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
 
 
+def invoke(interpreter: Any, input_index: int, batch: np.ndarray, allocated: int) -> int:
+    """Run a LiteRT ``interpreter`` on ``batch``, its input resized first if it holds another
+    number of images than ``allocated``; returns the batch size it is now allocated for."""
+    if len(batch) != allocated:
+        interpreter.resize_tensor_input(input_index, list(batch.shape))
+        interpreter.allocate_tensors()
+    interpreter.set_tensor(input_index, batch)
+    interpreter.invoke()
+    return len(batch)
+
+
 class BlazeFace:
     """A BlazeFace ``.tflite`` model run with LiteRT on batches of RGB images.
 
@@ -221,25 +233,17 @@ class BlazeFace:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces in each of ``images`` (``H x W x 3`` uint8 RGB), as ``(boxes, scores)`` per image."""
-        if not images:
-            return []
-        size = self.spec.input_size
-        tensors, frames = [], []
-        for image in images:
-            t, scale, px, py = letterbox(image, size)
-            tensors.append(t)
-            frames.append((scale, px, py))
-        raw_boxes, raw_scores = self._invoke(np.stack(tensors))
-        out = []
-        for k, (scale, px, py) in enumerate(frames):
-            out.append(self._decode(raw_boxes[k], raw_scores[k], scale, px, py))
-        return out
+        return self._detect(images, keypoints=False)
 
     def detect_keypoints(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """As :meth:`detect`, with each face's 6 keypoints ``(n, 6, 2)`` in image pixels, as
         ``(boxes, keypoints, scores)`` per image. MediaPipe's order: 0 and 1 the eyes (0 the one on
         the image's left, the person's right eye, in an unmirrored upright face), 2 the nose tip,
         3 the mouth, 4 and 5 the ear tragions (4 on the image's left)."""
+        return [(rows[:, :4], rows[:, 4:].reshape(-1, 6, 2), scores) for rows, scores in self._detect(images, keypoints=True)]
+
+    def _detect(self, images: Sequence[np.ndarray], *, keypoints: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One batched invoke for ``images``; per image the decoded rows (box, then the keypoints if asked) and scores."""
         if not images:
             return []
         size = self.spec.input_size
@@ -249,22 +253,13 @@ class BlazeFace:
             tensors.append(t)
             frames.append((scale, px, py))
         raw_boxes, raw_scores = self._invoke(np.stack(tensors))
-        out = []
-        for k, (scale, px, py) in enumerate(frames):
-            rows, scores = self._decode(raw_boxes[k], raw_scores[k], scale, px, py, keypoints=True)
-            out.append((rows[:, :4], rows[:, 4:].reshape(-1, 6, 2), scores))
-        return out
+        return [self._decode(raw_boxes[k], raw_scores[k], scale, px, py, keypoints=keypoints) for k, (scale, px, py) in enumerate(frames)]
 
     def _invoke(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         it = self._interpreter
         if it is None:
             raise RuntimeError("BlazeFace is closed")
-        if len(batch) != self._batch:
-            it.resize_tensor_input(self._input["index"], list(batch.shape))
-            it.allocate_tensors()
-            self._batch = len(batch)
-        it.set_tensor(self._input["index"], batch)
-        it.invoke()
+        self._batch = invoke(it, self._input["index"], batch, self._batch)
         return self._per_image(it.get_tensor(self._boxes_out), len(batch)), self._per_image(it.get_tensor(self._scores_out), len(batch))[
             ..., 0
         ]

@@ -36,7 +36,7 @@ import numpy as np
 
 from fer_stream.errors import ModelError, first_line
 from fer_stream.frames import Box
-from fer_stream.model.blazeface import native_stderr_silenced
+from fer_stream.model.blazeface import invoke, native_stderr_silenced
 
 INPUT_SIZE = 192
 POINTS = 468
@@ -195,13 +195,7 @@ class FaceLandmarker:
         it = self._interpreter
         if it is None:
             raise RuntimeError("FaceLandmarker is closed")
-        if len(batch) != self._batch:
-            it.resize_tensor_input(self._input["index"], list(batch.shape))
-            it.allocate_tensors()
-            self._batch = len(batch)
-        it.set_tensor(self._input["index"], batch)
-        it.invoke()
-        n = len(batch)
+        n = self._batch = invoke(it, self._input["index"], batch, self._batch)
         return it.get_tensor(self._points_out).reshape(n, POINTS, 3), it.get_tensor(self._presence_out).reshape(n)
 
 
