@@ -105,7 +105,7 @@ def make_pipeline(
         detector,
         mode,
         tracker=make_tracker(cfg),
-        overlay=Overlay(),
+        overlay=Overlay(draw_rejected=cfg.output.draw_rejected),
         queues=QueueSizes(q.frames, q.faces, q.results, q.max_mb),  # lengths fitted to each frame's size as it comes
         watch=watch if watch is not None else NULL_WATCH,
         max_frames=max_frames if max_frames is not None else cfg.source.max_frames or None,
@@ -125,14 +125,15 @@ def queue_sizes(cfg: Config, frame_bytes: int) -> tuple[int, int, int]:
 
 
 def load_models(
-    cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False
+    cfg: Config, *, detector: bool = True, live: bool = False, webcam: bool = False, follow: bool = True
 ) -> tuple[EmotionClassifier, Detector | None]:
-    """The classifier (threads for a live run) and, unless ``detector`` is false, the detector;
-    the detector's model files are found first (the classifier takes seconds to load)."""
+    """The classifier (threads for a live run) and, unless ``detector`` is false, the detector
+    (``follow``: false for unrelated images); the detector's model files are found first (the
+    classifier takes seconds to load)."""
     if detector:
         check_detector_files(cfg, webcams=(webcam,))
     clf = make_classifier(cfg, threads=cfg.classifier.threads or auto_threads(live))
-    return clf, make_detector(cfg, webcam=webcam) if detector else None
+    return clf, make_detector(cfg, webcam=webcam, follow=follow) if detector else None
 
 
 def check_detector_files(cfg: Config, *, webcams: Iterable[bool] = (False,)) -> None:
@@ -143,18 +144,26 @@ def check_detector_files(cfg: Config, *, webcams: Iterable[bool] = (False,)) -> 
 
     d = cfg.detector
     kinds = {f for webcam in set(webcams) for f in MODEL_FILES.get(resolve_kind(d.kind, webcam=webcam), ())}
-    explicit = {"short": d.model or None, "full": d.full_model or None}
-    resolve_detector_models({k: explicit[k] for k in ("short", "full") if k in kinds})
+    if d.verify:
+        kinds.add("landmark")
+    explicit = {"short": d.model or None, "full": d.full_model or None, "landmark": d.landmark_model or None}
+    resolve_detector_models({k: explicit[k] for k in ("short", "full", "landmark") if k in kinds})
 
 
-def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None) -> Detector:
-    """The configured detector; ``auto`` resolves by source (``webcam``), ``kind`` overrides the setting."""
+def make_detector(
+    cfg: Config, *, webcam: bool = False, kind: str | None = None, verify: bool | None = None, follow: bool = True
+) -> Detector:
+    """The configured detector; ``auto`` resolves by source (``webcam``), ``kind`` and ``verify``
+    override the settings. With ``detector.verify`` (the default) the face landmark model checks
+    every box and, with ``follow``, follows faces from frame to frame (false: unrelated images)."""
     from fer_stream.model.detector import make_detector as build
     from fer_stream.model.detector import resolve_kind
     from fer_stream.model.quality import QualityGate
 
     d, q = cfg.detector, cfg.quality
-    return build(
+    verify = d.verify if verify is None else verify
+    gate = QualityGate(q.min_face_px, q.min_sharpness, q.min_score, q.max_yaw)
+    base = build(
         resolve_kind(kind or d.kind, webcam=webcam),
         short_model=d.model or None,
         full_model=d.full_model or None,
@@ -163,7 +172,30 @@ def make_detector(cfg: Config, *, webcam: bool = False, kind: str | None = None)
         margin=d.crop_margin,
         tile=d.tile_size,
         overlap=d.tile_overlap,
-        quality=QualityGate(q.min_face_px, q.min_sharpness, q.min_score),
+        quality=gate,
+        verify_below=0.0 if verify else 0.25,  # the landmark model checks every box instead
+        threads=d.threads,
+    )
+    if not verify:
+        return base
+    from fer_stream.model.detector_files import resolve_landmark_model
+    from fer_stream.model.landmarks import FaceLandmarker
+    from fer_stream.model.mesh import MeshDetector
+
+    try:
+        landmarker = FaceLandmarker(resolve_landmark_model(d.landmark_model or None), threads=d.threads)
+    except BaseException:
+        base.close()
+        raise
+    return MeshDetector(
+        base,
+        landmarker,
+        min_presence=d.min_presence,
+        rescan_every=d.rescan_every,
+        follow=follow,
+        align=d.align,
+        margin=d.crop_margin,
+        quality=gate,
     )
 
 

@@ -182,6 +182,22 @@ class DetectorConfig:
     crop_margin: float = _setting(0.1, "grow each face box by this fraction on every side before cropping", _float_range(0.0, 1.0))
     tile_size: int = _setting(640, "tiled: tile side in frame pixels (smaller finds smaller faces, costs more)", _int_range(64, 8192))
     tile_overlap: float = _setting(0.2, "tiled: overlap of neighbouring tiles, as a fraction of a tile", _float_range(0.0, 0.9))
+    verify: bool = _setting(
+        True,
+        "check every box with MediaPipe's face landmark model and follow faces by their landmarks",
+        _bool,
+        off="no face landmark model: the detector's boxes as they are, the detector on every frame",
+    )
+    min_presence: float = _setting(
+        0.5, "least face-presence score (face landmark model) of a box; boxes under it are dropped", _float_range(0.0, 1.0)
+    )
+    rescan_every: int = _setting(
+        10, "frames between detector runs while faces are followed by their landmarks (1 = every frame)", _int_range(1, 100_000)
+    )
+    align: bool = _setting(
+        True, "cut the classifier's crop along the eye line, sized by the landmarks", _bool, off="cut crops along the frame's axes"
+    )
+    threads: int = _setting(1, "LiteRT threads of the full-range and face landmark models", _int_range(1, 64))
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,9 @@ class QualityConfig:
         10.0, "faces less sharp than this (variance of the Laplacian at 64x64) are unusable", _float_range(0.0, 1e6)
     )
     min_score: float = _setting(0.0, "faces the detector scored under this are unusable (0 = all it reports)", _float_range(0.0, 1.0))
+    max_yaw: float = _setting(
+        60.0, "faces turned further than this (degrees, from the landmarks) are unusable: profile (0 = no check)", _float_range(0.0, 180.0)
+    )
 
 
 @dataclass(frozen=True)
@@ -238,6 +257,8 @@ class OutputConfig:
     segment_seconds: float = _setting(
         0.0, "cut the MP4 into segments of this length, named by source and start time (0 = one file)", _float_range(0.0, 10**7)
     )
+    landmarks: bool = _setting(False, "put each face's 468 landmarks in the event log (large)", _bool)
+    draw_rejected: bool = _setting(False, "draw the boxes the face landmark model rejected (dashed red)", _bool)
 
 
 def _address(v: Any) -> str | None:
@@ -294,8 +315,14 @@ FLAGS: dict[str, str] = {
     "detector.min_confidence": "--min-detection-confidence P",
     "detector.crop_margin": "--crop-margin F",
     "detector.tile_size": "--tile-size PX",
+    "detector.landmark_model": "--landmark-model PATH",
+    "detector.verify": "--no-verify",
+    "detector.min_presence": "--min-presence P",
+    "detector.rescan_every": "--rescan-every N",
+    "detector.align": "--no-align",
     "quality.min_face_px": "--min-face-px PX",
     "quality.min_sharpness": "--min-sharpness S",
+    "quality.max_yaw": "--max-yaw DEG",
     "display.enabled": "--display/--no-display",
     "output.video": "--output OUT.mp4",
     "output.events": "--events OUT.jsonl",
@@ -309,6 +336,8 @@ FLAGS: dict[str, str] = {
     "output.preset": "--preset",
     "output.progress": "-q/--quiet",
     "output.segment_seconds": "--segment-seconds S",
+    "output.landmarks": "--landmarks",
+    "output.draw_rejected": "--draw-rejected",
     "serve.address": "--serve [HOST:]PORT",
     "serve.token": "--serve-token TOKEN",
 }

@@ -93,20 +93,35 @@ class Prediction:
 @dataclass(frozen=True, slots=True)
 class Quality:
     """How fit a face is for classification: its size (the shorter side of its box, px), sharpness
-    (variance of the Laplacian at 64x64) and detector score. ``reason`` names the minimum it missed
-    (``small``, ``blurry``, ``low_score``); ``None`` means it is usable."""
+    (variance of the Laplacian at 64x64), detector score and, where the face landmark model ran,
+    its head ``pose`` (yaw, pitch, roll in degrees, see :class:`Pose`). ``reason`` names the
+    minimum it missed (``small``, ``blurry``, ``low_score``, ``profile``); ``None``: usable."""
 
     size_px: int
     sharpness: float
     score: float
     reason: str | None = None
+    pose: Pose | None = None
 
     @property
     def usable(self) -> bool:
         return self.reason is None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"size_px": self.size_px, "sharpness": self.sharpness, "usable": self.usable, "reason": self.reason}
+        out: dict[str, Any] = {"size_px": self.size_px, "sharpness": self.sharpness, "usable": self.usable, "reason": self.reason}
+        if self.pose is not None:
+            out.update(yaw=round(self.pose.yaw, 1), pitch=round(self.pose.pitch, 1), roll=round(self.pose.roll, 1))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Pose:
+    """A rough head pose in degrees. ``yaw`` > 0: the nose points to the image's right; ``pitch``
+    > 0: the face looks up; ``roll`` > 0: the eye line falls to the image's right."""
+
+    yaw: float
+    pitch: float
+    roll: float
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -118,7 +133,9 @@ class Face:
     ``fresh`` is true when that prediction includes a classification of this frame's crop (live:
     the first frame to show a new classification); false when it was carried over from earlier
     frames of the track. ``quality`` says whether the face is fit to classify; an unusable face
-    is never classified and carries no prediction.
+    is never classified and carries no prediction. ``keypoints`` are the detector's 6 points
+    ``(6, 2)`` (eyes, nose tip, mouth, ear tragions; MediaPipe's order), ``landmarks`` the face
+    landmark model's 468 ``(468, 3)``, both in frame pixels, where they were found.
     """
 
     box: Box
@@ -128,6 +145,8 @@ class Face:
     track: int | None = None
     fresh: bool = False
     quality: Quality | None = None
+    keypoints: np.ndarray | None = field(default=None, repr=False)
+    landmarks: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def usable(self) -> bool:
@@ -147,9 +166,12 @@ class Face:
     def with_track(self, track: int) -> Face:
         return replace(self, track=track)
 
-    def record(self) -> dict[str, Any]:
-        """The face as a plain dict (the per-face event record without frame and time)."""
+    def record(self, landmarks: bool = False) -> dict[str, Any]:
+        """The face as a plain dict (the per-face event record without frame and time); with
+        ``landmarks``, its 468 landmarks as ``[x, y, z]`` rows (frame pixels, 0.1 px) where it has them."""
         out: dict[str, Any] = {"track": self.track, "box": self.box.as_list(), "score": round(self.score, 4)}
+        if landmarks and self.landmarks is not None:
+            out["landmarks"] = np.round(self.landmarks.astype(np.float64), 1).tolist()
         if self.quality is not None:
             out["quality"] = self.quality.as_dict()
         if self.prediction is not None:
@@ -177,6 +199,7 @@ class FrameResult:
     frame: Frame
     faces: tuple[Face, ...] = ()
     annotated: np.ndarray | None = field(default=None, repr=False)
+    rejected: tuple[Box, ...] = ()  # boxes the face landmark model said hold no face (drawn with --draw-rejected)
 
     @property
     def picture(self) -> np.ndarray:

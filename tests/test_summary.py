@@ -42,6 +42,7 @@ def _old_summary(cfg: Any, st: Any, clf: Any, signum: int | None) -> dict[str, A
         "faces": tally.faces,
         "flagged": tally.flagged,
         "unusable": tally.unusable,
+        "rejected": stats.rejected,
         "detector": st.pipeline.detector.kind,
         "labels": {label: tally.labels.get(label, 0) for label in clf.labels},
         "fps": round(tally.frames_out / elapsed, 3),
@@ -77,7 +78,7 @@ def _old_summary(cfg: Any, st: Any, clf: Any, signum: int | None) -> dict[str, A
 def _old_combined(summaries: dict[str, dict[str, Any]], signum: int | None) -> dict[str, Any]:
     total = {
         k: sum(s[k] for s in summaries.values())
-        for k in ("frames_in", "frames_out", "faces", "flagged", "unusable", "dropped", "classified")
+        for k in ("frames_in", "frames_out", "faces", "flagged", "unusable", "rejected", "dropped", "classified")
     }
     first = next(iter(summaries.values()))
     return {
@@ -161,7 +162,7 @@ def test_the_keys_and_their_order():
     s = _source_summary(_cfg(), _stream("cam1", seed=0, network=True, error=OSError("x")), CLF, None).as_dict()  # type: ignore[arg-type]
     assert list(s) == [
         *("source", "source_id", "live", "model", "device", "precision", "frames_in", "frames_out", "faces", "flagged"),
-        *("unusable", "detector", "labels", "fps", "faces_per_s", "dropped", "elapsed_s", "classified", "batches"),
+        *("unusable", "rejected", "detector", "labels", "fps", "faces_per_s", "dropped", "elapsed_s", "classified", "batches"),
         *("mean_batch", "latency_s", "tracks", "tracks_omitted", "threshold", "stopped_by", "outputs"),
         *("reconnects", "outages", "down_s", "error"),
     ]

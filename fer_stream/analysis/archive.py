@@ -200,6 +200,7 @@ def analyse_video(
         "classified": s.classified,
         "flagged": s.flagged,
         "unusable": s.unusable,
+        "rejected": s.rejected,
         "tracks": len(s.tracks),
         "labels": {k: v for k, v in s.labels.items() if v},
         "elapsed_s": round(time.time() - started, 3),

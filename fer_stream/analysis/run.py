@@ -209,7 +209,7 @@ class _Run:
                 ),
             )
         if events_path:
-            st.events = _entered(stack, EventSink(events_path, source_id=self.layout.event_id(st.sid)))
+            st.events = _entered(stack, EventSink(events_path, source_id=self.layout.event_id(st.sid), landmarks=out.landmarks))
         if any(self.people[st.sid]):
             from fer_stream.io.report import TimelineSink  # cv2 at its top: only for runs that write a report or timeline
 

@@ -45,6 +45,7 @@ class SourceSummary:
     faces: int
     flagged: int
     unusable: int  # too small, blurry or unsure to classify; in no label count
+    rejected: int  # detector boxes the face landmark model found to hold no face (not in faces)
     detector: str
     labels: Mapping[str, int]  # every label of the model, in its order
     fps: float
@@ -82,6 +83,7 @@ class SourceSummary:
             "faces": self.faces,
             "flagged": self.flagged,
             "unusable": self.unusable,
+            "rejected": self.rejected,
             "detector": self.detector,
             "labels": dict(self.labels),
             "fps": self.fps,
@@ -109,7 +111,7 @@ class SourceSummary:
         return out
 
 
-_TOTALS = ("frames_in", "frames_out", "faces", "flagged", "unusable", "dropped", "classified")
+_TOTALS = ("frames_in", "frames_out", "faces", "flagged", "unusable", "rejected", "dropped", "classified")
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ def summarize_source(
         faces=tally.faces,
         flagged=tally.flagged,
         unusable=tally.unusable,
+        rejected=stats.rejected,
         detector=detector,
         labels={label: tally.labels.get(label, 0) for label in clf.labels},
         fps=round(tally.frames_out / elapsed, 3),

@@ -108,7 +108,7 @@ def print_summary(s: dict[str, Any]) -> None:
     lines = [
         f"{counted(s['frames_out'], 'frame')} out of {s['frames_in']} read in {s['elapsed_s']:.1f} s "
         f"({s['fps']:.1f} fps); {counted(s['faces'], 'face')} in {counted(len(s['tracks']), 'track')}, {s['classified']} classified, "
-        f"{s['flagged']} flagged, {s['unusable']} unusable; {s['dropped']} dropped"
+        f"{s['flagged']} flagged, {s['unusable']} unusable, {s.get('rejected', 0)} rejected as no face; {s['dropped']} dropped"
         + (f"; stopped by {s['stopped_by']}" if s["stopped_by"] else ""),
     ]
     lat = s["latency_s"]

@@ -55,7 +55,7 @@ def classify_images(cfg: Config, paths: Sequence[str], folder: str | None, *, de
         raise SourceError("no images given; pass image files or --dir FOLDER")
     for f in files:
         check_image_file(f)  # before the models load
-    clf, det = load_models(cfg, detector=detect)
+    clf, det = load_models(cfg, detector=detect, follow=False)  # each image on its own
     if det is None:  # ready-cropped faces: each image is one face, checked for quality like a detected one
         from fer_stream.model.quality import QualityGate  # cv2 at its top
 

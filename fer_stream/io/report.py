@@ -316,6 +316,7 @@ def write_report(
         ("tracks", len(summary.get("tracks", []))),
         ("flagged", f"{summary.get('flagged', 0)} ({summary.get('flagged', 0) / faces:.0%})"),
         ("unusable", summary.get("unusable")),
+        ("rejected as no face", summary.get("rejected", 0)),
         ("fps", summary.get("fps")),
         ("model", summary.get("model")),
         ("device", summary.get("device")),

@@ -376,16 +376,21 @@ class EventSink(Sink):
     Keys: ``frame``, ``time`` (s), ``face`` (index in the frame), ``track`` (track id), ``box``
     ([x, y, w, h] px), ``score`` (detector), ``fresh`` (classified on this frame, not carried over),
     ``label``, ``confidence``, ``flagged``, ``probs`` (label -> probability); the prediction is the
-    track's smoothed one when smoothing is on. With ``source_id`` (several cameras), records start
-    with ``source``.
-    In CSV, ``box`` and ``probs`` cells hold the same values JSON-encoded.
+    track's smoothed one when smoothing is on; ``quality`` (size, sharpness, usable, reason and,
+    where the face landmark model ran, ``yaw``, ``pitch``, ``roll`` in degrees). With ``source_id``
+    (several cameras), records start with ``source``; with ``landmarks``, they end with the face's
+    468 ``landmarks`` (``[x, y, z]`` rows, frame pixels).
+    In CSV, ``box``, ``quality``, ``probs`` and ``landmarks`` cells hold the same values JSON-encoded.
     """
 
     FIELDS = ("frame", "time", "face", "track", "box", "score", "quality", "fresh", "label", "confidence", "flagged", "probs")
 
-    def __init__(self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0, source_id: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, flush_every_s: float = 1.0, source_id: str | None = None, landmarks: bool = False
+    ) -> None:
         self.path = writable_path(path)
         self.source_id = source_id
+        self.landmarks = landmarks
         self.format = self.path.suffix.lower().lstrip(".")
         if self.format not in ("jsonl", "csv"):
             raise SinkError(f"event log '{self.path}' must end in .jsonl or .csv")
@@ -396,7 +401,7 @@ class EventSink(Sink):
         except OSError as e:
             raise SinkError(f"cannot write event log '{self.path}': {e.strerror}") from None
         self._identity = _identity(self._file)
-        fields = (("source",) if source_id is not None else ()) + self.FIELDS
+        fields = (("source",) if source_id is not None else ()) + self.FIELDS + (("landmarks",) if landmarks else ())
         self._csv = csv.DictWriter(self._file, fieldnames=fields) if self.format == "csv" else None
         if self._csv:
             self._csv.writeheader()
@@ -414,7 +419,7 @@ class EventSink(Sink):
     def _write(self, result: FrameResult) -> None:
         assert self._file is not None
         for i, face in enumerate(result.faces):
-            record = {"frame": result.frame.index, "time": round(result.frame.time, 6), "face": i, **face.record()}
+            record = {"frame": result.frame.index, "time": round(result.frame.time, 6), "face": i, **face.record(self.landmarks)}
             if self.source_id is not None:
                 record = {"source": self.source_id, **record}
             if self._csv:

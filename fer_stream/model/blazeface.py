@@ -139,7 +139,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.
         keep_scores.append(scores[i])
         alive &= ~members
     if not keep_boxes:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, boxes.shape[1]), np.float32), np.zeros(0, np.float32)
     return np.asarray(keep_boxes, np.float32), np.asarray(keep_scores, np.float32)
 
 
@@ -233,17 +233,18 @@ class BlazeFace:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Faces in each of ``images`` (``H x W x 3`` uint8 RGB), as ``(boxes, scores)`` per image."""
-        return self._detect(images, keypoints=False)
+        return self.detect_rows(images, keypoints=False)
 
     def detect_keypoints(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """As :meth:`detect`, with each face's 6 keypoints ``(n, 6, 2)`` in image pixels, as
         ``(boxes, keypoints, scores)`` per image. MediaPipe's order: 0 and 1 the eyes (0 the one on
         the image's left, the person's right eye, in an unmirrored upright face), 2 the nose tip,
         3 the mouth, 4 and 5 the ear tragions (4 on the image's left)."""
-        return [(rows[:, :4], rows[:, 4:].reshape(-1, 6, 2), scores) for rows, scores in self._detect(images, keypoints=True)]
+        return [(rows[:, :4], rows[:, 4:].reshape(-1, 6, 2), scores) for rows, scores in self.detect_rows(images, keypoints=True)]
 
-    def _detect(self, images: Sequence[np.ndarray], *, keypoints: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One batched invoke for ``images``; per image the decoded rows (box, then the keypoints if asked) and scores."""
+    def detect_rows(self, images: Sequence[np.ndarray], *, keypoints: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One batched invoke for ``images``; per image the decoded rows ``(n, 4)`` or, with
+        ``keypoints``, ``(n, 16)`` (box ``x0, y0, x1, y1``, then the 6 keypoints' x, y) and scores."""
         if not images:
             return []
         size = self.spec.input_size
@@ -285,7 +286,7 @@ class BlazeFace:
         scores = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
         keep = scores >= self.min_score
         if not keep.any():
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+            return np.zeros((0, 16 if keypoints else 4), np.float32), np.zeros(0, np.float32)
         raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
         centre = raw[:, :2] + anchors * size  # input pixels
         half = raw[:, 2:4] / 2

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -38,21 +38,28 @@ from fer_stream.model.blazeface import native_stderr_silenced as _native_stderr_
 from fer_stream.model.detector_files import resolve_detector_model
 from fer_stream.model.quality import QualityGate
 
+_D = TypeVar("_D")  # a context manager's own type
+
 KINDS = ("auto", "short", "full", "tiled")
 MODEL_FILES = {"short": ("short",), "full": ("full",), "tiled": ("full", "short")}  # the model files each kind loads
 MAX_DETECT_SIDE = 4096  # larger frames are scaled down before the short-range model sees them
 
 
 class Detector(Protocol):
-    """What the pipeline needs of a face detector: its ``kind``, ``detect`` and ``close`` (also as a context manager)."""
+    """What the pipeline needs of a face detector: its ``kind``, ``detect`` and ``close`` (also as a
+    context manager); ``rejected``, the boxes the last ``detect`` found and dropped as no face; and
+    ``reset``, called before each new video (a detector that follows faces forgets them)."""
 
     kind: str
+    rejected: tuple[Box, ...]
 
     def detect(self, image: np.ndarray) -> list[Face]: ...
 
+    def reset(self) -> None: ...
+
     def close(self) -> None: ...
 
-    def __enter__(self) -> Detector: ...
+    def __enter__(self: _D) -> _D: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -66,6 +73,7 @@ class FaceDetector:
     """
 
     kind = "short"
+    rejected: tuple[Box, ...] = ()
 
     def __init__(
         self,
@@ -102,11 +110,14 @@ class FaceDetector:
             ) from None
         self._mp = mp
 
-    def __enter__(self) -> FaceDetector:
+    def __enter__(self: _D) -> _D:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def reset(self) -> None:
+        pass  # nothing carries over between images
 
     def close(self) -> None:
         detector, self._detector = getattr(self, "_detector", None), None
@@ -124,6 +135,7 @@ class FaceDetector:
         s = min(1.0, MAX_DETECT_SIDE / max(rgb.shape[:2]))
         small = rgb if s == 1.0 else cv2.resize(rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)), interpolation=cv2.INTER_AREA)
         result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=small))
+        sh, sw = small.shape[:2]
         found = [
             (
                 Box(
@@ -133,6 +145,7 @@ class FaceDetector:
                     round(d.bounding_box.height / s),
                 ),
                 float(d.categories[0].score) if d.categories else 0.0,
+                np.array([[k.x * sw / s, k.y * sh / s] for k in d.keypoints], np.float32) if len(d.keypoints or ()) == 6 else None,
             )
             for d in result.detections
         ]
@@ -143,6 +156,7 @@ class FullRangeDetector:
     """MediaPipe's full-range BlazeFace on the whole frame (faces up to about 5 m away)."""
 
     kind = "full"
+    rejected: tuple[Box, ...] = ()
 
     def __init__(
         self,
@@ -159,27 +173,31 @@ class FullRangeDetector:
         self.quality = quality or QualityGate()
         self._net: BlazeFace | None = BlazeFace(self.model_path, FULL_RANGE, min_score=min_confidence, threads=threads)
 
-    def __enter__(self) -> FullRangeDetector:
+    def __enter__(self: _D) -> _D:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def reset(self) -> None:
+        pass  # nothing carries over between images
 
     def close(self) -> None:
         if self._net is not None:
             self._net.close()
             self._net = None
 
-    def _boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rows(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``(n, 16)`` (box ``x0, y0, x1, y1`` and 6 keypoints, frame pixels) and scores."""
         if self._net is None:
             raise RuntimeError("detector is closed")
-        return self._net.detect([rgb])[0]
+        return self._net.detect_rows([rgb])[0]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an ``H x W x 3`` uint8 RGB image, highest score first, boxes clipped to it."""
         rgb = np.ascontiguousarray(image)
-        boxes, scores = self._boxes(rgb)
-        return make_faces(rgb, _as_boxes(boxes, scores), self.margin, self.quality)
+        rows, scores = self._rows(rgb)
+        return make_faces(rgb, _as_found(rows, scores), self.margin, self.quality)
 
 
 class TiledDetector(FullRangeDetector):
@@ -196,7 +214,9 @@ class TiledDetector(FullRangeDetector):
     Small faces are where false alarms live (a knot in the wallpaper at 40 px looks like a face),
     so every face smaller than ``verify_below`` of a tile is checked by a second, independent
     model: the short-range BlazeFace looks at a square three times the face's size around it,
-    where the face fills a third of its input (its best range), and must find it too.
+    where the face fills a third of its input (its best range), and must find it too. Where the
+    face landmark model verifies every box (:class:`~fer_stream.model.mesh.MeshDetector`, the
+    default) this check is off (``verify_below`` 0).
 
     SAHI itself is not used: it wraps object-detection frameworks, not a LiteRT model, and the
     slicing is a few lines.
@@ -234,12 +254,13 @@ class TiledDetector(FullRangeDetector):
             self._short.close()
             self._short = None
 
-    def _verify(self, rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _verify(self, rgb: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keep large faces; keep a small one only if the short-range model finds it in its surroundings."""
+        boxes = rows[:, :4]
         sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         small = np.flatnonzero(sizes < self.verify_below * self.tile)
         if self._short is None or len(small) == 0:
-            return boxes, scores
+            return rows, scores
         height, width = rgb.shape[:2]
         keep = np.ones(len(boxes), bool)
         # One crop at a time: the short-range model is no faster per image in a batch, and a batch
@@ -251,9 +272,9 @@ class TiledDetector(FullRangeDetector):
             x1, y1 = int(min(width, cx + half)), int(min(height, cy + half))
             found = self._short.detect([rgb[y0:y1, x0:x1]])[0][0] + np.array([x0, y0, x0, y0], np.float32)
             keep[i] = bool((iou_matrix(boxes[i : i + 1], found) >= self.VERIFY_IOU).any())
-        return boxes[keep], scores[keep]
+        return rows[keep], scores[keep]
 
-    def _boxes(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rows(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._net is None or self._short is None:
             raise RuntimeError("detector is closed")
         height, width = rgb.shape[:2]
@@ -265,16 +286,16 @@ class TiledDetector(FullRangeDetector):
             (round(x * s), round(y * s), round(w * s), round(h * s)) for x, y, w, h in tile_grid(width, height, self.tile, self.overlap)
         ]
         views = [small] + [small[y : y + h, x : x + w] for x, y, w, h in tiles]
-        found = self._short.detect([small]) + self._net.detect(views)
+        found = self._short.detect_rows([small]) + self._net.detect_rows(views)
         offsets = [(0, 0), (0, 0)] + [(x, y) for x, y, _, _ in tiles]
-        boxes = np.concatenate([b + np.array([x, y, x, y], np.float32) for (b, _), (x, y) in zip(found, offsets)]) / s
+        rows = np.concatenate([b + np.tile(np.array([x, y], np.float32), 8) for (b, _), (x, y) in zip(found, offsets)]) / s
         scores = np.concatenate([sc for _, sc in found])
         sh, sw = small.shape[:2]
         cut = np.concatenate(
             [np.zeros(len(found[0][0]) + len(found[1][0]), bool)]
             + [_touches_inner_edge(b, t, sw, sh) for (b, _), t in zip(found[2:], tiles)]
         )
-        return self._verify(rgb, *merge(boxes, scores, cut))
+        return self._verify(rgb, *merge(rows, scores, cut))
 
 
 def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -298,7 +319,8 @@ def merge(
     boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray | None = None, iou: float = 0.3, ios: float = 0.7
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy merge of detections from several passes: a box overlapping a kept one by IoU > ``iou``,
-    or lying mostly inside it or around it (IoS > ``ios``), is the same face.
+    or lying mostly inside it or around it (IoS > ``ios``), is the same face. ``boxes`` rows start
+    with ``x0, y0, x1, y1``; further columns (keypoints) go with them.
 
     Boxes that a tile's inner edge ``cut`` come last, so a face keeps the box of a pass that saw it
     whole whenever there is one; otherwise the best score wins.
@@ -306,7 +328,8 @@ def merge(
     cut = np.zeros(len(boxes), bool) if cut is None else cut
     order = np.lexsort((-scores, cut))
     boxes, scores = boxes[order], scores[order]
-    same = (iou_matrix(boxes, boxes) > iou) | (ios_matrix(boxes, boxes) > ios)
+    xyxy = boxes[:, :4]
+    same = (iou_matrix(xyxy, xyxy) > iou) | (ios_matrix(xyxy, xyxy) > ios)
     alive = np.ones(len(boxes), bool)
     keep = []
     for i in range(len(boxes)):
@@ -328,21 +351,26 @@ def _touches_inner_edge(boxes: np.ndarray, tile: tuple[int, int, int, int], widt
     )
 
 
-def _as_boxes(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[Box, float]]:
+Found = tuple[Box, float, "np.ndarray | None"]  # a detection: box, score, keypoints (6, 2) or None
+
+
+def _as_found(rows: np.ndarray, scores: np.ndarray) -> list[Found]:
+    boxes = rows[:, :4]
     xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)).astype(int)
-    return [(Box(*map(int, b)), float(s)) for b, s in zip(xywh, scores)]
+    points = rows[:, 4:16].reshape(-1, 6, 2) if rows.shape[1] >= 16 else [None] * len(rows)
+    return [(Box(*map(int, b)), float(s), k) for b, s, k in zip(xywh, scores, points)]
 
 
-def make_faces(rgb: np.ndarray, found: list[tuple[Box, float]], margin: float, gate: QualityGate) -> list[Face]:
-    """Faces (box clipped to the image, crop with ``margin``, quality) from ``(box, score)`` pairs, best first."""
+def make_faces(rgb: np.ndarray, found: list[Found], margin: float, gate: QualityGate) -> list[Face]:
+    """Faces (box clipped to the image, crop with ``margin``, quality, keypoints) from detections, best first."""
     height, width = rgb.shape[:2]
     faces = []
-    for box, score in found:
+    for box, score, keypoints in found:
         box = box.clip(width, height)
         if box.w < 2 or box.h < 2:
             continue
         cut = crop(rgb, box, margin)
-        faces.append(Face(box=box, score=score, crop=cut, quality=gate.assess(cut, box, score)))
+        faces.append(Face(box=box, score=score, crop=cut, quality=gate.assess(cut, box, score), keypoints=keypoints))
     faces.sort(key=lambda f: f.score, reverse=True)
     return faces
 
@@ -369,16 +397,20 @@ def make_detector(
     quality: QualityGate | None = None,
     tile: int = 640,
     overlap: float = 0.2,
+    verify_below: float = 0.25,
+    threads: int = 1,
 ) -> Detector:
     """A detector of ``kind`` (``short``, ``full`` or ``tiled``; resolve ``auto`` first).
 
     ``min_confidence`` applies to the short-range model (also as the tiled detector's verifier),
     ``full_min_confidence`` to the full-range one; the defaults are MediaPipe's own for each.
+    ``verify_below``: the tiled detector's check of small faces with the short-range model
+    (0: off, for when the face landmark model checks every box); ``threads``: LiteRT's threads.
     """
     if kind == "short":
         return FaceDetector(short_model, min_confidence=min_confidence, margin=margin, quality=quality)
     if kind == "full":
-        return FullRangeDetector(full_model, min_confidence=full_min_confidence, margin=margin, quality=quality)
+        return FullRangeDetector(full_model, min_confidence=full_min_confidence, margin=margin, quality=quality, threads=threads)
     if kind == "tiled":
         return TiledDetector(
             full_model,
@@ -389,6 +421,8 @@ def make_detector(
             overlap=overlap,
             short_model=short_model,
             verify_min_confidence=min_confidence,
+            verify_below=verify_below,
+            threads=threads,
         )
     raise ModelError(f"unknown detector kind '{kind}'; use one of {', '.join(KINDS)}")
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from fer_stream.errors import ModelError, first_line
-from fer_stream.frames import Box
+from fer_stream.frames import Box, Pose
 from fer_stream.model.blazeface import invoke, native_stderr_silenced
 
 INPUT_SIZE = 192
@@ -90,16 +90,6 @@ class Landmarks:
     roi: Roi
 
 
-@dataclass(frozen=True)
-class HeadPose:
-    """A rough head pose from the landmarks, in degrees. ``yaw`` > 0: the nose points to the image's
-    right; ``pitch`` > 0: the face looks up; ``roll`` > 0: the eye line falls to the image's right."""
-
-    yaw: float
-    pitch: float
-    roll: float
-
-
 def roi_from_box(box: Box, eyes: tuple[Sequence[float], Sequence[float]] | None = None, scale: float = ROI_SCALE) -> Roi:
     """MediaPipe's crop for a detected face: a square ``scale`` times the box's long side around its
     centre, turned so the ``eyes`` (BlazeFace keypoints 0 then 1, frame pixels) are level; upright without them."""
@@ -120,7 +110,7 @@ def roi_from_landmarks(points: np.ndarray, scale: float = ROI_SCALE) -> Roi:
     return Roi(float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2, side, math.atan2(float(y1 - y0), float(x1 - x0)))
 
 
-def head_pose(points: np.ndarray) -> HeadPose:
+def head_pose(points: np.ndarray) -> Pose:
     """Yaw, pitch and roll from the landmarks' 3-D positions: the eye line (33 -> 263) gives roll and
     yaw, the forehead-to-chin line (10 -> 152) pitch. A rough estimate (no face model is fitted)."""
     p = np.asarray(points, np.float64)
@@ -129,7 +119,7 @@ def head_pose(points: np.ndarray) -> HeadPose:
     roll = math.atan2(right[1], right[0])
     yaw = math.atan2(right[2], math.hypot(right[0], right[1]))
     pitch = math.atan2(-down[2], math.hypot(down[0], down[1]))
-    return HeadPose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
+    return Pose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
 def _apply(m: np.ndarray, xy: np.ndarray) -> np.ndarray:

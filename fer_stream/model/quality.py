@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fer_stream.frames import Box, Quality
+from fer_stream.frames import Box, Pose, Quality
 
 SHARPNESS_SIZE = 64  # crops are compared at this size
 
@@ -34,13 +34,15 @@ def sharpness(crop: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class QualityGate:
-    """The minimums a face must meet to be classified (0 switches a check off)."""
+    """The minimums a face must meet to be classified (0 switches a check off); ``max_yaw``: a face
+    whose head ``pose`` is turned further than this (degrees) is a ``profile`` (0: no check)."""
 
     min_size: int = 0
     min_sharpness: float = 0.0
     min_score: float = 0.0
+    max_yaw: float = 0.0
 
-    def assess(self, crop: np.ndarray, box: Box, score: float) -> Quality:
+    def assess(self, crop: np.ndarray, box: Box, score: float, pose: Pose | None = None) -> Quality:
         size = min(box.w, box.h)
         sharp = sharpness(crop) if crop.size else 0.0
         reason = None
@@ -50,4 +52,6 @@ class QualityGate:
             reason = "blurry"
         elif score < self.min_score:
             reason = "low_score"
-        return Quality(size_px=size, sharpness=round(sharp, 2), score=round(float(score), 4), reason=reason)
+        elif pose is not None and self.max_yaw and abs(pose.yaw) > self.max_yaw:
+            reason = "profile"
+        return Quality(size_px=size, sharpness=round(sharp, 2), score=round(float(score), 4), reason=reason, pose=pose)

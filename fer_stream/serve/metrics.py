@@ -59,6 +59,9 @@ class Metrics:
         self.predictions = Counter("fer_stream_predictions", "Faces written with a prediction, by label", ["source", "label"], registry=r)
         self.flagged = Counter("fer_stream_flagged", "Predictions under the confidence threshold", ["source"], registry=r)
         self.unusable = Counter("fer_stream_unusable_faces", "Faces too small, blurry or unsure to classify", ["source"], registry=r)
+        self.rejected_boxes = Counter(
+            "fer_stream_rejected_boxes", "Detector boxes the face landmark model found to hold no face", ["source"], registry=r
+        )
         self.batch_size = Histogram("fer_stream_batch_size", "Faces per classifier batch", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("fer_stream_batch_seconds", "Time to classify one batch", registry=r)
         self.latency = Histogram(
@@ -86,6 +89,9 @@ class Metrics:
                     self.predictions.labels(source_id, p.label).inc()
                     if p.flagged:
                         self.flagged.labels(source_id).inc()
+
+    def rejected(self, source_id: str, boxes: int) -> None:
+        self.rejected_boxes.labels(source_id).inc(boxes)
 
     def batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -3,8 +3,9 @@
 Each label starts with the face's track id (``#3 happy 87%``). Confident predictions get a solid
 green box; flagged ones (under the threshold) a dashed amber box and a ``?`` after the label, so
 they stay distinct without colour too; a new track not yet classified shows a grey ``face``; a face
-too small, blurry or unsure to classify a thin grey box marked ``unusable``. Line width and text size
-scale with the frame, from 360p to 4K.
+too small, blurry or unsure to classify a thin grey box marked ``unusable``. With
+``draw_rejected``, the boxes the face landmark model rejected as no face are drawn too: thin, dashed,
+red, marked ``no face``. Line width and text size scale with the frame, from 360p to 4K.
 
 >>> annotated = Overlay().draw(frame.image, faces)   # doctest: +SKIP
 """
@@ -25,24 +26,30 @@ CONFIDENT: RGB = palette.rgb(palette.CONFIDENT)
 FLAGGED: RGB = palette.rgb(palette.FLAGGED)
 UNCLASSIFIED: RGB = palette.rgb(palette.UNCLASSIFIED)
 UNUSABLE: RGB = palette.rgb(palette.UNUSABLE)
+REJECTED: RGB = (220, 40, 40)
 TEXT: RGB = (0, 0, 0)
 
 
 class Overlay:
-    """Draws faces onto a copy of an RGB frame."""
+    """Draws faces onto a copy of an RGB frame (``draw_rejected``: rejected boxes too)."""
 
-    def __init__(self, confident: RGB = CONFIDENT, flagged: RGB = FLAGGED) -> None:
+    def __init__(self, confident: RGB = CONFIDENT, flagged: RGB = FLAGGED, *, draw_rejected: bool = False) -> None:
         self.confident = confident
         self.flagged = flagged
+        self.draw_rejected = draw_rejected
 
-    def draw(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        """A copy of ``image`` with every face drawn on it."""
+    def draw(self, image: np.ndarray, faces: Sequence[Face], rejected: Sequence[Box] = ()) -> np.ndarray:
+        """A copy of ``image`` with every face (and, with ``draw_rejected``, every ``rejected`` box) drawn on it."""
         out = image.copy()
-        if not faces:
+        rejected = rejected if self.draw_rejected else ()
+        if not faces and not rejected:
             return out
         scale = min(out.shape[:2]) / 720.0
         thickness = max(1, round(2.0 * scale))
         font_scale = max(0.4, 0.7 * scale)
+        for box in rejected:
+            _dashed_rect(out, box, REJECTED, max(1, thickness // 2))
+            _label(out, box, "no face", REJECTED, font_scale * 0.8, max(1, thickness // 2))
         for face in faces:
             p = face.prediction
             tag = f"#{face.track} " if face.track is not None else ""

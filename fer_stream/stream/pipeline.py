@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fer_stream.errors import FerStreamError, PipelineError
-from fer_stream.frames import FrameResult
+from fer_stream.frames import Box, FrameResult
 from fer_stream.io.sources import Source, open_source
 from fer_stream.model.contract import Classifier
 from fer_stream.model.detector import Detector
@@ -105,7 +105,10 @@ class Pipeline:
     :class:`~fer_stream.stream.modes.LiveMode`; :meth:`for_source` picks one); ``tracker``
     defaults to an :class:`~fer_stream.stream.track.IoUTracker`; ``overlay`` draws the results
     onto a copy of each frame (``None``: no drawing); ``watch`` is told of each frame out and batch
-    (the run's metrics); ``max_frames`` stops reading after that many frames.
+    (the run's metrics); ``max_frames`` stops reading after that many frames. The detector is
+    reset when the pipeline starts (a detector that follows faces forgets those of an earlier video);
+    the boxes it rejects as no face are counted (``stats.rejected``) and, when the overlay draws
+    them, handed to it.
     """
 
     def __init__(
@@ -146,6 +149,8 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._frames_in = 0
         self._faces = 0
+        self._rejected = 0
+        self._rejected_boxes: dict[int, tuple[Box, ...]] = {}  # frame index -> boxes, for the overlay
         self._source_ended = False
         self._started = 0.0
         self.latency = LatencyStats()
@@ -212,6 +217,7 @@ class Pipeline:
         try:
             if self.warmup:
                 self.mode.classifier.warmup()
+            self.detector.reset()
             self._started = time.monotonic()
             stages = (
                 ("read", self._read),
@@ -256,6 +262,7 @@ class Pipeline:
             frames_in=self._frames_in,
             dropped=counts.dropped,
             faces=self._faces,
+            rejected=self._rejected,
             classified=counts.classified,
             batches=sum(sizes.values()),
             batch_sizes=dict(sorted(sizes.items())),
@@ -356,9 +363,15 @@ class Pipeline:
 
     def _detect(self) -> None:
         mode = self.mode
+        draw_rejected = self.overlay is not None and self.overlay.draw_rejected
         try:
             while (frame := self._next(self._frames)) is not END:
                 found = self.detector.detect(frame.image)
+                if rejected := self.detector.rejected:
+                    self._rejected += len(rejected)
+                    self.watch.rejected(self.source_id, len(rejected))
+                    if draw_rejected:  # every detected frame reaches the overlay, which takes its boxes back out
+                        self._rejected_boxes[frame.index] = rejected
                 ids = self.tracker.update([f.box for f in found])
                 faces = [f.with_track(t) for f, t in zip(found, ids)]
                 ended = self.tracker.ended
@@ -375,7 +388,9 @@ class Pipeline:
     def _annotate(self) -> None:
         while (result := self._next(self._classified)) is not END:
             if self.overlay is not None:
-                result = FrameResult(result.frame, result.faces, self.overlay.draw(result.frame.image, result.faces))
+                rejected = self._rejected_boxes.pop(result.frame.index, ())
+                picture = self.overlay.draw(result.frame.image, result.faces, rejected)
+                result = FrameResult(result.frame, result.faces, picture, rejected)
             if not self._put(self._out, result):
                 return
         self._put(self._out, END)

@@ -109,6 +109,7 @@ class PipelineStats:
     source_ended: bool
     latency_s: dict[str, float | None] = field(default_factory=dict)
     tracks: list[TrackInfo] = field(default_factory=list)
+    rejected: int = 0  # boxes the face landmark model found to hold no face
 
     @property
     def mean_batch(self) -> float:

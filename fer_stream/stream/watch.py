@@ -14,9 +14,11 @@ from fer_stream.frames import Face
 
 
 class Watch(Protocol):
-    """Told of each frame leaving the pipeline and of each classifier batch."""
+    """Told of each frame leaving the pipeline, of each classifier batch and of boxes rejected as no face."""
 
     def frame_out(self, source_id: str, faces: Sequence[Face], latency: float) -> None: ...
+
+    def rejected(self, source_id: str, boxes: int) -> None: ...
 
     def batch(self, size: int, seconds: float) -> None: ...
 
@@ -25,6 +27,9 @@ class NullWatch:
     """A :class:`Watch` that records nothing."""
 
     def frame_out(self, source_id: str, faces: Sequence[Face], latency: float) -> None:
+        pass
+
+    def rejected(self, source_id: str, boxes: int) -> None:
         pass
 
     def batch(self, size: int, seconds: float) -> None:
