@@ -69,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
             "output.audio",
             "output.crf",
             "output.preset",
+            "output.landmarks",
+            "output.draw_rejected",
         ),
     )
     model_flags(p)

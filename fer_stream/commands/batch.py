@@ -87,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
             "output.audio",
             "output.crf",
             "output.preset",
+            "output.landmarks",
+            "output.draw_rejected",
             "output.progress",
         ),
     )

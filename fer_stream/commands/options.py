@@ -27,6 +27,12 @@ MODEL_SETTINGS = (
     "quality.min_sharpness",
     "detector.min_confidence",
     "detector.crop_margin",
+    "detector.landmark_model",
+    "detector.verify",
+    "detector.min_presence",
+    "detector.rescan_every",
+    "detector.align",
+    "quality.max_yaw",
 )
 _DEST = "setting:"  # argparse destination prefix of a flag that sets "table.key"
 
