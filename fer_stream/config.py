@@ -195,7 +195,10 @@ class DetectorConfig:
         10, "frames between detector runs while faces are followed by their landmarks (1 = every frame)", _int_range(1, 100_000)
     )
     align: bool = _setting(
-        True, "cut the classifier's crop along the eye line, sized by the landmarks", _bool, off="cut crops along the frame's axes"
+        True,
+        "cut the classifier's crop along the eye line, sized by the landmarks",
+        _bool,
+        off="no alignment: crops cut along the frame's axes",
     )
     threads: int = _setting(1, "LiteRT threads of the full-range and face landmark models", _int_range(1, 64))
 

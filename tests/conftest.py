@@ -402,6 +402,51 @@ def timed_result(i: int, t: float, faces: list[Face], size: tuple[int, int] = (6
     return FrameResult(Frame(i, t, image, captured=time.monotonic()), tuple(faces))
 
 
+# -- a detector that also boxes what is no face (tests of the face landmark model's verification) ---
+
+# Parts of the first frame of ../shared's webcam video that hold no face (its face is at about
+# (511, 229) 284x284): the right shoulder, the left shoulder, the wall, the chest below the face, a shelf.
+WEBCAM_NO_FACE = (
+    Box(850, 470, 220, 220),
+    Box(180, 500, 200, 200),
+    Box(40, 150, 130, 130),
+    Box(540, 540, 240, 180),
+    Box(960, 330, 120, 120),
+)
+
+
+class PlantedDetector:
+    """A real detector's faces plus ``planted`` boxes (score 0.8, no keypoints), as a detector that
+    boxes a shoulder or a wall would report them; ``calls`` lists the ``frame`` numbers (set by the
+    caller before each ``detect``) it ran on. Closing closes ``real``."""
+
+    def __init__(self, real: Any, planted: tuple[Box, ...] = ()) -> None:
+        self.real, self.planted = real, planted
+        self.kind = real.kind
+        self.rejected: tuple[Box, ...] = ()
+        self.frame = 0
+        self.calls: list[int] = []
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        from fer_stream.model.detector import crop
+
+        self.calls.append(self.frame)
+        rgb = np.ascontiguousarray(image)
+        return self.real.detect(rgb) + [Face(b, 0.8, crop(rgb, b, 0.1)) for b in self.planted]
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.real.close()
+
+    def __enter__(self) -> PlantedDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- video streams made here, served over HTTP (limits and reconnects) ----------------------------
 
 

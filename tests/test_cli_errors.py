@@ -52,6 +52,10 @@ CASES = {
         ["--source", "{video}", "--model", "{tiny}", "--full-range-model", "{bad}/random.mp4"],
         "point it at MediaPipe's face_detection_full_range_sparse.tflite",
     ),
+    "bad landmark model": (
+        ["--source", "{video}", "--model", "{tiny}", "--landmark-model", "{bad}/random.mp4"],
+        "point it at MediaPipe's face_landmark.tflite",
+    ),
     "missing full-range model": (
         ["--source", "{video}", "--model", "{tiny}", "--detector", "full", "--full-range-model", "/no/such.tflite"],
         "does not exist",

@@ -90,3 +90,27 @@ def test_sources_tables_and_repeated_flags(tmp_path):
     assert load_config(p).sources == (("door", "rtsp://a/1"), ("cam2", "rtsp://b/1"))
     # Several --source flags replace the file's list.
     assert load_config(p, {"sources": [("x", "rtsp://c/1"), ("y", "0")]}).sources == (("x", "rtsp://c/1"), ("y", "0"))
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_the_face_mesh_flags_set_their_settings(command):
+    from fer_stream import cli
+    from fer_stream.commands.options import overrides
+
+    def cfg(*flags: str) -> Config:
+        first = ["--source", "a.mp4"] if command == "run" else ["in", "--out", "out"]
+        return load_config(None, overrides(cli.make_parser(command).parse_args([*first, *flags])))
+
+    default = cfg()
+    assert (default.detector.verify, default.detector.align, default.output.landmarks, default.output.draw_rejected) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    assert (default.detector.min_presence, default.detector.rescan_every, default.quality.max_yaw) == (0.5, 10, 60.0)
+    c = cfg("--no-verify", "--no-align", "--min-presence", "0.3", "--rescan-every", "4", "--max-yaw", "45", "--landmark-model", "lm.tflite")
+    assert (c.detector.verify, c.detector.align, c.detector.min_presence, c.detector.rescan_every) == (False, False, 0.3, 4)
+    assert (c.quality.max_yaw, c.detector.landmark_model) == (45.0, "lm.tflite")
+    c = cfg("--landmarks", "--draw-rejected")
+    assert c.output.landmarks is True and c.output.draw_rejected is True

@@ -134,12 +134,17 @@ def test_live_frames_never_wait_for_the_classifier(clf, detector):
 
 
 class _SlowDetector:
+    rejected = ()
+
     def __init__(self, detector, delay):
         self._d, self.delay = detector, delay
 
     def detect(self, image):
         time.sleep(self.delay)
         return self._d.detect(image)
+
+    def reset(self):
+        self._d.reset()
 
 
 def test_live_sources_keep_the_newest_frame_and_count_drops(clf, detector):

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 from conftest import FACES, media_file, run_cli
 
-from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction, Quality
+from fer_stream.frames import Box, Face, Frame, FrameResult, Pose, Prediction, Quality
 from fer_stream.io.sinks import Tally
+from fer_stream.model.quality import QualityGate
 from fer_stream.stream.overlay import UNUSABLE, Overlay
 
 PORTRAIT = media_file("436x384")
@@ -102,3 +103,19 @@ def test_overlay_draws_unusable_faces_grey_and_tally_keeps_them_out_of_labels():
     tally = Tally()
     tally.write(FrameResult(Frame(0, 0.0, image), (bad, good)))
     assert tally.faces == 2 and tally.unusable == 1 and dict(tally.labels) == {"happy": 1}
+
+
+def test_a_face_turned_past_max_yaw_is_a_profile():
+    cut = np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)  # sharp
+    box = Box(0, 0, 80, 80)
+    gate = QualityGate(max_yaw=60.0)
+    assert gate.assess(cut, box, 0.9, Pose(61.0, 0.0, 0.0)).reason == "profile"
+    assert gate.assess(cut, box, 0.9, Pose(-75.0, 10.0, 5.0)).reason == "profile"  # either way
+    upright = gate.assess(cut, box, 0.9, Pose(59.0, -40.0, 30.0))  # pitch and roll do not count
+    assert upright.usable and upright.pose == Pose(59.0, -40.0, 30.0)
+    assert gate.assess(cut, box, 0.9).usable  # no pose (no landmark model): no check
+    assert QualityGate().assess(cut, box, 0.9, Pose(89.0, 0.0, 0.0)).usable  # max_yaw 0: off
+    assert QualityGate(min_size=100, max_yaw=60.0).assess(cut, box, 0.9, Pose(80.0, 0.0, 0.0)).reason == "small"  # the first miss
+    d = gate.assess(cut, box, 0.9, Pose(-61.26, 5.04, -0.96)).as_dict()
+    assert (d["usable"], d["reason"], d["yaw"], d["pitch"], d["roll"]) == (False, "profile", -61.3, 5.0, -1.0)
+    assert "yaw" not in gate.assess(cut, box, 0.9).as_dict()
