@@ -22,6 +22,7 @@ from fer_stream.model.landmarks import (
     Roi,
     crop_tensor,
     decode,
+    head_axes,
     head_pose,
     roi_from_box,
     roi_from_landmarks,
@@ -158,6 +159,67 @@ def test_the_next_crop_from_the_landmarks_holds_the_face(landmarker, blazeface, 
     [again] = landmarker.run(rgb, [roi])
     assert again.presence > 0.9
     assert np.linalg.norm(again.points[:, :2] - first.points[:, :2], axis=1).mean() < 0.03 * box.w
+
+
+def _turned(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The rotation that turns a head facing the camera by ``yaw`` about its vertical axis (nose to
+    the image's right), then ``pitch`` (face up), then ``roll`` in the image (clockwise on screen);
+    degrees, frame axes x right, y down, z away from the camera."""
+    y, p, r = (math.radians(a) for a in (yaw, pitch, roll))
+    ry = np.array([[math.cos(y), 0, -math.sin(y)], [0, 1, 0], [math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+TURNS = [(yaw, 0, 0) for yaw in range(10, 90, 10)] + [(60, 15, 0), (60, -20, 0), (50, 0, 25), (45, 20, 25), (-70, -15, -30), (0, 30, 0)]
+
+
+def test_head_pose_of_four_points_turned_by_known_angles():
+    # A head facing the camera: eyes' outer corners level, forehead above the chin, the line between
+    # them off the middle of the eyes (as on a real face): only the eye line's direction sets "right".
+    face = np.zeros((468, 3))
+    face[[EYE_OUTER_LEFT, EYE_OUTER_RIGHT, 10, 152]] = [[-45, 0, 5], [45, 0, 5], [3, -70, -10], [-2, 110, -5]]
+    p = head_pose(face)
+    assert abs(p.yaw) < 1e-9 and abs(p.roll) < 1e-9
+    level = head_pose(face * [1, 1, 0])  # the same face drawn flat: chin and forehead at one depth
+    assert abs(level.pitch) < 1e-9 and abs(p.pitch + math.degrees(math.atan2(5, 180))) < 1e-9
+    for turn in TURNS:
+        q = head_pose((face * [1, 1, 0]) @ _turned(*turn).T + [300, 200, 0])
+        assert (q.yaw, q.pitch, q.roll) == pytest.approx(turn, abs=1e-6), turn
+    assert head_pose(face @ _turned(0, 0, 90).T).roll == pytest.approx(90)  # past 45 degrees too
+
+
+@pytest.mark.media
+def test_head_pose_gives_back_known_turns_of_a_real_face(landmarker, blazeface):
+    rgb = read_image(FACES / "one_face_large.png")
+    box, keypoints = _detect(blazeface, rgb)
+    [marks] = landmarker.run(rgb, [roi_from_box(box, (keypoints[0], keypoints[1]))])
+    points = marks.points.astype(np.float64)
+    axes = head_axes(points)
+    assert np.allclose(axes.T @ axes, np.eye(3), atol=1e-9) and np.linalg.det(axes) == pytest.approx(1)
+    centre = points.mean(axis=0)
+    frontal = (points - centre) @ axes  # the face in its own axes: upright, facing the camera
+    p = head_pose(frontal)
+    assert max(abs(p.yaw), abs(p.pitch), abs(p.roll)) < 1e-6
+    for turn in TURNS:
+        q = head_pose(frontal @ _turned(*turn).T + centre)
+        assert (q.yaw, q.pitch, q.roll) == pytest.approx(turn, abs=1e-6), turn
+
+
+@pytest.mark.media
+def test_a_mirrored_face_has_the_opposite_yaw_and_roll(landmarker, blazeface):
+    rgb = read_image(FACES / "one_face_large.png")
+    poses = []
+    for image in (rgb, np.ascontiguousarray(rgb[:, ::-1])):
+        box, keypoints = _detect(blazeface, image)
+        [marks] = landmarker.run(image, [roi_from_box(box, (keypoints[0], keypoints[1]))])
+        poses.append(head_pose(marks.points))
+    seen, mirrored = poses
+    assert abs(seen.yaw) > 5 and abs(seen.roll) > 3  # turned and tilted: the signs are tested
+    assert mirrored.yaw == pytest.approx(-seen.yaw, abs=2)
+    assert mirrored.roll == pytest.approx(-seen.roll, abs=1.5)
+    assert mirrored.pitch == pytest.approx(seen.pitch, abs=2)
 
 
 # The model file: found, cached, downloaded and refused as the detectors' are.

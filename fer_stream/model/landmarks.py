@@ -110,15 +110,28 @@ def roi_from_landmarks(points: np.ndarray, scale: float = ROI_SCALE) -> Roi:
     return Roi(float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2, side, math.atan2(float(y1 - y0), float(x1 - x0)))
 
 
-def head_pose(points: np.ndarray) -> Pose:
-    """Yaw, pitch and roll from the landmarks' 3-D positions: the eye line (33 -> 263) gives roll and
-    yaw, the forehead-to-chin line (10 -> 152) pitch. A rough estimate (no face model is fitted)."""
+def head_axes(points: np.ndarray) -> np.ndarray:
+    """The head's own axes in the frame, as the columns of a rotation matrix ``(3, 3)``: right (the
+    eye line 33 -> 263), down (forehead 10 -> chin 152, made square to the eye line) and back (away
+    from the face: right x down). Identity for an upright face looking straight at the camera."""
     p = np.asarray(points, np.float64)
     right = p[EYE_OUTER_RIGHT] - p[EYE_OUTER_LEFT]
+    right /= np.linalg.norm(right)
     down = p[CHIN] - p[FOREHEAD]
-    roll = math.atan2(right[1], right[0])
-    yaw = math.atan2(right[2], math.hypot(right[0], right[1]))
-    pitch = math.atan2(-down[2], math.hypot(down[0], down[1]))
+    down -= (down @ right) * right
+    down /= np.linalg.norm(down)
+    return np.stack([right, down, np.cross(right, down)], axis=1)
+
+
+def head_pose(points: np.ndarray) -> Pose:
+    """Yaw, pitch and roll from the landmarks' 3-D positions (:func:`head_axes`), as the head would
+    be turned from facing the camera: first about its own vertical axis (yaw), then nodding
+    (pitch), then in the image plane (roll). A rough estimate: four landmarks, no face model fitted."""
+    m = head_axes(points)
+    # m = Rz(roll) @ Rx(pitch) @ Ry(yaw), whose last row is (cos p sin y, -sin p, cos p cos y).
+    yaw = math.atan2(m[2, 0], m[2, 2])
+    pitch = -math.asin(max(-1.0, min(1.0, m[2, 1])))
+    roll = math.atan2(-m[0, 1], m[1, 1])
     return Pose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
