@@ -5,9 +5,12 @@ import random
 import cv2
 import numpy as np
 import pytest
-from conftest import DETECTOR, FACES, FULL_RANGE, MEDIA
+from conftest import DETECTOR, FACES, FULL_RANGE, LANDMARK, MEDIA
 
-from fer_stream.commands.detection_bench import _heads_and_backgrounds, evaluate_kind, make_scenes
+from fer_stream.commands.detection_bench import evaluate_kind, make_scenes
+from fer_stream.commands.detection_bench.footage import FaceFinder, sample_shots
+from fer_stream.commands.detection_bench.pieces import backgrounds, heads
+from fer_stream.config import load_config
 from fer_stream.errors import ModelError
 from fer_stream.frames import Box
 from fer_stream.io.images import read_image
@@ -101,8 +104,12 @@ def test_auto_is_short_for_webcams_and_tiled_otherwise():
 @pytest.fixture(scope="module")
 def scenes(detector):
     """720p and 1080p frames with real faces from ../shared videos, 16-300 px tall, at known places."""
-    heads, backgrounds = _heads_and_backgrounds([str(m) for m in MEDIA], detector, 6, random.Random(0))
-    return make_scenes(heads, backgrounds, sizes=(24, 48, 64, 120, 240), canvases_per_size=2, seed=1)
+    cfg = load_config(
+        None, {"detector.model": str(DETECTOR), "detector.full_model": str(FULL_RANGE), "detector.landmark_model": str(LANDMARK)}
+    )
+    with FaceFinder(cfg) as finder:
+        shots = sample_shots([str(m) for m in MEDIA], (), finder, 6)
+    return make_scenes(heads(shots), backgrounds(shots, random.Random(0)), sizes=(24, 48, 64, 120, 240), canvases_per_size=2, seed=1)
 
 
 def test_tiled_finds_small_faces_that_short_range_misses(scenes, detector, tiled_detector):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from fer_stream.build import auto_threads, make_classifier, make_detector, make_pipeline
-from fer_stream.commands.detection_bench import run_detection_bench
+from fer_stream.commands.detection_bench import VARIANTS, run_detection_bench
 from fer_stream.commands.options import csv_list, model_flags, setting_flags
 from fer_stream.commands.parity import agreement
 from fer_stream.config import PRECISIONS, Config
@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
         prog="fer-stream bench",
         description="Measure decoder, detector, classifier (per precision and batch size) and the whole pipeline "
         "(exact and live) on a video, against the naive single-thread loop. With --detection: recall and "
-        "false positives of each face detector by face size, on 720p and 1080p frames built from the videos.",
+        "false boxes of each face detector mode by face size, on 720p and 1080p still frames, hard negatives and moving "
+        "sequences built from the videos, and each mode's frames/s.",
     )
     p.add_argument(
         "--video",
@@ -72,7 +73,29 @@ def parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="--detection: the kinds to compare (default short,full,tiled)",
     )
-    p.add_argument("--canvases", type=int, default=3, metavar="N", help="--detection: frames per face height and resolution (default 3)")
+    p.add_argument(
+        "--canvases", type=int, default=3, metavar="N", help="--detection: still frames per face size and resolution (default 3)"
+    )
+    p.add_argument(
+        "--modes",
+        type=csv_list(str, VARIANTS),
+        default=list(VARIANTS),
+        metavar="LIST",
+        help="--detection: how each kind runs: follow (the default detector: the face landmark model verifies every box "
+        "and follows faces; shown as the kind's name), verify-only, plain (--no-verify) (default all three)",
+    )
+    p.add_argument("--sequences", type=int, default=3, metavar="N", help="--detection: clips of moving faces per resolution (default 3)")
+    p.add_argument("--sequence-frames", type=int, default=30, metavar="N", help="--detection: frames per moving-face clip (default 30)")
+    p.add_argument(
+        "--negatives", type=int, default=8, metavar="N", help="--detection: face-free clips (10 frames each) per resolution (default 8)"
+    )
+    p.add_argument(
+        "--negative-images",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="--detection: more pictures for the hard negatives (files or folders; any face in them is covered)",
+    )
     p.add_argument(
         "--images",
         metavar="DIR",
@@ -103,7 +126,18 @@ def parser() -> argparse.ArgumentParser:
 
 def handle(cfg: Config, args: argparse.Namespace) -> int:
     if args.detection:
-        return run_detection_bench(cfg, args.video, kinds=args.detectors, canvases=args.canvases, as_json=args.json)
+        return run_detection_bench(
+            cfg,
+            args.video,
+            kinds=args.detectors,
+            variants=args.modes,
+            canvases=args.canvases,
+            sequences=args.sequences,
+            sequence_frames=args.sequence_frames,
+            negatives=args.negatives,
+            images=args.negative_images,
+            as_json=args.json,
+        )
     if len(args.video) > 1:
         raise ConfigError("bench takes one --video (several only with --detection)")
     if cfg.classifier.backend == "onnxruntime":
