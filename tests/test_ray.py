@@ -140,7 +140,8 @@ def two_nodes(ray_tmp, cli_env, monkeypatch):
     from rtsp import free_port
 
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
-    for k in ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_LANDMARK_MODEL", "FER_STREAM_CACHE", "HF_HUB_OFFLINE"):
+    models = ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_LANDMARK_MODEL")
+    for k in (*models, "FER_STREAM_CACHE", "HF_HUB_OFFLINE"):
         monkeypatch.setenv(k, cli_env[k])  # the nodes' workers see the tests' models and offline hub
     cluster = None
     try:
