@@ -213,7 +213,7 @@ class QualityConfig:
     )
     min_score: float = _setting(0.0, "faces the detector scored under this are unusable (0 = all it reports)", _float_range(0.0, 1.0))
     max_yaw: float = _setting(
-        60.0, "faces turned further than this (degrees, from the landmarks) are unusable: profile (0 = no check)", _float_range(0.0, 180.0)
+        45.0, "faces turned further than this (degrees, from the landmarks) are unusable: profile (0 = no check)", _float_range(0.0, 180.0)
     )
 
 

@@ -108,7 +108,7 @@ def test_the_face_mesh_flags_set_their_settings(command):
         False,
         False,
     )
-    assert (default.detector.min_presence, default.detector.rescan_every, default.quality.max_yaw) == (0.5, 10, 60.0)
+    assert (default.detector.min_presence, default.detector.rescan_every, default.quality.max_yaw) == (0.5, 10, 45.0)
     c = cfg("--no-verify", "--no-align", "--min-presence", "0.3", "--rescan-every", "4", "--max-yaw", "45", "--landmark-model", "lm.tflite")
     assert (c.detector.verify, c.detector.align, c.detector.min_presence, c.detector.rescan_every) == (False, False, 0.3, 4)
     assert (c.quality.max_yaw, c.detector.landmark_model) == (45.0, "lm.tflite")

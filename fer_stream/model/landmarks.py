@@ -171,9 +171,9 @@ class FaceLandmarker:
             )
         self._points_out, self._presence_out = by_width[POINTS * 3], by_width[1]
         self._batch = 1
-        self._interpreter.allocate_tensors()
-        # LiteRT prints an INFO line when its CPU delegate starts (first inference): spend it here, silenced.
+        # LiteRT prints an INFO line when its CPU delegate starts (allocation, first inference): spend it here, silenced.
         with native_stderr_silenced():
+            self._interpreter.allocate_tensors()
             self._invoke(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32))
 
     def __enter__(self) -> FaceLandmarker:
