@@ -9,6 +9,7 @@ Every command builds its models here, so a setting means the same thing everywhe
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ from fer_stream.config import Config
 from fer_stream.io.sources import Source
 from fer_stream.model.contract import Classifier
 from fer_stream.stream.watch import NULL_WATCH, Watch
+
+log = logging.getLogger("fer_stream")
 
 if TYPE_CHECKING:  # the real imports wait until a factory runs: torch, OpenCV and MediaPipe load slowly
     from fer_stream.model.classifier import EmotionClassifier
@@ -144,10 +147,28 @@ def check_detector_files(cfg: Config, *, webcams: Iterable[bool] = (False,)) -> 
 
     d = cfg.detector
     kinds = {f for webcam in set(webcams) for f in MODEL_FILES.get(resolve_kind(d.kind, webcam=webcam), ())}
-    if d.verify:
+    if verifies(cfg):
         kinds.add("landmark")
     explicit = {"short": d.model or None, "full": d.full_model or None, "landmark": d.landmark_model or None}
     resolve_detector_models({k: explicit[k] for k in ("short", "full", "landmark") if k in kinds})
+
+
+def verifies(cfg: Config) -> bool:
+    """Whether the face landmark model checks the boxes: ``detector.verify``, where LiteRT is
+    installed (on Windows it is not: the detector's boxes are used as they are, said once in the log)."""
+    from fer_stream.model.detector import litert_available
+
+    if not cfg.detector.verify:
+        return False
+    if litert_available():
+        return True
+    if not _warned_no_litert:
+        _warned_no_litert.append(True)
+        log.warning("LiteRT (ai-edge-litert) is not installed: boxes are not verified by the face landmark model")
+    return False
+
+
+_warned_no_litert: list[bool] = []
 
 
 def make_detector(
@@ -161,7 +182,7 @@ def make_detector(
     from fer_stream.model.quality import QualityGate
 
     d, q = cfg.detector, cfg.quality
-    verify = d.verify if verify is None else verify
+    verify = verifies(cfg) if verify is None else verify
     gate = QualityGate(q.min_face_px, q.min_sharpness, q.min_score, q.max_yaw)
     base = build(
         resolve_kind(kind or d.kind, webcam=webcam),

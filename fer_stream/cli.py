@@ -98,10 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handle: Handler = module.handle
     debug = bool(args.debug or os.environ.get("FER_STREAM_DEBUG"))
     _setup_logging(debug)
-    given = overrides(args)
-    if args.debug and hasattr(args, "setting:output.draw_rejected"):  # a command that draws: --debug shows rejected boxes too
-        given.setdefault("output.draw_rejected", True)
     try:
+        given = overrides(args)
+        if args.debug and hasattr(args, "setting:output.draw_rejected"):  # a command that draws: --debug shows rejected boxes too
+            given.setdefault("output.draw_rejected", True)
         return handle(load_config(getattr(args, "config", None), given), args)
     except FerStreamError as e:
         if debug:

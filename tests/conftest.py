@@ -184,6 +184,13 @@ def ascend_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return save_tiny_vit(tmp_path_factory.mktemp("ascend_vit"), ASCEND_ORDER, base=tiny_model, rows=rows)
 
 
+# What a Ray worker (another process, maybe another node) must be told to find the tests' models offline.
+WORKER_VARS = (
+    *("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_LANDMARK_MODEL"),
+    *("FER_STREAM_CACHE", "HF_HUB_OFFLINE"),
+)
+
+
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)

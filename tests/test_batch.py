@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LABELS, MEDIA, decode_video, run_cli
+from conftest import LABELS, MEDIA, WORKER_VARS, decode_video, run_cli
 
 FRAMES = 30  # per video: enough for tracks and batches, quick enough for CI
 
@@ -268,8 +268,8 @@ def test_classifier_service_passes_errors_to_every_waiting_caller():
 def local_ray(cli_env):
     """A local Ray with two CPUs, its workers seeing the tests' model paths and offline hub."""
     ray = pytest.importorskip("ray")
-    keep = ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_CACHE", "HF_HUB_OFFLINE")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {k: cli_env[k] for k in keep}})
+    env = {k: cli_env[k] for k in WORKER_VARS}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 

@@ -114,3 +114,15 @@ def test_the_face_mesh_flags_set_their_settings(command):
     assert (c.quality.max_yaw, c.detector.landmark_model) == (45.0, "lm.tflite")
     c = cfg("--landmarks", "--draw-rejected")
     assert c.output.landmarks is True and c.output.draw_rejected is True
+
+
+def test_debug_also_draws_the_rejected_boxes(monkeypatch):
+    """``--debug`` on a command that draws turns ``output.draw_rejected`` on (unless set), in-process."""
+    from fer_stream import cli
+    from fer_stream.commands import analyse
+
+    seen: list = []
+    monkeypatch.setattr(analyse, "handle", lambda cfg, args: seen.append(cfg.output.draw_rejected) or 0)
+    for argv in (["--source", "x.mp4", "--debug"], ["--source", "x.mp4"], ["--source", "x.mp4", "--draw-rejected"]):
+        assert cli.main(argv) == 0
+    assert seen == [True, False, True]

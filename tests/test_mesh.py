@@ -294,3 +294,47 @@ def test_the_pipeline_counts_and_draws_rejected_boxes(clf):
         top = NO_FACE[0]  # the shoulder box's top edge
         on_edge = red[top.y : top.y + 2, top.x : top.x + top.w].sum()
         assert (on_edge > 20) == (r.frame.index in scanned), r.frame.index
+
+
+def test_a_face_moved_out_of_the_frame_is_not_followed_into_nowhere(portrait, monkeypatch):
+    """A followed face whose landmarks put it outside the frame ends there, even at full presence:
+    it is neither shown nor followed, so the detector runs again on the next frame."""
+    from dataclasses import replace
+
+    with mesh(rescan_every=50) as det:
+        det.detect(portrait[0])
+        real_run = det.landmarker.run
+        width = portrait[0].shape[1]
+
+        def beyond_the_edge(rgb, rois):  # what a landmark model sure of a face that has left would say
+            return [replace(m, points=m.points + np.array([2 * width, 0, 0], np.float32), presence=1.0) for m in real_run(rgb, rois)]
+
+        monkeypatch.setattr(det.landmarker, "run", beyond_the_edge)
+        det.base.frame = 1
+        assert det.detect(portrait[1]) == []
+        monkeypatch.setattr(det.landmarker, "run", real_run)
+        det.base.frame = 2
+        assert len(det.detect(portrait[2])) == 1
+        assert det.base.calls == [0, 2]  # frame 1 was followed (off the frame); frame 2 had nothing followed: the detector ran
+
+
+def test_reset_zeroes_the_counts(webcam_first):
+    with mesh(planted=NO_FACE) as det:
+        det.detect(webcam_first)
+        assert det.rejected_total == len(NO_FACE) and det.scans == 1
+        det.reset()
+        assert (det.rejected_total, det.scans, det.rejected) == (0, 0, ())
+
+
+def test_without_litert_boxes_are_used_as_they_are(monkeypatch, caplog):
+    """Where LiteRT is not installed (Windows) the default runs the short-range detector unverified, said once."""
+    import fer_stream.build as build
+    import fer_stream.model.detector as detector
+
+    monkeypatch.setattr(detector, "litert_available", lambda: False)
+    monkeypatch.setattr(build, "_warned_no_litert", [])
+    cfg = load_config(None, {"detector.model": str(DETECTOR), "detector.landmark_model": "/nonexistent/face_landmark.tflite"})
+    build.check_detector_files(cfg)  # the landmark model is not looked for
+    with caplog.at_level("WARNING", logger="fer_stream"), make_detector(cfg) as det:
+        assert isinstance(det, FaceDetector)
+    assert sum("not verified" in r.getMessage() for r in caplog.records) == 1

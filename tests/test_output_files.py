@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import media_file, run_cli
+from conftest import WORKER_VARS, media_file, run_cli
 from conftest import timed_result as _frame
 
 from fer_stream.errors import SinkError
@@ -154,7 +154,7 @@ def test_the_summary_is_written_even_when_the_report_fails(tiny_model, cli_env, 
     from fer_stream import cli
     from fer_stream.io import report
 
-    for key in ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_CACHE", "HF_HUB_OFFLINE"):
+    for key in WORKER_VARS:  # in this process, as a worker would be told
         monkeypatch.setenv(key, cli_env[key])
 
     def broken(*args, **kwargs):

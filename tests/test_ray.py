@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DETECTOR, FULL_RANGE, media_file, run_cli
+from conftest import DETECTOR, FULL_RANGE, WORKER_VARS, media_file, run_cli
 from conftest import SMALLEST_VIDEO as PORTRAIT
 from conftest import manifest_by_key as _latest
 from conftest import manifest_by_stem as _by_stem
@@ -140,8 +140,7 @@ def two_nodes(ray_tmp, cli_env, monkeypatch):
     from rtsp import free_port
 
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
-    models = ("FER_STREAM_DETECTOR_MODEL", "FER_STREAM_FULL_RANGE_MODEL", "FER_STREAM_LANDMARK_MODEL")
-    for k in (*models, "FER_STREAM_CACHE", "HF_HUB_OFFLINE"):
+    for k in WORKER_VARS:
         monkeypatch.setenv(k, cli_env[k])  # the nodes' workers see the tests' models and offline hub
     cluster = None
     try:

@@ -382,8 +382,14 @@ def resolve_kind(kind: str, *, webcam: bool) -> str:
     if kind == "auto":
         if webcam:
             return "short"
-        return "tiled" if importlib.util.find_spec("ai_edge_litert") is not None else "short"
+        return "tiled" if litert_available() else "short"
     return kind
+
+
+def litert_available() -> bool:
+    """Whether LiteRT (``ai-edge-litert``, not built for Windows) is installed: the full-range and
+    tiled detectors and the face landmark model need it."""
+    return importlib.util.find_spec("ai_edge_litert") is not None
 
 
 def make_detector(

@@ -109,7 +109,8 @@ def _offline_fix(kinds: list[str], pulling: bool) -> str:
     if pulling:
         mirrors = " or ".join(DETECTOR_MODELS[k].env_url for k in kinds)
         return f"check the network (a proxy?), set {mirrors} to a mirror, or set {paths} to {copies}"
-    return f"run `fer-stream models pull` while online, or set {paths} to {copies}"
+    skip = " (or run with --no-verify, without the face landmark model)" if "landmark" in kinds else ""
+    return f"run `fer-stream models pull` while online, or set {paths} to {copies}{skip}"
 
 
 def resolve_detector_models(

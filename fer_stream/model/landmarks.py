@@ -116,10 +116,10 @@ def head_axes(points: np.ndarray) -> np.ndarray:
     from the face: right x down). Identity for an upright face looking straight at the camera."""
     p = np.asarray(points, np.float64)
     right = p[EYE_OUTER_RIGHT] - p[EYE_OUTER_LEFT]
-    right /= np.linalg.norm(right)
+    right /= max(float(np.linalg.norm(right)), 1e-9)  # collapsed landmarks give a pose of zeros, not NaN
     down = p[CHIN] - p[FOREHEAD]
     down -= (down @ right) * right
-    down /= np.linalg.norm(down)
+    down /= max(float(np.linalg.norm(down)), 1e-9)
     return np.stack([right, down, np.cross(right, down)], axis=1)
 
 

@@ -113,22 +113,25 @@ class MeshDetector:
         self.landmarker.close()
 
     def reset(self) -> None:
-        """Forget the faces followed (before an unrelated picture or video)."""
+        """Forget the faces followed and the counts (before an unrelated picture or video)."""
+        self.base.reset()
         self._followed = []
         self._since_scan = 0
         self.rejected = ()
+        self.rejected_total = 0
+        self.scans = 0
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an ``H x W x 3`` uint8 RGB frame, highest score first; :attr:`rejected` holds the
         detector's boxes the landmark model dropped in this frame."""
         rgb = np.ascontiguousarray(image)
-        kept: list[tuple[Landmarks, float]] = []
+        kept: list[_Found] = []
         lost = False
         if self.follow and self._followed:
             marks = self.landmarker.run(rgb, [f.roi for f in self._followed])
             for m, followed in zip(marks, self._followed):
                 if m.presence >= self.min_presence:
-                    kept.append((m, followed.score))
+                    kept.append(_Found.of(m, followed.score))
                 else:
                     lost = True
             kept = _distinct(kept)
@@ -137,36 +140,58 @@ class MeshDetector:
         if not self.follow or not kept or lost or self._since_scan >= self.rescan_every:
             self._since_scan = 0
             self.scans += 1
-            new = _not_followed(self.base.detect(rgb), [_frame_box(m) for m, _ in kept])
+            new = _not_followed(self.base.detect(rgb), [k.box for k in kept])
             marks = self.landmarker.run(rgb, [roi_from_box(f.box, _eyes(f)) for f in new])
             for m, f in zip(marks, new):
                 if m.presence >= self.min_presence:
-                    kept.append((m, f.score))
+                    kept.append(_Found.of(m, f.score))
                 else:
                     rejected.append(f.box)
             kept = _distinct(kept)
         self.rejected = tuple(rejected)
         self.rejected_total += len(rejected)
-        self._followed = [_Followed(roi_from_landmarks(m.points), score) for m, score in kept] if self.follow else []
-        faces = [f for f in (self._face(rgb, m, score) for m, score in kept) if f is not None]
+        height, width = rgb.shape[:2]
+        # A face whose box has left the frame ends here: it is neither shown nor followed.
+        kept = [k for k in kept if _visible(k.box, width, height)]
+        self._followed = [_Followed(roi_from_landmarks(k.marks.points), k.score) for k in kept] if self.follow else []
+        faces = [self._face(rgb, k) for k in kept]
         faces.sort(key=lambda f: f.score, reverse=True)
         return faces
 
-    def _face(self, rgb: np.ndarray, marks: Landmarks, score: float) -> Face | None:
+    def _face(self, rgb: np.ndarray, found: _Found) -> Face:
         height, width = rgb.shape[:2]
-        cx, cy, w, h, angle = _extent(marks.points)
-        box = Box(round(cx - w / 2), round(cy - h / 2), round(w), round(h)).clip(width, height)
-        if box.w < 2 or box.h < 2:
-            return None
+        box = found.box.clip(width, height)
+        cx, cy, w, h, angle = found.extent
         cut = _aligned_crop(rgb, cx, cy, w, h, angle, self.margin) if self.align else crop(rgb, box, self.margin)
-        pose = head_pose(marks.points)
+        pose = head_pose(found.marks.points)
         return Face(
             box=box,
-            score=score,
+            score=found.score,
             crop=cut,
-            quality=self.quality.assess(cut, box, score, pose),
-            landmarks=marks.points,
+            quality=self.quality.assess(cut, box, found.score, pose),
+            landmarks=found.marks.points,
         )
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A face the landmark model confirmed in this frame: its landmarks, the score of the detection
+    that first found it, and its extent (:func:`_extent`) and box, worked out once."""
+
+    marks: Landmarks
+    score: float
+    extent: tuple[float, float, float, float, float]
+    box: Box  # in frame pixels, not clipped
+
+    @classmethod
+    def of(cls, marks: Landmarks, score: float) -> _Found:
+        cx, cy, w, h, angle = extent = _extent(marks.points)
+        return cls(marks, score, extent, Box(round(cx - w / 2), round(cy - h / 2), round(w), round(h)))
+
+
+def _visible(box: Box, width: int, height: int) -> bool:
+    inside = box.clip(width, height)
+    return inside.w >= 2 and inside.h >= 2
 
 
 def _eyes(face: Face) -> tuple[Sequence[float], Sequence[float]] | None:
@@ -188,11 +213,6 @@ def _extent(points: np.ndarray) -> tuple[float, float, float, float, float]:
     return u * c - v * s, u * s + v * c, w, h, roi.angle
 
 
-def _frame_box(marks: Landmarks) -> Box:
-    cx, cy, w, h, _ = _extent(marks.points)
-    return Box(round(cx - w / 2), round(cy - h / 2), round(w), round(h))
-
-
 def _xyxy(boxes: Sequence[Box]) -> np.ndarray:
     return np.array([[b.x, b.y, b.x + b.w, b.y + b.h] for b in boxes], np.float64).reshape(-1, 4)
 
@@ -206,14 +226,14 @@ def _not_followed(found: list[Face], followed: list[Box]) -> list[Face]:
     return [f for f, s in zip(found, same.tolist()) if not s]
 
 
-def _distinct(kept: list[tuple[Landmarks, float]]) -> list[tuple[Landmarks, float]]:
+def _distinct(kept: list[_Found]) -> list[_Found]:
     """One entry per face: two crops that converged on the same face keep the first (followed
     faces come before new ones; among those, the detector's order)."""
     if len(kept) < 2:
         return kept
-    boxes = _xyxy([_frame_box(m) for m, _ in kept])
+    boxes = _xyxy([k.box for k in kept])
     same = (iou_matrix(boxes, boxes) > 0.5) | (ios_matrix(boxes, boxes) > 0.8)
-    out: list[tuple[Landmarks, float]] = []
+    out: list[_Found] = []
     taken: list[int] = []
     for i, item in enumerate(kept):
         if not any(same[i, j] for j in taken):
