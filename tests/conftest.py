@@ -497,12 +497,20 @@ def http_server(folder: Path) -> Iterator[tuple[str, list[float]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    with serving(functools.partial(Handler, directory=str(folder))) as url:
+        yield url, requests
+
+
+@contextlib.contextmanager
+def serving(handler: Any) -> Iterator[str]:
+    """An HTTP server of ``handler`` (a request handler class or factory) on 127.0.0.1, a port of its
+    own, on a thread: its URL; shut down and joined when the block ends, pass or fail."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -2,12 +2,11 @@
 
 import http.server
 import math
-import threading
 
 import cv2
 import numpy as np
 import pytest
-from conftest import DETECTOR, FACES, FULL_RANGE, LANDMARK
+from conftest import DETECTOR, FACES, FULL_RANGE, LANDMARK, serving
 
 from fer_stream.errors import ModelError
 from fer_stream.frames import Box
@@ -254,15 +253,8 @@ def landmark_server():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", hits
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, hits
 
 
 def test_the_published_file_is_pinned():

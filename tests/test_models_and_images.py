@@ -3,11 +3,10 @@
 import http.server
 import json
 import re
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, LANDMARK, MEDIA, ROOT, run_cli
+from conftest import DETECTOR, FACES, FULL_RANGE, LABELS, LANDMARK, MEDIA, ROOT, run_cli, serving
 
 from fer_stream.errors import ModelError
 from fer_stream.model.detector_files import ENV_DETECTOR, download_detector, resolve_detector_model
@@ -50,15 +49,8 @@ def model_server():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", hits
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, hits
 
 
 @pytest.fixture(autouse=True)

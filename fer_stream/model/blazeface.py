@@ -167,6 +167,23 @@ def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
 
 
+def load_interpreter(
+    model_path: Path, threads: int, *, what: str, needs: str, fix: str
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """A LiteRT interpreter for ``model_path`` with its input's and outputs' details. ``what`` names
+    the model in messages ("detector model"), ``needs`` what requires LiteRT, ``fix`` the file to
+    point at; a missing LiteRT or a file that is not a model ends in one :class:`ModelError` line."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise ModelError(f"{needs} need LiteRT: pip install ai-edge-litert") from None
+    try:
+        interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
+        return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()
+    except Exception as e:  # LiteRT raises ValueError/RuntimeError for files that are not models
+        raise ModelError(f"{what} '{model_path}' does not load in LiteRT ({first_line(e)}); point it at MediaPipe's {fix}") from None
+
+
 def invoke(interpreter: Any, input_index: int, batch: np.ndarray, allocated: int) -> int:
     """Run a LiteRT ``interpreter`` on ``batch``, its input resized first if it holds another
     number of images than ``allocated``; returns the batch size it is now allocated for."""
@@ -186,23 +203,13 @@ class BlazeFace:
     """
 
     def __init__(self, model_path: str | os.PathLike[str], spec: SsdSpec = FULL_RANGE, *, min_score: float = 0.5, threads: int = 1) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise ModelError("the full-range and tiled detectors need LiteRT: pip install ai-edge-litert") from None
         self.model_path = Path(model_path)
         self.spec = spec
         self.min_score = min_score
         self._anchors = spec.anchors()
-        try:
-            self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
-            self._input = self._interpreter.get_input_details()[0]
-            outputs = self._interpreter.get_output_details()
-        except Exception as e:  # LiteRT raises ValueError/RuntimeError for files that are not models
-            first = first_line(e)
-            raise ModelError(
-                f"detector model '{self.model_path}' does not load in LiteRT ({first}); point it at MediaPipe's {spec.file}"
-            ) from None
+        self._interpreter, self._input, outputs = load_interpreter(
+            self.model_path, threads, what="detector model", needs="the full-range and tiled detectors", fix=spec.file
+        )
         # The regressors output has 16 values per anchor, the classificators output 1.
         by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
         n = len(self._anchors)

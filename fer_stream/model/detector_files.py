@@ -61,7 +61,7 @@ DETECTOR_MODELS = {
         "https://storage.googleapis.com/mediapipe-assets/face_landmark.tflite",
         "FER_STREAM_LANDMARK_MODEL",
         "FER_STREAM_LANDMARK_URL",
-        "detector.landmark_model",
+        "--landmark-model",
         "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
         max_bytes=1242398,  # the published file's size
         what="landmark",

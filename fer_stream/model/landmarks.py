@@ -34,10 +34,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_stream.errors import ModelError, first_line
+from fer_stream.errors import ModelError
 from fer_stream.frames import Box, Pose
-from fer_stream.model.blazeface import invoke, native_stderr_silenced
+from fer_stream.model.blazeface import invoke, load_interpreter, native_stderr_silenced
 
+MODEL_FILE = "face_landmark.tflite"  # MediaPipe's published name
 INPUT_SIZE = 192
 POINTS = 468
 ROI_SCALE = 1.5  # MediaPipe's: the crop's side over the face's long side
@@ -149,20 +150,10 @@ class FaceLandmarker:
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, threads: int = 1) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise ModelError("the face landmark model needs LiteRT: pip install ai-edge-litert") from None
         self.model_path = Path(model_path)
-        try:
-            self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
-            self._input = self._interpreter.get_input_details()[0]
-            outputs = self._interpreter.get_output_details()
-        except Exception as e:  # LiteRT raises ValueError/RuntimeError for files that are not models
-            first = first_line(e)
-            raise ModelError(
-                f"landmark model '{self.model_path}' does not load in LiteRT ({first}); point it at MediaPipe's face_landmark.tflite"
-            ) from None
+        self._interpreter, self._input, outputs = load_interpreter(
+            self.model_path, threads, what="landmark model", needs="the face landmark model and the verification of boxes", fix=MODEL_FILE
+        )
         by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
         if tuple(int(s) for s in self._input["shape"][1:]) != (INPUT_SIZE, INPUT_SIZE, 3) or set(by_width) != {POINTS * 3, 1}:
             raise ModelError(
