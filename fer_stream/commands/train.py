@@ -32,12 +32,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fer_stream.commands.augment import LEVELS, augment, mix
 from fer_stream.commands.evaluate import load_dataset
 from fer_stream.commands.options import model_flags
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line, printable
 from fer_stream.io.images import read_image
 from fer_stream.io.sinks import writable_path
+from fer_stream.model.calibration import KEY as CALIBRATION_KEY
+from fer_stream.model.calibration import fit_temperature, flag_split, reliability, softmax, threshold_for
 from fer_stream.model.devices import resolve_device
 from fer_stream.model.hub import _quiet_transformers, load_model, model_folder
 from fer_stream.model.preprocess import TensorPreprocessor
@@ -57,8 +60,15 @@ class Recipe:
     clip: float = 1.0
     restart_epochs: int = 5  # the cosine schedule restarts every this many epochs
     seed: int = 0
-    augment: bool = True
+    augment: str = "video"  # none | basic | video (fer_stream.commands.augment)
+    erase: float = 0.25  # share of images with one rectangle erased (an occlusion)
+    mixup: float = 0.0  # Beta(a, a) of mixup; 0 = off
+    cutmix: float = 0.0  # Beta(a, a) of cutmix; 0 = off
+    mix_prob: float = 0.5  # share of batches mixed when mixup or cutmix is on
+    warmup_epochs: float = 0.0  # the learning rate rises linearly over this many epochs first
+    amp: str = "auto"  # mixed precision: auto (fp16 on accelerators, fp32 on CPU) | fp32 | bf16
     class_weights: str = "inverse"  # inverse | sqrt | none: how rare classes are weighted in the loss
+    target_accuracy: float = 0.85  # the model's threshold: unflagged answers this often right on the validation split
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,7 +90,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=d.clip, help=f"gradient norm clip (default {d.clip:g})")
     p.add_argument("--restart-epochs", type=int, default=d.restart_epochs, help=f"cosine warm-restart period (default {d.restart_epochs})")
     p.add_argument("--seed", type=int, default=d.seed, help="(default 0)")
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, colour jitter or affine changes")
+    p.add_argument(
+        "--augment",
+        choices=LEVELS,
+        default=d.augment,
+        help="basic: flips, colour jitter, small affine changes; video: also colour casts, side light, blur, down-scaling, JPEG "
+        "and noise, so that web crops look like video frames (default video)",
+    )
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="same as --augment none")
+    p.add_argument("--erase", type=float, default=d.erase, metavar="P", help=f"share of images partly erased (default {d.erase:g})")
+    p.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA", help="mixup's Beta(ALPHA, ALPHA); 0 = off (default 0)")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, metavar="ALPHA", help="cutmix's Beta(ALPHA, ALPHA); 0 = off (default 0)")
+    p.add_argument("--mix-prob", type=float, default=d.mix_prob, metavar="P", help=f"share of batches mixed (default {d.mix_prob:g})")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear learning-rate warm-up first (default 0)")
+    p.add_argument(
+        "--amp",
+        choices=("auto", "fp32", "bf16"),
+        default=d.amp,
+        help="auto: fp16 on cuda/npu/mps, fp32 on CPU; bf16: bfloat16 autocast (fast on CPUs with AVX-512 BF16 or AMX) (default auto)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=d.target_accuracy,
+        help="the saved model's threshold: the lowest at which unflagged validation answers are this often right (default 0.85)",
+    )
+    p.add_argument(
+        "--exclude",
+        metavar="LIST.txt",
+        help="images never trained on nor used to pick the epoch (CLASS/FILE paths relative to DIR): a test set for `eval --only`",
+    )
+    p.add_argument(
+        "--cache-mb",
+        type=int,
+        default=2048,
+        metavar="MB",
+        help="decode the images once into memory when they take at most this much at the model's input size (default 2048; 0 = never)",
+    )
     p.add_argument(
         "--class-weights",
         choices=("inverse", "sqrt", "none"),
@@ -104,7 +150,16 @@ def parser() -> argparse.ArgumentParser:
 def handle(cfg: Config, args: argparse.Namespace) -> int:
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
     return run_train(
-        cfg, args.data, base=cfg.classifier.model, out=args.out, recipe=recipe, resume=args.resume, as_json=args.json, workers=args.workers
+        cfg,
+        args.data,
+        base=cfg.classifier.model,
+        out=args.out,
+        recipe=recipe,
+        resume=args.resume,
+        as_json=args.json,
+        workers=args.workers,
+        exclude=args.exclude,
+        cache_mb=args.cache_mb,
     )
 
 
@@ -128,29 +183,6 @@ def class_weights(counts: torch.Tensor, kind: str) -> torch.Tensor:
     """
     w = (1 / counts.clamp(min=1)) ** {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[kind]
     return w * counts.sum() / (w * counts).sum()
-
-
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Flips, colour jitter (+-20 % brightness, contrast, saturation) and small affine changes of a 0-255 batch."""
-    n = x.shape[0]
-    flip = torch.rand(n, generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    b = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    c = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    s = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    x = x * b
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * c + mean
-    grey = x.mean(dim=1, keepdim=True)
-    x = (x - grey) * s + grey
-    angle = (torch.rand(n, generator=gen) - 0.5) * math.radians(20)  # +-10 degrees
-    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.1
-    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.1  # +-5 % of the size
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return x.clamp(0, 255)
 
 
 def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
@@ -184,12 +216,18 @@ def train(
     resume: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    exclude: str | Path | None = None,
+    cache_mb: int = 2048,
 ) -> dict[str, Any]:
     """Fine-tune ``base`` on ``data``; writes the best model to ``out`` and returns the run's figures."""
     _quiet_transformers()
     if workers is None:
         workers = min(4, max(1, (os.cpu_count() or 1) - 1))
     files, folders = load_dataset(data)
+    excluded = _excluded(data, exclude)
+    if excluded:
+        kept = [i for i, f in enumerate(files) if f.resolve() not in excluded]
+        files, folders = [files[i] for i in kept], [folders[i] for i in kept]
     labels = sorted(set(folders))
     if len(labels) < 2:
         raise SourceError(f"'{data}' has one class folder; training needs at least two")
@@ -210,20 +248,25 @@ def train(
         raise ModelError(
             f"'{base}' uses an image processor that crops; fer-stream train supports resize-and-normalize processors (ViT-style)"
         )
-    # Images stay on disk: workers decode and resize each batch to 0-255 floats at the model's
-    # input size; augmentation and normalization run on the batch in the training process.
+    # Images stay on disk unless they fit in --cache-mb at the model's input size: workers decode
+    # and resize each batch to 0-255 floats; augmentation and normalization run on the batch here.
     raw = TensorPreprocessor(*pre.size, pre.mode, 1.0, torch.zeros(3), torch.ones(3))
-    loader = _Loader(files, y, raw, workers)
+    disk = _Loader(files, y, raw, workers)
+    fits = len(files) * 3 * pre.size[0] * pre.size[1] <= cache_mb * 2**20
+    loader: _Loader | _Cached = _Cached.decode(disk, len(files), progress) if fits else disk
     train_idx, val_idx = split(y, recipe.val_fraction, recipe.seed)
     targets = torch.tensor(y)
     counts = torch.bincount(targets[train_idx], minlength=len(labels)).float()
     weights = class_weights(counts, recipe.class_weights).to(dev)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=recipe.label_smoothing)
     net = net.to(dev).train()
+    if dev.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # oneDNN's fast layout for convolutions
+    _tie_colour_channels(net)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / (recipe.batch_size * recipe.accumulate)))
-    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(1, recipe.restart_epochs * steps_per_epoch))
-    amp_dtype = {"cuda": torch.float16, "npu": torch.float16, "mps": torch.float16}.get(dev.type)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(recipe, steps_per_epoch))
+    amp_dtype = _amp_dtype(recipe.amp, dev)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype is torch.float16 and dev.type == "cuda" else None
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
@@ -233,7 +276,7 @@ def train(
         sched.load_state_dict(state["scheduler"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
     gen = torch.Generator().manual_seed(recipe.seed + start_epoch)
-    norm = lambda x: x.mul(pre._mul).sub(pre._sub)
+    norm = lambda x: x.mul(pre._mul).sub(pre._sub).contiguous(memory_format=torch.channels_last)
     bar = tqdm(
         range(start_epoch, recipe.epochs), desc="train", unit="epoch", disable=not progress, initial=start_epoch, total=recipe.epochs
     )
@@ -245,13 +288,15 @@ def train(
         batches = [order[i : i + recipe.batch_size].tolist() for i in range(0, len(order), recipe.batch_size)]
         steps = tqdm(loader(batches), total=len(batches), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not progress)
         for k, (images, t) in enumerate(steps):
-            x = norm(augment(images, gen) if recipe.augment else images).to(dev)
-            t = t.to(dev)
+            m = mix(augment(images, gen, recipe.augment, recipe.erase), t, gen, mixup=recipe.mixup, cutmix=recipe.cutmix, p=recipe.mix_prob)
+            x = norm(m.x).to(dev)
+            a, b = m.a.to(dev), m.b.to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(net(pixel_values=x).logits.float(), t)
+                logits = net(pixel_values=x).logits.float()
+            loss = loss_fn(logits, a) if m.lam == 1.0 else m.lam * loss_fn(logits, a) + (1 - m.lam) * loss_fn(logits, b)
             (scaler.scale(loss / recipe.accumulate) if scaler else loss / recipe.accumulate).backward()
-            total += float(loss.detach()) * len(t)
-            seen += len(t)
+            total += float(loss.detach()) * len(a)
+            seen += len(a)
             if (k + 1) % recipe.accumulate == 0 or k + 1 == len(batches):
                 if scaler:
                     scaler.unscale_(opt)
@@ -263,7 +308,7 @@ def train(
                     opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-        val = _evaluate(net, loader, val_idx, norm, loss_fn, dev) if val_idx else {"val_loss": None, "val_accuracy": None}
+        val = _evaluate(net, loader, val_idx, norm, loss_fn, dev, amp_dtype) if val_idx else {"val_loss": None, "val_accuracy": None}
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5), **val, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         score = (val["val_accuracy"] if val_idx else -row["train_loss"], -(val["val_loss"] or row["train_loss"]))
@@ -289,6 +334,9 @@ def train(
     # The held-out images, for `fer-stream eval DATA --only OUT/heldout.txt` on exactly what training never saw.
     base_dir = Path(data)
     (out / "heldout.txt").write_text("".join(f"{files[i].relative_to(base_dir).as_posix()}\n" for i in val_idx), encoding="utf-8")
+    if exclude is not None:
+        shutil.copyfile(exclude, out / "test.txt")
+    calibration = _calibrate(out, loader, val_idx, norm, dev, recipe.target_accuracy) if val_idx else None
     summary = {
         "data": str(data),
         "base": base,
@@ -296,14 +344,62 @@ def train(
         "labels": labels,
         "train_images": len(train_idx),
         "val_images": len(val_idx),
+        "excluded_images": len(excluded),
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"] if val_idx else None,  # without a split: lowest training loss
+        "calibration": calibration,
         "history": history,
         "recipe": asdict(recipe),
         "device": str(dev),
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _excluded(data: str | Path, exclude: str | Path | None) -> set[Path]:
+    """The resolved paths that ``--exclude`` lists (checked like ``eval --only``'s list)."""
+    if exclude is None:
+        return set()
+    files, _ = load_dataset(data, exclude)
+    return {f.resolve() for f in files}
+
+
+def _schedule(recipe: Recipe, steps_per_epoch: int) -> Any:
+    """The learning rate's factor at each optimizer step: a linear warm-up over ``warmup_epochs``,
+    then cosine cycles of ``restart_epochs`` (warm restarts)."""
+    warm = round(recipe.warmup_epochs * steps_per_epoch)
+    period = max(1, recipe.restart_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * ((step - warm) % period) / period))
+
+    return factor
+
+
+def _amp_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return None
+    return {"cuda": torch.float16, "npu": torch.float16, "mps": torch.float16}.get(dev.type)
+
+
+def _tie_colour_channels(net: torch.nn.Module) -> None:
+    """Keep a colour-blind first convolution colour-blind.
+
+    A base whose first convolution has the same weights for R, G and B (``samples/models/make_base.py``)
+    answers to R + G + B only, so a colour camera's face gets the answer of its grey version. Colour
+    casts in the augmentation would untie the channels; averaging the gradient over them keeps the tie.
+    """
+    first = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is None or first.weight.shape[1] != 3:
+        return
+    w = first.weight.detach()
+    if not torch.allclose(w, w.mean(dim=1, keepdim=True).expand_as(w)):
+        return
+    first.weight.register_hook(lambda g: g.mean(dim=1, keepdim=True).expand_as(g).contiguous())
 
 
 class _Batch:
@@ -351,17 +447,76 @@ def _load_state(path: Path) -> dict[str, Any]:
         ) from None
 
 
+class _Cached:
+    """Every image decoded once (by the workers of a :class:`_Loader`) into one uint8 tensor at the
+    model's input size: batches then cost a copy instead of a decode (FER2013 at 64 px: 350 MB)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.images, self.targets = images, targets
+
+    @classmethod
+    def decode(cls, loader: _Loader, n: int, progress: bool) -> _Cached:
+        chunks = [list(range(i, min(n, i + 256))) for i in range(0, n, 256)]
+        images, targets = [], []
+        for x, t in tqdm(loader(chunks), total=len(chunks), desc="decode", unit="batch", leave=False, disable=not progress):
+            images.append(x.round().clamp(0, 255).to(torch.uint8))
+            targets.append(t)
+        return cls(torch.cat(images), torch.cat(targets))
+
+    def __call__(self, batches: list[list[int]]) -> Any:
+        for idx in batches:
+            i = torch.tensor(idx)
+            yield self.images[i].float(), self.targets[i]
+
+
 @torch.inference_mode()
-def _evaluate(net: torch.nn.Module, loader: _Loader, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device) -> dict[str, float]:
+def _logits(net: torch.nn.Module, loader: _Loader | _Cached, idx: list[int], norm: Any, dev: torch.device, amp: Any = None) -> torch.Tensor:
     net.eval()
-    parts = [
-        (net(pixel_values=norm(x).to(dev)).logits.float().cpu(), t) for x, t in loader([idx[i : i + 128] for i in range(0, len(idx), 128)])
-    ]
-    logits = torch.cat([p for p, _ in parts])
-    t = torch.cat([t for _, t in parts])
+    parts = []
+    for x, _ in loader([idx[i : i + 128] for i in range(0, len(idx), 128)]):
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            parts.append(net(pixel_values=norm(x).to(dev)).logits.float().cpu())
+    return torch.cat(parts)
+
+
+def _evaluate(
+    net: torch.nn.Module, loader: _Loader | _Cached, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device, amp: Any = None
+) -> dict[str, float]:
+    logits = _logits(net, loader, idx, norm, dev, amp)
+    t = torch.cat([t for _, t in loader([idx])])
     return {
         "val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
         "val_accuracy": round(float((logits.argmax(1) == t).float().mean()), 4),
+    }
+
+
+def _calibrate(out: Path, loader: _Loader | _Cached, idx: list[int], norm: Any, dev: torch.device, target: float) -> dict[str, Any]:
+    """Fit the best model's temperature on the validation split and store it, with the threshold at
+    which unflagged answers are ``target`` right, in ``out/config.json`` (``fer_stream``)."""
+    from transformers import AutoModelForImageClassification
+
+    net = AutoModelForImageClassification.from_pretrained(str(out), local_files_only=True, use_safetensors=True).to(dev)
+    logits = _logits(net, loader, idx, norm, dev).numpy()
+    t = torch.cat([t for _, t in loader([idx])]).numpy()
+    temperature = fit_temperature(logits, t)
+    p = softmax(logits, temperature)
+    conf, ok = p.max(axis=1), p.argmax(axis=1) == t
+    threshold = threshold_for(conf, ok, target)
+    before = reliability(softmax(logits).max(axis=1), ok)
+    after = reliability(conf, ok)
+    path = out / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[CALIBRATION_KEY] = {"temperature": temperature, "threshold": threshold, "target_accuracy": target, "fitted_on": len(idx)}
+    tmp = path.with_name(".config.json.new")
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return {
+        "temperature": temperature,
+        "threshold": threshold,
+        "ece_before": before.ece,
+        "ece_after": after.ece,
+        "at_threshold": flag_split(conf, ok, threshold) if threshold is not None else None,
+        "at_0.7": flag_split(conf, ok, 0.7),
     }
 
 
@@ -426,15 +581,40 @@ def _save(net: Any, processor: Any, folder: Path) -> None:
 
 
 def run_train(
-    cfg: Config, data: str, *, base: str, out: str, recipe: Recipe, resume: bool, as_json: bool, workers: int | None = None
+    cfg: Config,
+    data: str,
+    *,
+    base: str,
+    out: str,
+    recipe: Recipe,
+    resume: bool,
+    as_json: bool,
+    workers: int | None = None,
+    exclude: str | None = None,
+    cache_mb: int = 2048,
 ) -> int:
     """The ``train`` command."""
     if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
         raise ConfigError("--epochs, --batch-size, --accumulate and --restart-epochs must be at least 1, --val-fraction in [0, 1)")
     if workers is not None and workers < 0:
         raise ConfigError("--workers must be 0 or more")
+    if not (0 <= recipe.erase <= 1 and 0 <= recipe.mix_prob <= 1 and 0 < recipe.target_accuracy < 1):
+        raise ConfigError("--erase and --mix-prob must be in [0, 1], --target-accuracy in (0, 1)")
+    if min(recipe.mixup, recipe.cutmix, recipe.warmup_epochs) < 0 or cache_mb < 0:
+        raise ConfigError("--mixup, --cutmix, --warmup-epochs and --cache-mb must be 0 or more")
     writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)
-    summary = train(data, base, out, recipe, device=cfg.classifier.device, resume=resume, progress=cfg.output.progress, workers=workers)
+    summary = train(
+        data,
+        base,
+        out,
+        recipe,
+        device=cfg.classifier.device,
+        resume=resume,
+        progress=cfg.output.progress,
+        workers=workers,
+        exclude=exclude,
+        cache_mb=cache_mb,
+    )
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -25,9 +25,9 @@ from transformers import ResNetConfig, ResNetForImageClassification, ViTImagePro
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
 
-def build(out: str, size: int = 80, seed: int = 0) -> None:
+def build(out: str, size: int = 80, seed: int = 0, width: int = 32) -> None:
     torch.manual_seed(seed)
-    cfg = ResNetConfig(num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[2, 2, 2, 2],
+    cfg = ResNetConfig(num_channels=3, embedding_size=width, hidden_sizes=[width, 2 * width, 4 * width, 8 * width], depths=[2, 2, 2, 2],
                        layer_type="basic", num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                        label2id={l: i for i, l in enumerate(LABELS)})
     net = ResNetForImageClassification(cfg)
@@ -44,5 +44,6 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     ap.add_argument("--size", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, default=32, help="channels of the first stage (doubled at each of the next three)")
     a = ap.parse_args()
-    build(a.out, a.size, a.seed)
+    build(a.out, a.size, a.seed, a.width)
