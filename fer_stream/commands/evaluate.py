@@ -27,6 +27,7 @@ from fer_stream.errors import SourceError, counted, printable
 from fer_stream.io.images import find_images, read_image
 from fer_stream.io.report import _pyplot
 from fer_stream.io.sinks import writable_path, write_atomic, write_json
+from fer_stream.model.calibration import flag_split, reliability, threshold_for
 
 SYNONYMS = {
     "anger": "angry",
@@ -130,7 +131,8 @@ def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict
     for i in range(0, len(files), clf.max_batch):
         chunk = [read_image(p) for p in files[i : i + clf.max_batch]]
         probs.append(clf.forward(clf.preprocess(chunk)))
-    y_pred = np.concatenate(probs).argmax(1)
+    p = np.concatenate(probs)
+    y_pred = p.argmax(1)
     n = len(labels)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (y_true, y_pred), 1)
@@ -160,16 +162,36 @@ def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict
         "folders": mapping,
         "confusion": confusion.tolist(),
         "per_class": per_class,
+        "calibration": calibration_report(p, y_true, float(getattr(clf, "threshold", 0.7))),
+    }
+
+
+def calibration_report(probs: np.ndarray, y_true: np.ndarray, threshold: float, target: float = 0.85) -> dict[str, Any]:
+    """How far the confidences can be trusted on these images: the expected calibration error and
+    its 10 bins, how often the unflagged and the flagged answers are right at ``threshold`` (the
+    model's, as fer-stream would flag them), and the threshold that would make unflagged answers
+    ``target`` right on this data."""
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y_true
+    rel = reliability(conf, correct)
+    return {
+        "ece": rel.ece,
+        "mean_confidence": round(float(conf.mean()), 4) if len(conf) else None,
+        "at_threshold": flag_split(conf, correct, threshold),
+        "target_accuracy": target,
+        "threshold_for_target": threshold_for(conf, correct, target),
+        "bins": rel.as_dict(),
     }
 
 
 def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
-    """Draw the confusion matrix (cells shaded by row share, counts written in) as a PNG, with matplotlib."""
+    """Draw the confusion matrix (cells shaded by row share, counts written in) and, beside it, the
+    reliability diagram (accuracy against confidence per bin) as one PNG, with matplotlib."""
     plt = _pyplot()
     labels, m = report["labels"], np.array(report["confusion"])
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.1 * n + 2.2, 1.0 * n + 1.8), dpi=100)
+    fig, (ax, rel_ax) = plt.subplots(1, 2, figsize=(1.1 * n + 7.4, 1.0 * n + 1.8), dpi=100, width_ratios=[1.1 * n + 2.2, 5.2])
+    _reliability_axes(rel_ax, report["calibration"])
     ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for r in range(n):
         for c in range(n):
@@ -200,6 +222,37 @@ def confusion_png(report: dict[str, Any], path: str | Path) -> Path:
         plt.close(fig)
 
 
+def _reliability_axes(ax: Any, cal: dict[str, Any]) -> None:
+    """Bars of each confidence bin's accuracy, outlines of its mean confidence, the diagonal of perfect calibration; the
+    model's threshold as a dashed line; bin counts under the bars."""
+    bins = cal["bins"]
+    edges = np.array(bins["edges"])
+    mids, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    acc = np.array([a if a is not None else np.nan for a in bins["accuracy"]], dtype=float)
+    conf = np.array([c if c is not None else np.nan for c in bins["confidence"]], dtype=float)
+    seen = np.array(bins["counts"]) > 0
+    ax.bar(mids[seen], acc[seen], width=width * 0.92, color="#3b7dd8", label="accuracy")
+    ax.bar(mids[seen], conf[seen], width=width * 0.92, fill=False, edgecolor="#d9480f", linewidth=1.4, label="mean confidence")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
+    thr = cal["at_threshold"]["threshold"]
+    ax.axvline(thr, color="#b36b00", linestyle="--", linewidth=1, label=f"threshold {thr:.2f}")
+    for x, c in zip(mids, bins["counts"]):
+        if c:
+            ax.text(x, 0.01, str(c), ha="center", va="bottom", fontsize=7, rotation=90, color="white")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    split = cal["at_threshold"]
+    pct = lambda v: "-" if v is None else f"{v:.0%}"
+    ax.set_title(
+        f"ECE {cal['ece']:.3f}; right: unflagged {pct(split['unflagged_accuracy'])}, flagged {pct(split['flagged_accuracy'])}",
+        fontsize=10,
+    )
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"{counted(r['images'], 'image')} from {r['data']}: accuracy {r['accuracy']:.2%}, macro F1 {r['macro_f1']:.3f}",
@@ -212,6 +265,18 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", "confusion (rows: true, columns: predicted)", " " * 10 + "".join(f"{l[:7]:>8}" for l in r["labels"])]
     for label, row in zip(r["labels"], r["confusion"]):
         lines.append(f"{label[:10]:<10}" + "".join(f"{v:>8}" for v in row))
+    cal = r.get("calibration")
+    if cal:
+        split, pct = cal["at_threshold"], lambda v: "-" if v is None else f"{v:.1%}"
+        target = cal["threshold_for_target"]
+        lines += [
+            "",
+            f"calibration: expected calibration error {cal['ece']:.3f} (mean confidence {cal['mean_confidence']:.3f})",
+            f"at the threshold {split['threshold']:.2f}: {counted(split['flagged'], 'answer')} flagged ({pct(split['flagged_share'])}), "
+            f"right {pct(split['flagged_accuracy'])} of the time; unflagged right {pct(split['unflagged_accuracy'])}",
+            f"threshold for unflagged answers {cal['target_accuracy']:.0%} right on these images: "
+            + (f"{target:.2f}" if target is not None else "none reaches it"),
+        ]
     return "\n".join(printable(line) for line in lines)  # labels are folder names someone else chose
 
 

@@ -69,6 +69,9 @@ class Recipe:
     amp: str = "auto"  # mixed precision: auto (fp16 on accelerators, fp32 on CPU) | fp32 | bf16
     class_weights: str = "inverse"  # inverse | sqrt | none: how rare classes are weighted in the loss
     target_accuracy: float = 0.85  # the model's threshold: unflagged answers this often right on the validation split
+    teacher: str | None = None  # a trained model whose answers the new one learns from (distillation)
+    distill_weight: float = 0.7  # share of the loss from the teacher's answers
+    distill_temperature: float = 2.0  # both models' logits divided by this before they are compared
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,6 +119,20 @@ def parser() -> argparse.ArgumentParser:
         help="the saved model's threshold: the lowest at which unflagged validation answers are this often right (default 0.85)",
     )
     p.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        help="distil: also learn the answers of this trained model (folder or hub id, the same labels) on the same augmented images",
+    )
+    p.add_argument(
+        "--distill-weight", type=float, default=d.distill_weight, help=f"share of the loss from the teacher (default {d.distill_weight:g})"
+    )
+    p.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=d.distill_temperature,
+        help=f"softening of both models' answers before they are compared (default {d.distill_temperature:g})",
+    )
+    p.add_argument(
         "--exclude",
         metavar="LIST.txt",
         help="images never trained on nor used to pick the epoch (CLASS/FILE paths relative to DIR): a test set for `eval --only`",
@@ -160,6 +177,7 @@ def handle(cfg: Config, args: argparse.Namespace) -> int:
         workers=args.workers,
         exclude=args.exclude,
         cache_mb=args.cache_mb,
+        progress=args.progress,
     )
 
 
@@ -268,6 +286,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(recipe, steps_per_epoch))
     amp_dtype = _amp_dtype(recipe.amp, dev)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype is torch.float16 and dev.type == "cuda" else None
+    teacher = _Teacher.load(recipe.teacher, labels, pre.size, dev) if recipe.teacher else None
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
     start_epoch = 0
@@ -294,6 +313,9 @@ def train(
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = net(pixel_values=x).logits.float()
             loss = loss_fn(logits, a) if m.lam == 1.0 else m.lam * loss_fn(logits, a) + (1 - m.lam) * loss_fn(logits, b)
+            if teacher is not None:
+                soft = teacher.loss(logits, m.x, recipe.distill_temperature, amp_dtype)
+                loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * soft
             (scaler.scale(loss / recipe.accumulate) if scaler else loss / recipe.accumulate).backward()
             total += float(loss.detach()) * len(a)
             seen += len(a)
@@ -354,6 +376,46 @@ def train(
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+class _Teacher:
+    """A trained model in eval mode whose softened answers the student learns (Hinton et al. 2015).
+
+    It sees the same augmented (and mixed) 0-255 batch, resized to its own input size and
+    normalized its own way; its outputs are put in the student's label order by name.
+    """
+
+    def __init__(self, net: torch.nn.Module, pre: TensorPreprocessor, order: torch.Tensor, size: tuple[int, int]) -> None:
+        self.net, self.pre, self.order, self.size = net, pre, order, size
+
+    @classmethod
+    def load(cls, model: str, labels: list[str], size: tuple[int, int], dev: torch.device) -> _Teacher:
+        processor, net = load_model(model)
+        pre = TensorPreprocessor.from_processor(processor)
+        if pre is None:
+            raise ModelError(f"teacher '{model}' uses an image processor that crops; use a resize-and-normalize (ViT-style) model")
+        names = [str(net.config.id2label[i]) for i in range(int(net.config.num_labels))]
+        if sorted(names) != sorted(labels):
+            raise ModelError(
+                f"teacher '{model}' has the labels {', '.join(names)}, the data set {', '.join(labels)}; "
+                "distil from a model of the same classes"
+            )
+        order = torch.tensor([names.index(label) for label in labels], device=dev)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return cls(net.to(dev).eval(), pre, order, size)
+
+    def loss(self, student: torch.Tensor, images: torch.Tensor, temperature: float, amp: Any) -> torch.Tensor:
+        """KL divergence of the student's softened answers from the teacher's, scaled by T^2."""
+        x = images
+        if tuple(self.pre.size) != tuple(self.size):
+            x = torch.nn.functional.interpolate(x, size=self.pre.size, mode="bilinear", antialias=True, align_corners=False)
+        x = x.mul(self.pre._mul).sub(self.pre._sub).to(student.device)
+        with torch.no_grad(), torch.autocast(student.device.type, dtype=amp, enabled=amp is not None):
+            target = self.net(pixel_values=x).logits.float()[:, self.order]
+        log_p = torch.log_softmax(student / temperature, dim=1)
+        q = torch.softmax(target / temperature, dim=1)
+        return torch.nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
 
 
 def _excluded(data: str | Path, exclude: str | Path | None) -> set[Path]:
@@ -592,6 +654,7 @@ def run_train(
     workers: int | None = None,
     exclude: str | None = None,
     cache_mb: int = 2048,
+    progress: bool | None = None,
 ) -> int:
     """The ``train`` command."""
     if min(recipe.epochs, recipe.batch_size, recipe.accumulate, recipe.restart_epochs) < 1 or not 0 <= recipe.val_fraction < 1:
@@ -602,6 +665,8 @@ def run_train(
         raise ConfigError("--erase and --mix-prob must be in [0, 1], --target-accuracy in (0, 1)")
     if min(recipe.mixup, recipe.cutmix, recipe.warmup_epochs) < 0 or cache_mb < 0:
         raise ConfigError("--mixup, --cutmix, --warmup-epochs and --cache-mb must be 0 or more")
+    if not (0 <= recipe.distill_weight <= 1 and recipe.distill_temperature > 0):
+        raise ConfigError("--distill-weight must be in [0, 1], --distill-temperature above 0")
     writable_path(Path(out) / "training.json") if Path(out).is_dir() else writable_path(out)
     summary = train(
         data,
@@ -610,7 +675,7 @@ def run_train(
         recipe,
         device=cfg.classifier.device,
         resume=resume,
-        progress=cfg.output.progress,
+        progress=cfg.output.progress if progress is None else progress,  # -q here, or the config's
         workers=workers,
         exclude=exclude,
         cache_mb=cache_mb,

@@ -20,18 +20,33 @@ from __future__ import annotations
 import argparse
 
 import torch
-from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
 
-def build(out: str, size: int = 80, seed: int = 0, width: int = 32) -> None:
+def build(out: str, size: int = 80, seed: int = 0, width: int = 32, arch: str = "resnet") -> None:
     torch.manual_seed(seed)
+    if arch == "vit":
+        return build_vit(out, size, width)
     cfg = ResNetConfig(num_channels=3, embedding_size=width, hidden_sizes=[width, 2 * width, 4 * width, 8 * width], depths=[2, 2, 2, 2],
                        layer_type="basic", num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                        label2id={l: i for i, l in enumerate(LABELS)})
     net = ResNetForImageClassification(cfg)
-    conv = net.resnet.embedder.embedder.convolution
+    save(net, net.resnet.embedder.embedder.convolution, out, size)
+
+
+def build_vit(out: str, size: int, width: int) -> None:
+    """A small ViT (patches of 8 px, ``width`` channels per token, 6 layers, width // 64 heads)."""
+    cfg = ViTConfig(image_size=size, patch_size=8, num_channels=3, hidden_size=width, num_hidden_layers=6,
+                    num_attention_heads=max(1, width // 64), intermediate_size=4 * width, num_labels=len(LABELS),
+                    id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    net = ViTForImageClassification(cfg)
+    save(net, net.vit.embeddings.patch_embeddings.projection, out, size)
+
+
+def save(net: torch.nn.Module, conv: torch.nn.Conv2d, out: str, size: int) -> None:
+    """Tie the first convolution's R, G and B weights, then save the network and its processor."""
     with torch.no_grad():
         conv.weight.copy_(conv.weight.mean(dim=1, keepdim=True).expand_as(conv.weight))
     net.save_pretrained(out, safe_serialization=True)
@@ -44,6 +59,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     ap.add_argument("--size", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--width", type=int, default=32, help="channels of the first stage (doubled at each of the next three)")
+    ap.add_argument("--width", type=int, default=32,
+                    help="ResNet: channels of the first stage (doubled at each of the next three); ViT: channels per token")
+    ap.add_argument("--arch", choices=("resnet", "vit"), default="resnet")
     a = ap.parse_args()
-    build(a.out, a.size, a.seed, a.width)
+    build(a.out, a.size, a.seed, a.width, a.arch)
