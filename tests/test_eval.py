@@ -61,3 +61,23 @@ def test_a_class_that_maps_to_nothing_is_a_clear_error(clf, cli_env, tiny_model,
     assert r.returncode != 0 and len(lines) == 1 and "matches none of the model's labels" in lines[0]
     r = run_cli(["eval", str(tmp_path / "nope"), "--model", str(tiny_model)], cli_env)
     assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_reports_calibration_as_the_classifier_flags(clf, tmp_path):
+    rep = evaluate(clf, EXPRESSIONS)
+    cal = rep["calibration"]
+    conf, right = [], []
+    for label in LABELS:
+        for p in clf.predict([read_image(f) for f in find_images(EXPRESSIONS / label)]):
+            conf.append(p.confidence)
+            right.append(p.label == label)
+    conf, right = np.array(conf), np.array(right)
+    sure = conf >= clf.threshold
+    split = cal["at_threshold"]
+    assert split["threshold"] == round(clf.threshold, 4) and split["flagged"] + split["unflagged"] == 280
+    assert split["flagged"] == int((~sure).sum())
+    if sure.any():
+        assert split["unflagged_accuracy"] == round(float(right[sure].mean()), 4)
+    assert sum(cal["bins"]["counts"]) == 280
+    gaps = [abs(a - c) * n for a, c, n in zip(cal["bins"]["accuracy"], cal["bins"]["confidence"], cal["bins"]["counts"]) if n]
+    assert cal["ece"] == pytest.approx(sum(gaps) / 280, abs=2e-3)
