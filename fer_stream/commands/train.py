@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
         help="basic: flips, colour jitter, small affine changes; video: also colour casts, side light, blur, down-scaling, JPEG "
         "and noise, so that web crops look like video frames (default video)",
     )
-    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="same as --augment none")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="no augmentation (same as --augment none)")
     p.add_argument("--erase", type=float, default=d.erase, metavar="P", help=f"share of images partly erased (default {d.erase:g})")
     p.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA", help="mixup's Beta(ALPHA, ALPHA); 0 = off (default 0)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, metavar="ALPHA", help="cutmix's Beta(ALPHA, ALPHA); 0 = off (default 0)")
