@@ -143,9 +143,8 @@ def main() -> int:
                         "chosen": rule,
                     }
                 )
-        print(
-            f"{video}: {len(frames)} frames, {sum(r['video'] == video for r in records)} faces chosen, {skipped.get(video, 0)} unusable skipped"
-        )
+        chosen = sum(r["video"] == video for r in records)
+        print(f"{video}: {len(frames)} frames, {chosen} faces chosen, {skipped.get(video, 0)} unusable skipped")
     with out.open("x") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
