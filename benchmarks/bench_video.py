@@ -17,6 +17,7 @@ the classifier with test-time flip averaging, where fer-stream has that setting
 (``classifier.tta``); where it does not, the flip rows are skipped with one line.
 
     FER_STREAM_SHARED=../shared FER_STREAM_DETECTOR_MODEL=../shared/models/blaze_face_short_range.tflite \
+    FER_STREAM_FULL_RANGE_MODEL=../shared/models/face_detection_full_range_sparse.tflite \
     FER_STREAM_LANDMARK_MODEL=../shared/models/face_landmark.tflite \
         python benchmarks/bench_video.py --model samples/models/fer2013-small --json video.json
 

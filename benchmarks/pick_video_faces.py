@@ -3,11 +3,14 @@
 The rule is fixed before any model is run: in each video, ``--per-video`` frames evenly spread
 (frame ``floor((i + 0.5) * n / k)`` for ``i = 0 .. k-1``, ``n`` the video's decoded frames), and in
 each of them every usable face that fer-stream's own detector reports (the default settings'
-detector: BlazeFace short range, every box checked and followed by the face landmark model,
-exactly what ``fer-stream --source VIDEO`` classifies). No classifier is loaded.
+detector for files, ``auto`` -> ``tiled``: BlazeFace full range on tiles and both BlazeFace models
+on the whole frame, every box checked and followed by the face landmark model; exactly what
+``fer-stream --source VIDEO`` classifies). No classifier is loaded.
 
-    FER_STREAM_SHARED=../shared python benchmarks/pick_video_faces.py \
-        --out /tmp/faces.jsonl --cuts /tmp/video-faces
+    FER_STREAM_SHARED=../shared FER_STREAM_DETECTOR_MODEL=../shared/models/blaze_face_short_range.tflite \
+    FER_STREAM_FULL_RANGE_MODEL=../shared/models/face_detection_full_range_sparse.tflite \
+    FER_STREAM_LANDMARK_MODEL=../shared/models/face_landmark.tflite \
+        python benchmarks/pick_video_faces.py --out /tmp/faces.jsonl --cuts /tmp/video-faces
 
 writes one record per chosen face (video, frame, box, how chosen; no label) to ``--out`` and,
 with ``--cuts``, each face with context as ``ID.png`` and montages of six (``montage-NN.png``)

@@ -8,7 +8,7 @@ from collections import Counter
 from types import ModuleType
 
 import pytest
-from conftest import DETECTOR, LANDMARK, ROOT, SHARED
+from conftest import DETECTOR, FULL_RANGE, LANDMARK, ROOT, SHARED
 
 LABELS_FILE = ROOT / "benchmarks" / "data" / "video_faces.jsonl"
 
@@ -65,6 +65,7 @@ def test_the_boxes_are_the_ones_the_pipelines_detector_reports(monkeypatch: pyte
     """The default detector, run over a video from its first frame, finds each labelled face
     again (what bench_video matches the pipeline's faces by)."""
     monkeypatch.setenv("FER_STREAM_DETECTOR_MODEL", str(DETECTOR))
+    monkeypatch.setenv("FER_STREAM_FULL_RANGE_MODEL", str(FULL_RANGE))
     monkeypatch.setenv("FER_STREAM_LANDMARK_MODEL", str(LANDMARK))
     pick = _bench("pick_video_faces")
     video = "portrait_436x384.mp4"
