@@ -44,6 +44,18 @@ def auto_threads(live: bool) -> int | None:
     return max(1, cores - 1)
 
 
+def threshold_of(cfg: Config) -> float:
+    """The confidence under which answers are flagged: the user's ``classifier.threshold``, or with
+    ``auto`` the model's own (its config.json's ``fer_stream.threshold``), else 0.7."""
+    from fer_stream.model.calibration import FALLBACK_THRESHOLD, model_calibration
+
+    t = cfg.classifier.threshold
+    if t != "auto":
+        return float(t)
+    own = model_calibration(cfg.classifier.model).threshold
+    return FALLBACK_THRESHOLD if own is None else own
+
+
 def make_classifier(
     cfg: Config,
     *,
@@ -61,11 +73,12 @@ def make_classifier(
         model or c.model,
         device or c.device,
         max_batch=c.max_batch,
-        threshold=c.threshold,
+        threshold=threshold_of(cfg) if model is None else None,  # another model: its own threshold
         precision=precision or c.precision,
         threads=threads,
         fast_preprocess=c.tensor_preprocess,
         backend=backend or c.backend,
+        tta=c.tta,
     )
 
 

@@ -45,11 +45,24 @@ X264_PRESETS = (
 Check = Callable[[Any], str | None]  # returns a description of what is expected, or None if fine
 
 
-def _setting(default: Any, help: str, check: Check | None = None, *, off: str = "", flag_help: str = "") -> Any:
+def _setting(
+    default: Any, help: str, check: Check | None = None, *, off: str = "", flag_help: str = "", parse: Callable[[str], Any] | None = None
+) -> Any:
     """A setting's field: its default, one-line help and check. ``off``: the help of the flag that
     turns a setting that defaults to true off (``--no-warmup``), in plain words; ``flag_help``: the
-    command line's help where the file's would not read as one (``--display/--no-display``)."""
-    return field(default=default, metadata={"help": help, "check": check, "off": off, "flag_help": flag_help})
+    command line's help where the file's would not read as one (``--display/--no-display``);
+    ``parse``: how its flag's text becomes a value (default: the type of the default)."""
+    return field(default=default, metadata={"help": help, "check": check, "off": off, "flag_help": flag_help, "parse": parse})
+
+
+def _auto_or_fraction(v: Any) -> str | None:
+    ok = v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0)
+    return None if ok else "'auto' or a number from 0.0 to 1.0"
+
+
+def _parse_auto_or_float(text: str) -> str | float:
+    """A flag's ``auto`` or number (argparse reports a ValueError as an invalid value)."""
+    return "auto" if text == "auto" else float(text)
 
 
 def _int_range(lo: int, hi: int) -> Check:
@@ -135,7 +148,13 @@ class ClassifierConfig:
     device: str = _setting("auto", "auto | npu | cuda | mps | cpu (auto tries them in that order)", _device)
     max_batch: int = _setting(8, "most faces per classifier batch (above 8 risks NPU out-of-memory)", _int_range(1, 256))
     batch_wait_ms: int = _setting(50, "longest wait for more faces before a partial batch runs", _int_range(0, 10_000))
-    threshold: float = _setting(0.7, "predictions under this confidence are flagged", _float_range(0.0, 1.0))
+    threshold: float | str = _setting(
+        "auto",
+        "predictions under this confidence are flagged (auto = the model's own, from its config.json, else 0.7)",
+        _auto_or_fraction,
+        parse=_parse_auto_or_float,
+    )
+    tta: str = _setting("none", "test-time augmentation: none | flip (each face and its mirror image, averaged)", _choice("none", "flip"))
     warmup: bool = _setting(
         True,
         "run one full batch before the first frame (compiles NPU kernels)",
@@ -305,6 +324,7 @@ FLAGS: dict[str, str] = {
     "classifier.max_batch": "--max-batch N",
     "classifier.batch_wait_ms": "--batch-wait-ms MS",
     "classifier.threshold": "--threshold P",
+    "classifier.tta": "--tta",
     "classifier.warmup": "--no-warmup",
     "classifier.backend": "--backend",
     "classifier.precision": "--precision",

@@ -24,7 +24,7 @@ from fer_stream.analysis.signals import StopOnSignal, Stoppable
 from fer_stream.analysis.sources import open_spec
 from fer_stream.analysis.streams import FrameBar, Stream
 from fer_stream.analysis.summary import NetworkSummary, SourceSummary, Summary, report_settings, summarize_source
-from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline
+from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline, threshold_of
 from fer_stream.config import Config, output_path, source_ids
 from fer_stream.errors import ConfigError, FerStreamError, SinkError, first_line
 from fer_stream.io.sinks import DisplaySink, EventSink, SegmentedVideoSink, Sink, VideoSink, check_output, writable_path, write_json
@@ -213,7 +213,7 @@ class _Run:
         if any(self.people[st.sid]):
             from fer_stream.io.report import TimelineSink  # cv2 at its top: only for runs that write a report or timeline
 
-            st.timeline = TimelineSink(clf.labels, bucket_s=out.timeline_seconds, threshold=cfg.classifier.threshold)
+            st.timeline = TimelineSink(clf.labels, bucket_s=out.timeline_seconds, threshold=threshold_of(cfg))
         if self.layout.displays(cfg, src):
             st.window = _entered(stack, DisplaySink(cfg.display.title))
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fer_stream.build import threshold_of
 from fer_stream.config import Config
 from fer_stream.io.sinks import Tally
 from fer_stream.model.contract import Classifier
@@ -202,7 +203,7 @@ def summarize_source(
         latency_s=stats.latency_s,
         tracks=tuple(sorted(stats.tracks, key=lambda t: t.id)),
         tracks_omitted=tracks_omitted,
-        threshold=cfg.classifier.threshold,
+        threshold=threshold_of(cfg),
         stopped_by=stopped_by(signum),
         outputs={k: v for k, v in outputs.items() if v},
         network=network,
@@ -217,7 +218,7 @@ def report_settings(cfg: Config) -> dict[str, object]:
         "model": c.model,
         "device": c.device,
         "precision": c.precision,
-        "threshold": c.threshold,
+        "threshold": threshold_of(cfg),
         "classify every": c.classify_every,
         "smoothing": cfg.tracking.smoothing,
         "detector": d.kind,

@@ -19,6 +19,7 @@ MODEL_SETTINGS = (
     "classifier.backend",
     "classifier.threads",
     "classifier.threshold",
+    "classifier.tta",
     "detector.kind",
     "detector.model",
     "detector.full_model",
@@ -64,7 +65,7 @@ def setting_flags(p: _Adds, names: Sequence[str]) -> None:
                 if not help_text:
                     raise ValueError(f"setting {dotted} needs off= help for its flag {spec[0]}")
         else:
-            kw["type"] = type(default) if default is not None else str
+            kw["type"] = field.metadata.get("parse") or (type(default) if default is not None else str)
             choices = getattr(field.metadata["check"], "choices", None)
             if choices:
                 kw["choices"] = choices

@@ -13,13 +13,18 @@ threshold when the user sets none.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 KEY = "fer_stream"  # the config.json entry that holds a model's calibration
+ONNX_KEY = "fer_stream.calibration"  # the metadata entry of an exported .onnx file that holds it (JSON)
+FALLBACK_THRESHOLD = 0.7  # for models that carry no threshold of their own
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,37 @@ def calibration_of(config: Any) -> Calibration:
     temperature = float(t) if isinstance(t, (int, float)) and math.isfinite(t) and 0.05 <= t <= 20 else 1.0
     threshold = float(thr) if isinstance(thr, (int, float)) and 0 <= thr <= 1 else None
     return Calibration(temperature, threshold)
+
+
+@functools.lru_cache(maxsize=32)
+def model_calibration(model: str) -> Calibration:
+    """The calibration of a model as fer-stream names one, read from its files without loading it:
+    a local folder's config.json, an exported .onnx file's metadata, or a hub id's config.json in
+    the Hugging Face cache (if it was fetched). Defaults when there is none."""
+    path = Path(model).expanduser()
+    try:
+        if path.is_dir():
+            return calibration_of(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            return _onnx_calibration(path)
+        if not path.exists():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+            if isinstance(cached, str):
+                return calibration_of(json.loads(Path(cached).read_text(encoding="utf-8")))
+    except (OSError, ValueError, ImportError):
+        pass  # the model's loader reports a broken or missing model in its own words
+    return Calibration()
+
+
+def _onnx_calibration(path: Path) -> Calibration:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    meta = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    return calibration_of({KEY: json.loads(meta[ONNX_KEY])}) if ONNX_KEY in meta else Calibration()
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -24,6 +24,7 @@ from fer_stream.config import DEFAULT_MODEL, PRECISIONS
 from fer_stream.errors import DeviceError, ModelError
 from fer_stream.frames import Prediction
 from fer_stream.io.images import ImageLike
+from fer_stream.model.calibration import FALLBACK_THRESHOLD, Calibration, calibration_of
 from fer_stream.model.devices import resolve_device
 from fer_stream.model.head import ClassifierHead
 from fer_stream.model.hub import load_model
@@ -52,6 +53,7 @@ class ClassifierBackend(Protocol):
 
     labels: tuple[str, ...]
     processor: object
+    calibration: Calibration  # the model's own temperature (applied in probs) and threshold
 
     def probs(self, pixel_values: torch.Tensor) -> np.ndarray: ...
 
@@ -78,6 +80,7 @@ class TorchBackend:
         if sorted(id2label) != list(range(n)):
             raise ModelError(f"model '{model}' has an id2label that does not cover its {n} outputs")
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(n))
+        self.calibration = calibration_of(self.net.config)
         # Ascend compiles kernels per input shape: keep one shape by padding partial batches.
         self.static_batch = device.type == "npu"
         if self.static_batch and max_batch > 8:
@@ -91,8 +94,8 @@ class TorchBackend:
             pad = pixel_values[-1:].expand(self.max_batch - n, *pixel_values.shape[1:])
             pixel_values = torch.cat([pixel_values, pad])
         x = pixel_values.to(self.device, self._dtype, non_blocking=True)
-        logits = self.net(pixel_values=x).logits
-        return logits.float().softmax(dim=-1)[:n].cpu().numpy()
+        logits = self.net(pixel_values=x).logits.float()
+        return (logits / self.calibration.temperature).softmax(dim=-1)[:n].cpu().numpy()
 
 
 def onnx_backend(model: str, device: torch.device, precision: str, max_batch: int) -> ClassifierBackend:
@@ -137,12 +140,13 @@ class EmotionClassifier:
         device: str = "auto",
         *,
         max_batch: int = 8,
-        threshold: float = 0.7,
+        threshold: float | None = None,
         precision: str = "fp32",
         threads: int | None = None,
         fast_preprocess: bool = True,
         backend: str = "torch",
         warmup: bool = False,
+        tta: str = "none",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
@@ -150,6 +154,9 @@ class EmotionClassifier:
             raise ValueError("max_batch must be at least 1")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if tta not in ("none", "flip"):
+            raise ValueError("tta must be none or flip")
+        self.tta = tta
         self.model_name = model
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
@@ -162,6 +169,9 @@ class EmotionClassifier:
         self.runtime: ClassifierBackend = BACKENDS[backend](model, self.device, precision, max_batch)
         self.processor: Any = self.runtime.processor
         self.labels: tuple[str, ...] = self.runtime.labels
+        if threshold is None:  # the model's own, else the common fallback
+            own = self.runtime.calibration.threshold
+            threshold = FALLBACK_THRESHOLD if own is None else own
         # Pre- and postprocessing, an object of its own so that stand-ins (Ray tasks) share it.
         self.head = ClassifierHead(self.processor, self.labels, threshold, fast=fast_preprocess)
         if warmup:
@@ -206,8 +216,13 @@ class EmotionClassifier:
         return self.head.preprocess(images)
 
     def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
-        """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host."""
-        return self.runtime.probs(pixel_values)
+        """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host; with ``tta``
+        ``flip``, the mean of the faces' and their mirror images' probabilities (two passes of the
+        same batch size, so a device that compiles per shape compiles one)."""
+        probs = self.runtime.probs(pixel_values)
+        if self.tta == "flip":
+            probs = (probs + self.runtime.probs(pixel_values.flip(-1))) / 2
+        return probs
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:
         """Probabilities -> predictions, labels in descending probability."""

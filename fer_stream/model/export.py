@@ -30,6 +30,8 @@ import torch
 from fer_stream.errors import ConfigError, ModelError
 from fer_stream.io.images import synthetic_faces
 from fer_stream.io.sinks import write_atomic
+from fer_stream.model.calibration import KEY as CALIBRATION_KEY
+from fer_stream.model.calibration import ONNX_KEY as META_CALIBRATION
 from fer_stream.model.hub import load_model
 from fer_stream.model.onnx_runtime import META_LABELS, META_PROCESSOR, META_SOURCE, _session, _softmax, need_onnx
 from fer_stream.model.preprocess import TensorPreprocessor
@@ -103,7 +105,11 @@ def _export_checked(
     net.eval()
     proto = onnx.load_from_string(buf.getvalue())
     id2label = {int(k): str(v) for k, v in net.config.id2label.items()}
-    for key, value in ((META_LABELS, json.dumps(id2label)), (META_PROCESSOR, json.dumps(processor.to_dict())), (META_SOURCE, model)):
+    meta = [(META_LABELS, json.dumps(id2label)), (META_PROCESSOR, json.dumps(processor.to_dict())), (META_SOURCE, model)]
+    own = getattr(net.config, CALIBRATION_KEY, None)
+    if isinstance(own, dict):  # the model's temperature and threshold travel with the file
+        meta.append((META_CALIBRATION, json.dumps(own)))
+    for key, value in meta:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 
 from fer_stream.errors import ModelError, first_line
+from fer_stream.model.calibration import KEY as CALIBRATION_KEY
+from fer_stream.model.calibration import ONNX_KEY as META_CALIBRATION
+from fer_stream.model.calibration import calibration_of
 from fer_stream.model.hub import _quiet_transformers
 from fer_stream.model.metadata import check_labels, check_processor
 
@@ -103,6 +106,10 @@ class OnnxModel:
             self.processor = cls.from_dict(settings)
         except Exception as e:
             raise ModelError(f"{bad}: its processor settings do not load ({type(e).__name__})") from None
+        try:
+            self.calibration = calibration_of({CALIBRATION_KEY: json.loads(meta.get(META_CALIBRATION, "{}"))})
+        except ValueError:
+            raise ModelError(f"{bad} (its calibration); export it again with `fer-stream export --format onnx`") from None
         self.providers = self.session.get_providers()
         self.source_model = meta.get(META_SOURCE, "")  # the hub id or folder it was exported from
 
@@ -127,4 +134,4 @@ class OnnxModel:
         return self.session.run(None, {"pixel_values": pixel_values.float().numpy()})[0]
 
     def probs(self, pixel_values: torch.Tensor) -> np.ndarray:
-        return _softmax(self.logits(pixel_values)).astype(np.float32)
+        return _softmax(self.logits(pixel_values) / self.calibration.temperature).astype(np.float32)
