@@ -161,8 +161,16 @@ class ClassifierConfig:
         _bool,
         off="skip the warm-up batch before the first frame (an NPU then compiles on the first faces)",
     )
-    backend: str = _setting("torch", "torch | onnxruntime (an .onnx file written by `fer-stream export`)", _choice("torch", "onnxruntime"))
-    precision: str = _setting("fp32", "fp32 | fp16 | bf16 | int8 (int8: dynamic quantization, CPU only)", _choice(*PRECISIONS))
+    backend: str = _setting(
+        "auto",
+        "auto | torch | onnxruntime (auto: ONNX Runtime on the CPU when the model is, or its folder ships, an exported .onnx file)",
+        _choice("auto", "torch", "onnxruntime"),
+    )
+    precision: str = _setting(
+        "fp32",
+        "fp32 | fp16 | bf16 | int8 (int8, CPU only: the folder's model_int8.onnx through ONNX Runtime, else torch's dynamic quantization)",
+        _choice(*PRECISIONS),
+    )
     threads: int = _setting(0, "CPU threads for the classifier (0 = auto: all cores; live, all but one)", _int_range(0, 1024))
     tensor_preprocess: bool = _setting(True, "resize and normalize crops as torch tensors (false = the model's own processor)", _bool)
     classify_every: int = _setting(

@@ -31,7 +31,7 @@ def test_root_config_lists_every_setting_with_its_default_and_a_comment():
 def test_required_defaults():
     c = Config()
     assert c.classifier.max_batch == 8
-    assert c.classifier.threshold == 0.7
+    assert c.classifier.threshold == "auto" and c.classifier.backend == "auto" and c.classifier.tta == "none"
     assert c.classifier.model == "trpakov/vit-face-expression"
 
 
@@ -51,7 +51,7 @@ def test_file_then_overrides(tmp_path):
         ("[classifier]\nbatch = 4\n", "unknown key 'classifier.batch'"),
         ("[clasifier]\nmax_batch = 4\n", "unknown table [clasifier]"),
         ("[classifier]\nmax_batch = 0\n", "'max_batch' must be an integer from 1"),
-        ("[classifier]\nthreshold = 'high'\n", "'threshold' must be a number"),
+        ("[classifier]\nthreshold = 'high'\n", "'threshold' must be 'auto' or a number"),
         ("[classifier]\ndevice = 'tpu'\n", "'device' must be one of"),
         ("[display]\nenabled = 'yes'\n", "'enabled' must be"),
         ("[output]\nevents = 'log.txt'\n", "'events' must be a path ending in .jsonl or .csv"),

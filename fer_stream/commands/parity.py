@@ -118,7 +118,7 @@ def run_parity(
         ref_model = OnnxModel(c.model).source_model
     reference = make_classifier(cfg, model=ref_model, device="cpu", precision="fp32", backend="torch")
     candidate = make_classifier(cfg, device=device, precision=precision)
-    pixels = torch.cat([reference.preprocess(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
+    pixels = torch.cat([torch.as_tensor(reference.preprocess(inputs[i : i + 64])) for i in range(0, len(inputs), 64)])
     report = {"model": c.model, "on": where, **compare(reference, candidate, pixels, min_cosine=min_cosine, min_top1=min_top1)}
     if as_json:
         print(json.dumps(report, indent=2))

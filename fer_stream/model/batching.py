@@ -19,12 +19,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:  # imported where a batch runs: the live classifier imports this module, and `fer-stream --help` must not wait for torch
-    import torch
+    from fer_stream.model.contract import PixelValues
 
 R = TypeVar("R")
 
@@ -109,9 +109,9 @@ class BatchLog:
 
 
 def forward_rows(
-    forward: Callable[[torch.Tensor], np.ndarray],
+    forward: Callable[[PixelValues], np.ndarray],
     parts: Sequence[Slice[R]],
-    pixels: Callable[[R], torch.Tensor],
+    pixels: Callable[[R], PixelValues],
     log: BatchLog,
     owner: Callable[[R], Hashable] | None = None,
 ) -> np.ndarray:
@@ -121,9 +121,13 @@ def forward_rows(
     The forward pass is timed and counted in ``log`` (``owner`` names whose each request is, to
     count batches mixing owners); a failing forward pass raises and counts nothing.
     """
-    import torch
+    rows = [pixels(p.request)[p.start : p.stop] for p in parts]
+    if isinstance(rows[0], np.ndarray):  # ONNX Runtime's numpy path: no torch
+        batch: Any = np.concatenate(rows)
+    else:
+        import torch
 
-    batch = torch.cat([pixels(p.request)[p.start : p.stop] for p in parts])
+        batch = torch.cat([torch.as_tensor(r) for r in rows])
     started = time.monotonic()
     probs = forward(batch)
     seconds = time.monotonic() - started

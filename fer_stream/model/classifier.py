@@ -13,24 +13,28 @@ Labels always come from the loaded model's ``config.id2label``.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from fer_stream.config import DEFAULT_MODEL, PRECISIONS
 from fer_stream.errors import DeviceError, ModelError
 from fer_stream.frames import Prediction
 from fer_stream.io.images import ImageLike
 from fer_stream.model.calibration import FALLBACK_THRESHOLD, Calibration, calibration_of
-from fer_stream.model.devices import resolve_device
+from fer_stream.model.devices import HostDevice, accelerator_present, resolve_device
 from fer_stream.model.head import ClassifierHead
-from fer_stream.model.hub import load_model
 
-if TYPE_CHECKING:
-    from fer_stream.model.contract import Classifier
+if TYPE_CHECKING:  # torch is imported where a torch model runs: the ONNX Runtime path starts without it
+    import torch
+
+    from fer_stream.model.contract import Classifier, PixelValues
+
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}  # what a model folder may ship beside its weights
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ def _quantize_int8(net: torch.nn.Module) -> torch.nn.Module:
     quantized per batch). Per-channel weights agree with fp32 better than per-tensor ones at the same speed."""
     import warnings
 
+    import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
@@ -52,16 +57,26 @@ class ClassifierBackend(Protocol):
     ``id2label``), its image processor, and ``pixel_values`` -> probabilities on the host."""
 
     labels: tuple[str, ...]
-    processor: object
     calibration: Calibration  # the model's own temperature (applied in probs) and threshold
 
-    def probs(self, pixel_values: torch.Tensor) -> np.ndarray: ...
+    @property
+    def processor(self) -> Any:
+        """The transformers image processor (for models whose preprocessing is not resize-and-normalize)."""
+        ...
+
+    def probs(self, pixel_values: Any) -> np.ndarray: ...
 
 
 class TorchBackend:
     """A transformers model in PyTorch: fp32, fp16, bf16 or dynamic int8, on any torch device."""
 
-    def __init__(self, model: str, device: torch.device, precision: str, max_batch: int) -> None:
+    def __init__(self, model: str, device: Any, precision: str, max_batch: int, threads: int | None = None) -> None:
+        import torch
+
+        from fer_stream.model.hub import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
         if precision == "int8" and device.type != "cpu":
             raise DeviceError(
                 f"precision int8 (dynamic quantization) runs on the CPU only, not {device.type}; "
@@ -87,38 +102,71 @@ class TorchBackend:
             log.warning("max_batch %d on an Ascend NPU risks running out of device memory; 8 is the tested size", max_batch)
         self._dtype = next(self.net.parameters()).dtype
 
-    @torch.inference_mode()
     def probs(self, pixel_values: torch.Tensor) -> np.ndarray:
-        n = pixel_values.shape[0]
-        if self.static_batch and n < self.max_batch:
-            pad = pixel_values[-1:].expand(self.max_batch - n, *pixel_values.shape[1:])
-            pixel_values = torch.cat([pixel_values, pad])
-        x = pixel_values.to(self.device, self._dtype, non_blocking=True)
-        logits = self.net(pixel_values=x).logits.float()
-        return (logits / self.calibration.temperature).softmax(dim=-1)[:n].cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            n = pixel_values.shape[0]
+            if self.static_batch and n < self.max_batch:
+                pad = pixel_values[-1:].expand(self.max_batch - n, *pixel_values.shape[1:])
+                pixel_values = torch.cat([pixel_values, pad])
+            x = pixel_values.to(self.device, self._dtype, non_blocking=True)
+            logits = self.net(pixel_values=x).logits.float()
+            return (logits / self.calibration.temperature).softmax(dim=-1)[:n].cpu().numpy()
 
 
-def onnx_backend(model: str, device: torch.device, precision: str, max_batch: int) -> ClassifierBackend:
-    """A model written by ``fer-stream export``, run by ONNX Runtime on the CPU or CUDA."""
+def onnx_file(model: str, precision: str) -> Path | None:
+    """The ONNX file that runs ``model`` at ``precision``: the model itself when it is an .onnx
+    file, or the one its folder ships (``model.onnx``, ``model_int8.onnx`` for int8); else None."""
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return path
+    name = ONNX_FILES.get(precision)
+    return path / name if name and path.is_dir() and (path / name).is_file() else None
+
+
+def onnx_backend(model: str, device: Any, precision: str, max_batch: int, threads: int | None = None) -> ClassifierBackend:
+    """A model written by ``fer-stream export`` (an .onnx file, or a folder that ships one), run by
+    ONNX Runtime on the CPU or CUDA."""
     from fer_stream.model.onnx_runtime import OnnxModel
 
-    if precision != "fp32":
-        raise DeviceError(f"the onnxruntime backend runs the exported fp32 model; drop --precision {precision}")
-    if not model.lower().endswith(".onnx"):
-        raise ModelError(
-            f"--backend onnxruntime needs an exported model: run `fer-stream export --format onnx "
-            f"model.onnx --model {model}`, then pass --model model.onnx"
-        )
     if device.type not in ("cpu", "cuda"):
         raise DeviceError(f"the onnxruntime backend runs on cpu or cuda, not {device.type}")
-    return OnnxModel(model, str(device))
+    path = onnx_file(model, precision)
+    if path is None:
+        if precision not in ONNX_FILES:
+            raise DeviceError(f"the onnxruntime backend runs fp32 or int8 ONNX files, not {precision}; use --backend torch for it")
+        raise ModelError(
+            f"--backend onnxruntime needs an exported model: run `fer-stream export --format onnx "
+            f"model.onnx --model {model}`, then pass --model model.onnx (or put it in the model folder as {ONNX_FILES[precision]})"
+        )
+    return OnnxModel(path, str(device), threads=threads)
 
 
 # Backend name (``--backend``, ``classifier.backend``) -> its factory; a new runtime goes here.
-BACKENDS: dict[str, Callable[[str, torch.device, str, int], ClassifierBackend]] = {
+BACKENDS: dict[str, Callable[[str, Any, str, int, int | None], ClassifierBackend]] = {
     "torch": TorchBackend,
     "onnxruntime": onnx_backend,
 }
+
+
+def choose_backend(model: str, device: str, precision: str, backend: str) -> str:
+    """``auto``: ONNX Runtime when the model is (or its folder ships) the ONNX file for this
+    precision, onnxruntime is installed and the device is the CPU (``cpu``, or ``auto`` on a machine
+    with no GPU or NPU device node): that path starts without importing torch or transformers.
+    Otherwise PyTorch. Any other name is kept."""
+    if backend != "auto":
+        return backend
+    if onnx_file(model, precision) is None or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    if device == "cpu" or (device == "auto" and not accelerator_present()):
+        return "onnxruntime"
+    return "onnxruntime" if Path(model).suffix.lower() == ".onnx" else "torch"
+
+
+def _mirror(x: Any) -> Any:
+    """The batch mirrored left-right (numpy arrays or torch tensors, N x C x H x W)."""
+    return np.ascontiguousarray(x[..., ::-1]) if isinstance(x, np.ndarray) else x.flip(-1)
 
 
 class EmotionClassifier:
@@ -144,12 +192,12 @@ class EmotionClassifier:
         precision: str = "fp32",
         threads: int | None = None,
         fast_preprocess: bool = True,
-        backend: str = "torch",
+        backend: str = "auto",
         warmup: bool = False,
         tta: str = "none",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"backend must be auto or one of {', '.join(BACKENDS)}")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if precision not in PRECISIONS:
@@ -158,22 +206,27 @@ class EmotionClassifier:
             raise ValueError("tta must be none or flip")
         self.tta = tta
         self.model_name = model
-        self.device = resolve_device(device)
+        self.backend = choose_backend(model, device, precision, backend)
+        self.device = HostDevice() if self.backend == "onnxruntime" and device in ("auto", "cpu") else resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             log.warning("fp16 on the CPU is usually slower than fp32; bf16 or int8 are the fast CPU precisions")
-        if threads:
-            torch.set_num_threads(threads)
         self.max_batch = max_batch
         self.precision = precision
-        self.backend = backend
-        self.runtime: ClassifierBackend = BACKENDS[backend](model, self.device, precision, max_batch)
-        self.processor: Any = self.runtime.processor
+        self.runtime: ClassifierBackend = BACKENDS[self.backend](model, self.device, precision, max_batch, threads)
         self.labels: tuple[str, ...] = self.runtime.labels
+        arrays = getattr(self.runtime, "preprocessor", None) if getattr(self.runtime, "array_input", False) else None
         if threshold is None:  # the model's own, else the common fallback
             own = self.runtime.calibration.threshold
             threshold = FALLBACK_THRESHOLD if own is None else own
         # Pre- and postprocessing, an object of its own so that stand-ins (Ray tasks) share it.
-        self.head = ClassifierHead(self.processor, self.labels, threshold, fast=fast_preprocess)
+        self.head = ClassifierHead(
+            None if arrays is not None and fast_preprocess else self.runtime.processor,
+            self.labels,
+            threshold,
+            fast=fast_preprocess,
+            arrays=arrays,
+        )
+        self.processor: Any = self.head.processor  # None on the numpy path (no transformers loaded)
         if warmup:
             self.warmup()
 
@@ -211,17 +264,17 @@ class EmotionClassifier:
         blank = [np.full((64, 64, 3), 128, np.uint8)] * self.max_batch
         self.forward(self.preprocess(blank))
 
-    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[ImageLike]) -> PixelValues:
         """RGB arrays or paths -> the model's ``pixel_values`` batch (float32, on the host)."""
         return self.head.preprocess(images)
 
-    def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
+    def forward(self, pixel_values: PixelValues) -> np.ndarray:
         """``pixel_values`` -> ``(N, num_labels)`` float32 probabilities on the host; with ``tta``
         ``flip``, the mean of the faces' and their mirror images' probabilities (two passes of the
         same batch size, so a device that compiles per shape compiles one)."""
         probs = self.runtime.probs(pixel_values)
         if self.tta == "flip":
-            probs = (probs + self.runtime.probs(pixel_values.flip(-1))) / 2
+            probs = (probs + self.runtime.probs(_mirror(pixel_values))) / 2
         return probs
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:

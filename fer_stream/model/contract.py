@@ -14,7 +14,7 @@ Split as transformers pipelines are: ``preprocess`` (images -> ``pixel_values`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:  # only for the annotations: importing torch takes a second
     import numpy as np
@@ -22,6 +22,11 @@ if TYPE_CHECKING:  # only for the annotations: importing torch takes a second
 
     from fer_stream.frames import Prediction
     from fer_stream.io.images import ImageLike
+    from fer_stream.model.devices import HostDevice
+
+    # A batch as the classifier's preprocessing gives it: torch tensors, or numpy arrays on the
+    # ONNX Runtime path (which runs without torch).
+    PixelValues: TypeAlias = torch.Tensor | np.ndarray
 
 
 class Classifier(Protocol):
@@ -38,7 +43,7 @@ class Classifier(Protocol):
         ...
 
     @property
-    def device(self) -> torch.device | str:
+    def device(self) -> torch.device | HostDevice | str:
         """Where the forward pass runs (for logs and summaries)."""
         ...
 
@@ -47,9 +52,9 @@ class Classifier(Protocol):
         """``fp32``, ``fp16``, ``bf16`` or ``int8`` (for summaries)."""
         ...
 
-    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor: ...
+    def preprocess(self, images: Sequence[ImageLike]) -> PixelValues: ...
 
-    def forward(self, pixel_values: torch.Tensor) -> np.ndarray: ...
+    def forward(self, pixel_values: PixelValues) -> np.ndarray: ...
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]: ...
 

@@ -7,12 +7,36 @@ device(type='cpu')
 from __future__ import annotations
 
 import importlib.util
-
-import torch
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fer_stream.errors import DeviceError, first_line
 
+if TYPE_CHECKING:  # torch is imported when a device is resolved, not when this module is
+    import torch
+
 _CHOICES = "auto, npu, cuda, mps or cpu"
+
+
+@dataclass(frozen=True)
+class HostDevice:
+    """The CPU, named without torch (``.type`` and ``str()`` as a ``torch.device`` has them): the
+    ONNX Runtime path runs on it without importing torch."""
+
+    type: str = "cpu"
+
+    def __str__(self) -> str:
+        return self.type
+
+
+def accelerator_present() -> bool:
+    """Whether this machine may have a GPU or NPU for torch: an NVIDIA or Ascend device node, or an
+    Apple-silicon Mac. Cheap (no torch import): ``auto`` devices need torch only when this is true."""
+    nodes = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/davinci0", "/dev/davinci_manager", "/dev/kfd")
+    return any(Path(p).exists() for p in nodes) or (sys.platform == "darwin" and platform.machine() == "arm64")
 
 
 def npu_available() -> bool:
@@ -20,6 +44,7 @@ def npu_available() -> bool:
     if importlib.util.find_spec("torch_npu") is None:
         return False
     try:
+        import torch
         import torch_npu  # noqa: F401  (registers torch.npu)
 
         return bool(torch.npu.is_available())  # type: ignore[attr-defined]
@@ -28,6 +53,8 @@ def npu_available() -> bool:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -38,6 +65,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     A device that is asked for by name but is not there raises :class:`DeviceError` saying what to
     install or why it is missing.
     """
+    import torch
+
     kind, _, index = name.strip().lower().partition(":")
     if kind == "auto" and not index:
         if npu_available():

@@ -8,15 +8,16 @@ on the actor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fer_stream.frames import Prediction
 from fer_stream.io.images import ImageLike, as_rgb
-from fer_stream.model.preprocess import TensorPreprocessor
+
+if TYPE_CHECKING:  # torch only where a torch model runs: the ONNX Runtime path starts without it
+    import torch
 
 
 class ClassifierHead:
@@ -27,20 +28,36 @@ class ClassifierHead:
     otherwise through the transformers processor. Predictions under ``threshold`` are flagged.
     """
 
-    def __init__(self, processor: Any, labels: tuple[str, ...], threshold: float, *, fast: bool = True) -> None:
-        self.processor = processor  # a transformers image processor (no common base class to name)
+    def __init__(
+        self,
+        processor: Any,
+        labels: tuple[str, ...],
+        threshold: float,
+        *,
+        fast: bool = True,
+        arrays: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None,
+    ) -> None:
+        self.processor = processor  # a transformers image processor (None with ``arrays``)
         self.labels = labels
         self.threshold = threshold
-        self.tensor_preprocessor = TensorPreprocessor.from_processor(processor) if fast else None
+        # ``arrays``: a numpy preprocessor (ONNX Runtime's path, no torch); else torch tensors.
+        self.array_preprocessor = arrays if fast else None
+        self.tensor_preprocessor = None
+        if fast and arrays is None:
+            from fer_stream.model.preprocess import TensorPreprocessor
+
+            self.tensor_preprocessor = TensorPreprocessor.from_processor(processor)
 
     @property
     def fast(self) -> bool:
-        """Whether preprocessing runs as tensor operations."""
-        return self.tensor_preprocessor is not None
+        """Whether preprocessing runs as tensor or array operations (not the transformers processor)."""
+        return self.tensor_preprocessor is not None or self.array_preprocessor is not None
 
-    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor | np.ndarray:
         """RGB arrays or paths -> the model's ``pixel_values`` batch (float32, on the host)."""
         arrays = [as_rgb(im) for im in images]
+        if self.array_preprocessor is not None:
+            return self.array_preprocessor(arrays)
         if self.tensor_preprocessor is not None:
             return self.tensor_preprocessor(arrays)
         pixels: torch.Tensor = self.processor(images=arrays, return_tensors="pt")["pixel_values"]

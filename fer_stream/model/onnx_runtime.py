@@ -10,6 +10,7 @@ The file carries what it needs in its metadata: labels and the image processor's
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -17,16 +18,16 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fer_stream.errors import ModelError, first_line
+from fer_stream.model.array_preprocess import ArrayPreprocessor
 from fer_stream.model.calibration import KEY as CALIBRATION_KEY
 from fer_stream.model.calibration import ONNX_KEY as META_CALIBRATION
 from fer_stream.model.calibration import calibration_of
-from fer_stream.model.hub import _quiet_transformers
 from fer_stream.model.metadata import check_labels, check_processor
 
 if TYPE_CHECKING:
+    import torch
     from onnxruntime import InferenceSession
 
 META_LABELS = "fer_stream.id2label"
@@ -48,7 +49,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _session(path: str | Path | bytes, device: str) -> InferenceSession:
+def _session(path: str | Path | bytes, device: str, threads: int | None = None) -> InferenceSession:
     """An ONNX Runtime session on a file, or on a model's bytes (``export`` checks before it writes)."""
     import onnxruntime as ort
 
@@ -57,23 +58,23 @@ def _session(path: str | Path | bytes, device: str) -> InferenceSession:
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
 
 
 class OnnxModel:
     """An exported classifier: labels, image processor and an ONNX Runtime session."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    array_input = True  # pixel_values as numpy arrays: no torch needed on this path
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         need_onnx()
-        import transformers  # heavy: only when a model is opened
-
-        _quiet_transformers()
-
         p = Path(path)
         if not p.is_file():
             raise ModelError(f"ONNX model '{path}' does not exist; make one with `fer-stream export --format onnx {p.name}`")
         try:
-            self.session = _session(p, device)
+            self.session = _session(p, device, threads)
         except Exception as e:  # onnxruntime raises its own types for broken files
             raise ModelError(f"'{path}' is not an ONNX model ONNX Runtime can load ({first_line(e, limit=120)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -94,18 +95,13 @@ class OnnxModel:
         check_processor(settings, where)
         self._check_shapes(settings, bad)
         kind = str(settings.get("image_processor_type", "ViTImageProcessor"))
-        # Without torchvision, transformers 5 offers the PIL flavour of a processor ("...Pil").
-        base = kind.removesuffix("Fast").removesuffix("Pil")
         # The file names a class: only an image processor's, never anything else transformers exports.
-        if not (base.isidentifier() and base.endswith("ImageProcessor")):
+        if not (kind.removesuffix("Fast").removesuffix("Pil").isidentifier() and "ImageProcessor" in kind):
             raise ModelError(f"{bad}: '{kind}' is not an image processor")
-        cls = getattr(transformers, base + "Pil", None) or getattr(transformers, base, None)
-        if not (isinstance(cls, type) and issubclass(cls, transformers.image_processing_utils.BaseImageProcessor)):
-            raise ModelError(f"{bad}: '{kind}' is not an image processor transformers knows")
-        try:
-            self.processor = cls.from_dict(settings)
-        except Exception as e:
-            raise ModelError(f"{bad}: its processor settings do not load ({type(e).__name__})") from None
+        self.settings = settings
+        # Resize-and-normalize processors run in numpy (no transformers import); others load lazily.
+        self.preprocessor = ArrayPreprocessor.from_settings(settings)
+        self._bad = bad
         try:
             self.calibration = calibration_of({CALIBRATION_KEY: json.loads(meta.get(META_CALIBRATION, "{}"))})
         except ValueError:
@@ -130,8 +126,28 @@ class OnnxModel:
         if isinstance(count, int) and count != n:
             raise ModelError(f"{bad}: it names {n} labels for the model's {count} outputs; export it again")
 
-    def logits(self, pixel_values: torch.Tensor) -> np.ndarray:
-        return self.session.run(None, {"pixel_values": pixel_values.float().numpy()})[0]
+    @functools.cached_property
+    def processor(self) -> Any:
+        """The transformers image processor the file's settings describe (imported only when asked for)."""
+        import transformers
 
-    def probs(self, pixel_values: torch.Tensor) -> np.ndarray:
+        from fer_stream.model.hub import _quiet_transformers
+
+        _quiet_transformers()
+        kind = str(self.settings.get("image_processor_type", "ViTImageProcessor"))
+        # Without torchvision, transformers 5 offers the PIL flavour of a processor ("...Pil").
+        base = kind.removesuffix("Fast").removesuffix("Pil")
+        cls = getattr(transformers, base + "Pil", None) or getattr(transformers, base, None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.image_processing_utils.BaseImageProcessor)):
+            raise ModelError(f"{self._bad}: '{kind}' is not an image processor transformers knows")
+        try:
+            return cls.from_dict(self.settings)
+        except Exception as e:
+            raise ModelError(f"{self._bad}: its processor settings do not load ({type(e).__name__})") from None
+
+    def logits(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = pixel_values if isinstance(pixel_values, np.ndarray) else pixel_values.float().numpy()
+        return self.session.run(None, {"pixel_values": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def probs(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         return _softmax(self.logits(pixel_values) / self.calibration.temperature).astype(np.float32)

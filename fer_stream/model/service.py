@@ -23,21 +23,27 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fer_stream.frames import Prediction
 from fer_stream.io.images import ImageLike
 from fer_stream.model.batching import BatchLog, RowQueue, forward_rows
 from fer_stream.model.contract import Classifier
 
+if TYPE_CHECKING:  # torch is imported where a torch model runs
+    import torch
+
+    from fer_stream.model.contract import PixelValues
+    from fer_stream.model.devices import HostDevice
+
 
 @dataclass(eq=False)
 class _Request:
     """Rows one pipeline asked for; filled in place as model batches finish."""
 
-    pixels: torch.Tensor
+    pixels: PixelValues
     owner: int
     out: np.ndarray | None = None
     missing: int = field(init=False)
@@ -95,7 +101,7 @@ class ClassifierService:
         if self._thread is not None:
             self._thread.join(10.0)
 
-    def submit(self, pixels: torch.Tensor, owner: int = 0) -> np.ndarray:
+    def submit(self, pixels: PixelValues, owner: int = 0) -> np.ndarray:
         """Probabilities for ``pixels`` (blocks until every row has been through the model)."""
         if pixels.shape[0] == 0:
             return np.zeros((0, len(self.classifier.labels)), np.float32)
@@ -155,17 +161,17 @@ class ServiceClient:
         return self._classifier.max_batch
 
     @property
-    def device(self) -> torch.device | str:
+    def device(self) -> torch.device | HostDevice | str:
         return self._classifier.device
 
     @property
     def precision(self) -> str:
         return self._classifier.precision
 
-    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[ImageLike]) -> PixelValues:
         return self._classifier.preprocess(images)
 
-    def forward(self, pixel_values: torch.Tensor) -> np.ndarray:
+    def forward(self, pixel_values: PixelValues) -> np.ndarray:
         return self._service.submit(pixel_values, self._owner)
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:

@@ -34,7 +34,7 @@ from fer_stream.stream.smooth import Smoother
 from fer_stream.stream.stats import TrackLog
 
 if TYPE_CHECKING:
-    import torch
+    from fer_stream.model.contract import PixelValues
 
 
 @dataclass(eq=False)
@@ -44,7 +44,7 @@ class Pending:
     frame: Frame
     faces: list[Face]
     due: list[int]  # indices of the faces to classify in this frame
-    pixels: torch.Tensor | None  # the classifier's preprocessed input, one row per due face (None: none due)
+    pixels: PixelValues | None  # the classifier's preprocessed input, one row per due face (None: none due)
     ended: list[int]  # tracks that ended at this frame
     probs: dict[int, np.ndarray] = field(default_factory=dict)
     missing: int = field(init=False)
@@ -53,7 +53,7 @@ class Pending:
         self.missing = len(self.due)
 
 
-def _pixels(p: Pending) -> torch.Tensor:
+def _pixels(p: Pending) -> PixelValues:
     assert p.pixels is not None  # queued only with due faces
     return p.pixels
 
