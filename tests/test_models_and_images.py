@@ -147,7 +147,7 @@ def test_image_dir_no_detect(tiny_model, cli_env):
     assert all(len(d["faces"]) == 1 and d["faces"][0]["box"] == [0, 0, 48, 48] for d in doc)
 
 
-SHIPPED = "samples/models/fer2013-small"
+SHIPPED = "samples/models/fer2013-video"
 
 
 def _one_line(r):

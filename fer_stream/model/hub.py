@@ -26,7 +26,7 @@ def _quiet_transformers() -> None:
 
 # A hub id: ``name`` or ``owner/name`` of letters, digits, ``-``, ``_`` and ``.``.
 _HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
-SHIPPED_MODEL = Path("samples") / "models" / "fer2013-small"  # in the repository, trained with `fer-stream train`
+SHIPPED_MODEL = Path("samples") / "models" / "fer2013-video"  # in the repository, trained with `fer-stream train`
 
 
 def _looks_like_path(model: str) -> bool:
@@ -37,7 +37,7 @@ def _looks_like_path(model: str) -> bool:
 
 
 def shipped_model() -> str:
-    """How to name the small model shipped in ``samples/models/fer2013-small`` from here (works offline)."""
+    """How to name the model shipped in ``samples/models/fer2013-video`` from here (works offline)."""
     folder = Path(__file__).resolve().parents[2] / SHIPPED_MODEL
     if not folder.is_dir():
         return f"{SHIPPED_MODEL.as_posix()} (in the fer-stream repository)"

@@ -69,7 +69,8 @@ class OnnxModel:
     array_input = True  # pixel_values as numpy arrays: no torch needed on this path
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
-        need_onnx()
+        if importlib.util.find_spec("onnxruntime") is None:  # running needs the runtime only, not onnx
+            raise ModelError("running an ONNX model needs onnxruntime: pip install onnxruntime (or 'fer-stream[onnx]')")
         p = Path(path)
         if not p.is_file():
             raise ModelError(f"ONNX model '{path}' does not exist; make one with `fer-stream export --format onnx {p.name}`")
