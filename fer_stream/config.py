@@ -316,6 +316,15 @@ class ServeConfig:
     )
 
 
+@dataclass(frozen=True)
+class ReviewConfig:
+    dir: str = _setting("", 'keep flagged faces for people to review in this folder (a review store; "" = off)', _str)
+    every_s: float = _setting(2.0, "keep at most one face per track every this many seconds of the stream", _float_range(0.0, 86400.0))
+    max_faces: int = _setting(
+        200, "most unreviewed faces a run keeps; when full, its oldest unreviewed face is dropped", _int_range(1, 1_000_000)
+    )
+
+
 # The command-line flag of each setting that has one, "FLAG METAVAR"; the help text, the default
 # and the choices come from the setting above (fer_stream.cli builds the flags from both). A
 # true/false setting's plain flag sets it true, a "--no-..." flag false, "--x/--no-x" either; a
@@ -371,6 +380,7 @@ FLAGS: dict[str, str] = {
     "output.draw_rejected": "--draw-rejected",
     "serve.address": "--serve [HOST:]PORT",
     "serve.token": "--serve-token TOKEN",
+    "review.dir": "--review DIR",
 }
 
 
@@ -393,6 +403,7 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     sources: tuple[tuple[str, str], ...] = ()  # [[sources]] tables: (id, input) for each camera
 
 

@@ -27,6 +27,7 @@ from fer_stream.analysis.summary import NetworkSummary, SourceSummary, Summary, 
 from fer_stream.build import check_detector_files, load_models, make_detector, make_pipeline, threshold_of
 from fer_stream.config import Config, output_path, source_ids
 from fer_stream.errors import ConfigError, FerStreamError, SinkError, first_line
+from fer_stream.io.review import ReviewStore
 from fer_stream.io.sinks import DisplaySink, EventSink, SegmentedVideoSink, Sink, VideoSink, check_output, writable_path, write_json
 from fer_stream.io.sources import WebcamSource
 from fer_stream.model.contract import Classifier
@@ -100,6 +101,7 @@ class _Run:
         self.detectors: list[Detector] = []
         self.shared: LiveClassifier | None = None  # several sources: one live classifier for all
         self.summaries: list[SourceSummary] = []
+        self.review: ReviewStore | None = None
 
     def check_outputs(self) -> None:
         out = self.cfg.output
@@ -121,6 +123,8 @@ class _Run:
             else:
                 check_output(path, inputs=inputs, overwrite=out.overwrite)
         self.layout.check_display(self.cfg)
+        if self.cfg.review.dir:  # made now: a folder that cannot be one fails before anything loads
+            self.review = ReviewStore.open(self.cfg.review.dir, create=True)
 
     def start_server(self, stack: ExitStack) -> None:
         sv = self.cfg.serve
@@ -214,6 +218,19 @@ class _Run:
             from fer_stream.io.report import TimelineSink  # cv2 at its top: only for runs that write a report or timeline
 
             st.timeline = TimelineSink(clf.labels, bucket_s=out.timeline_seconds, threshold=threshold_of(cfg))
+        if self.review is not None:
+            from fer_stream.io.collect import ReviewCollector
+
+            r = cfg.review
+            st.review = ReviewCollector(
+                self.review,
+                every_s=r.every_s,
+                max_faces=r.max_faces,
+                source=src.name,
+                source_id=st.sid,
+                model=cfg.classifier.model,
+                threshold=threshold_of(cfg),
+            )
         if self.layout.displays(cfg, src):
             st.window = _entered(stack, DisplaySink(cfg.display.title))
 
@@ -313,6 +330,7 @@ def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None
         network=NetworkSummary(h.reconnects, h.outages, h.down_s) if h is not None and h.network else None,
         error=st.error,
         signum=signum,
+        review=st.review.summary() if st.review is not None else None,
     )
 
 

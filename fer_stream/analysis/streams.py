@@ -15,6 +15,7 @@ from fer_stream.io.sinks import DisplaySink, EventSink, SegmentedVideoSink, Sink
 from fer_stream.io.sources import Source
 
 if TYPE_CHECKING:  # both import heavy modules (torch, cv2) at their top; only their types are needed here
+    from fer_stream.io.collect import ReviewCollector
     from fer_stream.io.report import TimelineSink
     from fer_stream.stream.pipeline import Pipeline
 
@@ -42,6 +43,7 @@ class Stream:
     events: EventSink | None = None
     timeline: TimelineSink | None = None
     window: DisplaySink | None = None
+    review: ReviewCollector | None = None  # keeps flagged faces for people to check (--review)
     preview: Sink | None = None  # the server's preview and dashboard card of this source
     pipeline: Pipeline | None = None
     error: BaseException | None = None
@@ -49,7 +51,7 @@ class Stream:
     @property
     def sinks(self) -> list[Sink]:
         """Every sink, in the order each result is written to them."""
-        return [s for s in (self.tally, self.video, self.events, self.timeline, self.window, self.preview) if s is not None]
+        return [s for s in (self.tally, self.video, self.events, self.timeline, self.review, self.window, self.preview) if s is not None]
 
     def health(self) -> SourceHealth:
         h = self.source.health() or SourceHealth(

@@ -66,6 +66,7 @@ class SourceSummary:
     error: str | None = None  # why the source stopped
     segments: tuple[str, ...] | None = None  # the MP4 segments closed (segmented output only)
     late_error: str | None = None  # a report or timeline that could not be written
+    review: Mapping[str, Any] | None = None  # the review store's dir and the faces kept, dropped, rate-limited
 
     def with_output(self, kind: str, path: str) -> SourceSummary:
         return dataclasses.replace(self, outputs={**self.outputs, kind: path})
@@ -107,6 +108,8 @@ class SourceSummary:
             out["error"] = self.error
         if self.segments is not None:
             out["segments"] = list(self.segments)
+        if self.review is not None:
+            out["review"] = dict(self.review)
         if self.late_error is not None and self.error is None:  # the first error is the one said
             out["error"] = self.late_error
         return out
@@ -175,6 +178,7 @@ def summarize_source(
     network: NetworkSummary | None,
     error: BaseException | None,
     signum: int | None,
+    review: Mapping[str, Any] | None = None,
 ) -> SourceSummary:
     """A source's summary from its pipeline's stats and its sinks' counts."""
     elapsed = max(stats.elapsed_s, 1e-9)
@@ -208,6 +212,7 @@ def summarize_source(
         outputs={k: v for k, v in outputs.items() if v},
         network=network,
         error=None if error is None else str(error),
+        review=review,
     )
 
 

@@ -71,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
             "output.preset",
             "output.landmarks",
             "output.draw_rejected",
+            "review.dir",
         ),
     )
     model_flags(p)

@@ -90,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
             "output.landmarks",
             "output.draw_rejected",
             "output.progress",
+            "review.dir",
         ),
     )
     model_flags(p)

@@ -16,12 +16,9 @@ modification time and the settings' hash are unchanged and its outputs are still
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import threading
-from pathlib import Path
 from typing import Any
 
+from fer_stream.io.jsonlines import JsonLines
 from fer_stream.io.sources import redact
 
 DONE, FAILED, STOPPED = "done", "failed", "stopped"
@@ -47,46 +44,13 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
-class Manifest:
+class Manifest(JsonLines):
     """Appends records to, and reads the latest record per input from, a JSON-lines file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
 
     def records(self) -> list[dict[str, Any]]:
         """Every whole record in file order (torn or foreign lines skipped)."""
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("key"), str):
-                out.append(rec)
-        return out
+        return [rec for rec in super().records() if isinstance(rec.get("key"), str)]
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """The last record of each input, by key."""
         return {rec["key"]: rec for rec in self.records()}
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            try:
-                if os.fstat(fd).st_size and not _ends_with_newline(fd):
-                    os.write(fd, b"\n")  # a torn line from a killed run stays on its own line
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _ends_with_newline(fd: int) -> bool:
-    size = os.fstat(fd).st_size
-    return os.pread(fd, 1, size - 1) == b"\n"
