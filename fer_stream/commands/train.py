@@ -75,19 +75,40 @@ class Recipe:
 
 
 def parser() -> argparse.ArgumentParser:
-    d = Recipe()
+    from fer_stream.commands.finetune import SiteRecipe  # imports this module: not at the top
+
+    d, site = Recipe(), SiteRecipe()
     p = argparse.ArgumentParser(
         prog="fer-stream train",
         description="Fine-tune a Hugging Face image classifier on a folder-per-class data set; the best epoch is saved "
-        "with save_pretrained, labels from the folder names.",
+        "with save_pretrained, labels from the folder names. With --from-review: fine-tune --model on the faces "
+        "people labelled in review stores, mixed with a replay of its training data.",
     )
-    p.add_argument("data", metavar="DIR", help="one subfolder of face crops per class")
+    p.add_argument("data", metavar="DIR", nargs="?", help="one subfolder of face crops per class (not with --from-review)")
     p.add_argument("--out", required=True, metavar="FOLDER", help="where the best model goes (FOLDER/last: latest epoch)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"(default {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    site_args = p.add_argument_group("learning a site from reviewed faces")
+    site_args.add_argument(
+        "--from-review",
+        nargs="+",
+        metavar="DIR",
+        help="fine-tune --model on the faces labelled in these review stores (fer-stream review); FOLDER must be new",
+    )
+    site_args.add_argument(
+        "--replay",
+        metavar="DIR",
+        help="the base model's training data, replayed so it does not forget (default: what its training.json names)",
+    )
+    site_args.add_argument(
+        "--replay-ratio", type=float, default=site.replay_ratio, help="replayed images per reviewed face each epoch (default 1)"
+    )
+    site_args.add_argument(
+        "--review-holdout", type=float, default=site.review_holdout, help="share of the reviewed faces held out to measure it (default 0.2)"
+    )
+    p.add_argument("--epochs", type=int, help=f"(default {d.epochs}; {site.epochs} with --from-review)")
+    p.add_argument("--batch-size", type=int, help=f"(default {d.batch_size}; {site.batch_size} with --from-review)")
+    p.add_argument("--lr", type=float, help=f"AdamW learning rate (default {d.lr:g}; {site.lr:g} with --from-review)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay:g})")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"(default {d.label_smoothing:g})")
+    p.add_argument("--label-smoothing", type=float, help=f"(default {d.label_smoothing:g}; {site.label_smoothing:g} with --from-review)")
     p.add_argument("--accumulate", type=int, default=d.accumulate, help="batches per optimizer step (default 1)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held out per class (default {d.val_fraction:g})")
     p.add_argument("--clip", type=float, default=d.clip, help=f"gradient norm clip (default {d.clip:g})")
@@ -165,7 +186,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def handle(cfg: Config, args: argparse.Namespace) -> int:
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
+    if args.from_review:
+        return run_fine_tune(cfg, args)
+    if args.data is None:
+        raise ConfigError("fer-stream train needs DIR (one subfolder of face crops per class) or --from-review DIR")
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)}
+    recipe = Recipe(**{k: v for k, v in given.items() if v is not None})
     return run_train(
         cfg,
         args.data,
@@ -203,7 +229,7 @@ def class_weights(counts: torch.Tensor, kind: str) -> torch.Tensor:
     return w * counts.sum() / (w * counts).sum()
 
 
-def _load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
+def load_base(base: str, labels: list[str]) -> tuple[Any, torch.nn.Module]:
     """The base model's processor and the model with a head for ``labels`` (a new one if they differ)."""
     from transformers import AutoModelForImageClassification  # seconds to import: only when training
 
@@ -260,7 +286,7 @@ def train(
         _check_resumed_labels(last, state.get("labels"), labels, data)
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)
-    processor, net = _load_base(str(last) if resume else base, labels)
+    processor, net = load_base(str(last) if resume else base, labels)
     pre = TensorPreprocessor.from_processor(processor)
     if pre is None:
         raise ModelError(
@@ -269,9 +295,9 @@ def train(
     # Images stay on disk unless they fit in --cache-mb at the model's input size: workers decode
     # and resize each batch to 0-255 floats; augmentation and normalization run on the batch here.
     raw = TensorPreprocessor(*pre.size, pre.mode, 1.0, torch.zeros(3), torch.ones(3))
-    disk = _Loader(files, y, raw, workers)
+    disk = Loader(files, y, raw, workers)
     fits = len(files) * 3 * pre.size[0] * pre.size[1] <= cache_mb * 2**20
-    loader: _Loader | _Cached = _Cached.decode(disk, len(files), progress) if fits else disk
+    loader: Loader | _Cached = _Cached.decode(disk, len(files), progress) if fits else disk
     train_idx, val_idx = split(y, recipe.val_fraction, recipe.seed)
     targets = torch.tensor(y)
     counts = torch.bincount(targets[train_idx], minlength=len(labels)).float()
@@ -280,12 +306,12 @@ def train(
     net = net.to(dev).train()
     if dev.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # oneDNN's fast layout for convolutions
-    _tie_colour_channels(net)
+    tie_colour_channels(net)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / (recipe.batch_size * recipe.accumulate)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(recipe, steps_per_epoch))
-    amp_dtype = _amp_dtype(recipe.amp, dev)
-    scaler = torch.amp.GradScaler(dev.type) if amp_dtype is torch.float16 and dev.type == "cuda" else None
+    amp = amp_dtype(recipe.amp, dev)
+    scaler = torch.amp.GradScaler(dev.type) if amp is torch.float16 and dev.type == "cuda" else None
     teacher = _Teacher.load(recipe.teacher, labels, pre.size, dev) if recipe.teacher else None
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val_accuracy": float("-inf"), "val_loss": float("inf"), "epoch": 0}
@@ -310,11 +336,11 @@ def train(
             m = mix(augment(images, gen, recipe.augment, recipe.erase), t, gen, mixup=recipe.mixup, cutmix=recipe.cutmix, p=recipe.mix_prob)
             x = norm(m.x).to(dev)
             a, b = m.a.to(dev), m.b.to(dev)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
                 logits = net(pixel_values=x).logits.float()
             loss = loss_fn(logits, a) if m.lam == 1.0 else m.lam * loss_fn(logits, a) + (1 - m.lam) * loss_fn(logits, b)
             if teacher is not None:
-                soft = teacher.loss(logits, m.x, recipe.distill_temperature, amp_dtype)
+                soft = teacher.loss(logits, m.x, recipe.distill_temperature, amp)
                 loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * soft
             (scaler.scale(loss / recipe.accumulate) if scaler else loss / recipe.accumulate).backward()
             total += float(loss.detach()) * len(a)
@@ -330,7 +356,7 @@ def train(
                     opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-        val = _evaluate(net, loader, val_idx, norm, loss_fn, dev, amp_dtype) if val_idx else {"val_loss": None, "val_accuracy": None}
+        val = evaluate_split(net, loader, val_idx, norm, loss_fn, dev, amp) if val_idx else {"val_loss": None, "val_accuracy": None}
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": round(total / max(seen, 1), 5), **val, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         score = (val["val_accuracy"] if val_idx else -row["train_loss"], -(val["val_loss"] or row["train_loss"]))
@@ -358,7 +384,7 @@ def train(
     (out / "heldout.txt").write_text("".join(f"{files[i].relative_to(base_dir).as_posix()}\n" for i in val_idx), encoding="utf-8")
     if exclude is not None:
         shutil.copyfile(exclude, out / "test.txt")
-    calibration = _calibrate(out, loader, val_idx, norm, dev, recipe.target_accuracy) if val_idx else None
+    calibration = calibrate(out, loader, val_idx, norm, dev, recipe.target_accuracy) if val_idx else None
     summary = {
         "data": str(data),
         "base": base,
@@ -440,7 +466,7 @@ def _schedule(recipe: Recipe, steps_per_epoch: int) -> Any:
     return factor
 
 
-def _amp_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
+def amp_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp32":
@@ -448,7 +474,7 @@ def _amp_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
     return {"cuda": torch.float16, "npu": torch.float16, "mps": torch.float16}.get(dev.type)
 
 
-def _tie_colour_channels(net: torch.nn.Module) -> None:
+def tie_colour_channels(net: torch.nn.Module) -> None:
     """Keep a colour-blind first convolution colour-blind.
 
     A base whose first convolution has the same weights for R, G and B (``samples/models/make_base.py``)
@@ -474,7 +500,7 @@ class _Batch:
         return self.raw([read_image(self.files[i]) for i in idx]), torch.tensor([self.targets[i] for i in idx])
 
 
-class _Loader:
+class Loader:
     """Batches of ``(images 0-255, targets)`` in a given order, decoded ahead by worker processes.
 
     Only the file list is held: memory does not grow with the data set, and ``workers`` processes
@@ -510,14 +536,14 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 class _Cached:
-    """Every image decoded once (by the workers of a :class:`_Loader`) into one uint8 tensor at the
+    """Every image decoded once (by the workers of a :class:`Loader`) into one uint8 tensor at the
     model's input size: batches then cost a copy instead of a decode (FER2013 at 64 px: 350 MB)."""
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         self.images, self.targets = images, targets
 
     @classmethod
-    def decode(cls, loader: _Loader, n: int, progress: bool) -> _Cached:
+    def decode(cls, loader: Loader, n: int, progress: bool) -> _Cached:
         chunks = [list(range(i, min(n, i + 256))) for i in range(0, n, 256)]
         images, targets = [], []
         for x, t in tqdm(loader(chunks), total=len(chunks), desc="decode", unit="batch", leave=False, disable=not progress):
@@ -532,7 +558,9 @@ class _Cached:
 
 
 @torch.inference_mode()
-def _logits(net: torch.nn.Module, loader: _Loader | _Cached, idx: list[int], norm: Any, dev: torch.device, amp: Any = None) -> torch.Tensor:
+def logits_of(
+    net: torch.nn.Module, loader: Loader | _Cached, idx: list[int], norm: Any, dev: torch.device, amp: Any = None
+) -> torch.Tensor:
     net.eval()
     parts = []
     for x, _ in loader([idx[i : i + 128] for i in range(0, len(idx), 128)]):
@@ -541,10 +569,10 @@ def _logits(net: torch.nn.Module, loader: _Loader | _Cached, idx: list[int], nor
     return torch.cat(parts)
 
 
-def _evaluate(
-    net: torch.nn.Module, loader: _Loader | _Cached, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device, amp: Any = None
+def evaluate_split(
+    net: torch.nn.Module, loader: Loader | _Cached, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device, amp: Any = None
 ) -> dict[str, float]:
-    logits = _logits(net, loader, idx, norm, dev, amp)
+    logits = logits_of(net, loader, idx, norm, dev, amp)
     t = torch.cat([t for _, t in loader([idx])])
     return {
         "val_loss": round(float(loss_fn(logits.to(dev), t.to(dev))), 5),
@@ -552,13 +580,13 @@ def _evaluate(
     }
 
 
-def _calibrate(out: Path, loader: _Loader | _Cached, idx: list[int], norm: Any, dev: torch.device, target: float) -> dict[str, Any]:
+def calibrate(out: Path, loader: Loader | _Cached, idx: list[int], norm: Any, dev: torch.device, target: float) -> dict[str, Any]:
     """Fit the best model's temperature on the validation split and store it, with the threshold at
     which unflagged answers are ``target`` right, in ``out/config.json`` (``fer_stream``)."""
     from transformers import AutoModelForImageClassification
 
     net = AutoModelForImageClassification.from_pretrained(str(out), local_files_only=True, use_safetensors=True).to(dev)
-    logits = _logits(net, loader, idx, norm, dev).numpy()
+    logits = logits_of(net, loader, idx, norm, dev).numpy()
     t = torch.cat([t for _, t in loader([idx])]).numpy()
     temperature = fit_temperature(logits, t)
     p = softmax(logits, temperature)
@@ -587,7 +615,7 @@ def _checkpoint(net: torch.nn.Module, processor: Any, last: Path, state: dict[st
     ``last.new`` first, which then replaces ``last`` (a crash leaves one whole checkpoint)."""
     new, old = last.with_name(last.name + ".new"), last.with_name(last.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
-    _save(net, processor, new)
+    save_model(net, processor, new)
     torch.save(state, new / "training_state.pt")
     if last.exists():
         last.rename(old)
@@ -614,7 +642,7 @@ def _save_best(net: Any, processor: Any, out: Path) -> None:
     are the same within a run), never a half-written model."""
     new = out / BEST_NEW
     shutil.rmtree(new, ignore_errors=True)
-    _save(net, processor, new)
+    save_model(net, processor, new)
     weights = lambda p: (p.name.endswith(".safetensors"), p.name.endswith(".index.json"))
     for f in sorted(new.iterdir(), key=weights):  # settings, then weights, then the shard index
         os.replace(f, out / f.name)
@@ -636,7 +664,7 @@ def _check_resumed_labels(last: Path, saved: Any, labels: list[str], data: str |
     )
 
 
-def _save(net: Any, processor: Any, folder: Path) -> None:
+def save_model(net: Any, processor: Any, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
@@ -700,4 +728,45 @@ def run_train(
                 f"`fer-stream eval DATA --model {summary['out']}`"
             )
         )
+    return 0
+
+
+def run_fine_tune(cfg: Config, args: argparse.Namespace) -> int:
+    """``train --from-review``: fine-tune ``--model`` on reviewed faces; prints before and after."""
+    from fer_stream.commands.finetune import SiteRecipe, check_out, fine_tune
+
+    if args.data is not None:
+        raise ConfigError("give either DIR or --from-review, not both (the base's training data is --replay DIR)")
+    if args.resume or args.teacher or args.exclude:
+        raise ConfigError("--resume, --teacher and --exclude do not apply to --from-review")
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SiteRecipe)}
+    recipe = SiteRecipe(**{k: v for k, v in given.items() if v is not None})
+    if min(recipe.epochs, recipe.batch_size) < 1 or not 0 < recipe.review_holdout < 1 or recipe.replay_ratio < 0:
+        raise ConfigError("--epochs and --batch-size must be at least 1, --review-holdout in (0, 1), --replay-ratio 0 or more")
+    check_out(args.out, cfg.classifier.model)
+    s = fine_tune(
+        args.from_review,
+        cfg.classifier.model,
+        args.out,
+        recipe,
+        replay=args.replay,
+        device=cfg.classifier.device,
+        progress=cfg.output.progress if args.progress is None else args.progress,
+        workers=0 if args.workers is None else args.workers,
+    )
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    b, a = s["before"], s["after"]
+    line = f"held-out reviewed faces ({s['held_out']}): {b['review_heldout']:.1%} -> {a['review_heldout']:.1%}"
+    for key in ("test", "validation"):
+        if b.get(key) is not None:
+            line += f"; base's {key} split: {b[key]:.1%} -> {a[key]:.1%}"
+    print(
+        f"fine-tuned on {counted(s['trained_on'], 'reviewed face')} and {s['replay']['per_epoch']} replayed images per epoch, "
+        f"{counted(s['recipe']['epochs'], 'epoch')} in {s['seconds']:.0f} s ({s['not_a_face']} marked not a face, "
+        f"{s['skipped']} skipped: left out)"
+    )
+    print(line)
+    print(printable(f"saved {s['out']} with its model card (README.md); try `fer-stream eval --from-review DIR --model {s['out']}`"))
     return 0

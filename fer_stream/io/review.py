@@ -199,3 +199,45 @@ def _write_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
         raise OSError(f"cannot encode {path.name}")
     with open(path, "xb") as f:
         f.write(data.tobytes())
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    """The answered faces of one or more stores: each labelled face's crop file, label and id, and
+    how many answers were not labels (``not_a_face``: detector errors; ``skip``)."""
+
+    files: tuple[Path, ...]
+    labels: tuple[str, ...]
+    ids: tuple[str, ...]
+    marks: dict[str, int]
+    stores: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def reviewed(paths: list[str] | tuple[str, ...]) -> Reviewed:
+    """Every face a person labelled in the stores at ``paths`` (each face once, its latest answer)."""
+    files: list[Path] = []
+    labels: list[str] = []
+    ids: list[str] = []
+    marks: Counter[str] = Counter()
+    seen: set[str] = set()
+    for path in paths:
+        store = ReviewStore.open(path)
+        answers = store.answers()
+        for face in store.faces():
+            answer = answers.get(face["id"])
+            if answer is None or face["id"] in seen:
+                continue
+            seen.add(face["id"])
+            if answer.label in MARKS:
+                marks[answer.label] += 1
+                continue
+            picture = store.picture(face["file"])
+            if picture is None:
+                continue  # its crop is gone: nothing to learn from
+            files.append(picture)
+            labels.append(answer.label)
+            ids.append(face["id"])
+    return Reviewed(tuple(files), tuple(labels), tuple(ids), {m: marks.get(m, 0) for m in MARKS}, tuple(str(p) for p in paths))
