@@ -10,6 +10,7 @@
     fer-stream eval FACES_BY_CLASS/ [--out REPORT/] [--json]      # accuracy, F1, confusion matrix
     fer-stream export --format onnx fer.onnx [--model M]          # then --backend onnxruntime --model fer.onnx
     fer-stream train FACES_BY_CLASS/ --model BASE --out MY_MODEL/  # fine-tune
+    fer-stream review REVIEW/ [--serve 127.0.0.1:9110]     # label the faces a run kept with --review REVIEW/
     fer-stream models pull                                  # fetch both models for offline use
     fer-stream config                                       # print the effective settings as TOML
 
@@ -45,6 +46,7 @@ COMMANDS = {
     "eval": "evaluate",
     "export": "export",
     "train": "train",
+    "review": "review",
     "models": "pull",
     "config": "settings",
 }

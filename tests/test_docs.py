@@ -31,6 +31,7 @@ COMMANDS: tuple[list[str], ...] = (
     ["eval"],
     ["export"],
     ["train"],
+    ["review"],
     ["models", "pull"],
     ["config"],
 )

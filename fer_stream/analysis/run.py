@@ -139,6 +139,7 @@ class _Run:
             max_viewers=sv.max_viewers,
             allowed_hosts=sv.allowed_hosts,
             starting=True,
+            review=self.review,
         )
         # Answers at once (503 "starting" while the models load), not only once the sources run.
         stack.enter_context(self.monitor)

@@ -43,6 +43,11 @@ _ID = re.compile(r"^[0-9a-f]{8,32}$")
 _BY = re.compile(r"^[\w .@-]{0,40}$")
 
 
+def valid_reviewer(name: str) -> bool:
+    """Whether ``name`` can sign an answer: at most 40 letters, digits, spaces, '.', '@' or '-'."""
+    return _BY.match(name) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What a reviewer said about one face (the latest answer for its id)."""
@@ -183,7 +188,7 @@ class ReviewStore:
         allowed = set(face["probs"]) | set(MARKS)
         if label is not None and label not in allowed:
             raise ValueError(f"label must be one of {', '.join(sorted(allowed))}")
-        if not _BY.match(by):
+        if not valid_reviewer(by):
             raise ValueError("reviewer name: at most 40 letters, digits, spaces, '.', '@' or '-'")
         record = {"id": fid, "label": label, "by": by, "time": round(time.time(), 3)}
         self.labels_log.append(record)

@@ -9,6 +9,8 @@
   VLC); ``/sources/<id>/jpeg`` gives one still.
 * ``/``: the dashboard (see :mod:`fer_stream.serve.dashboard`): every camera's picture, state, current
   tracks, label mix and recent flagged faces; ``/api/state`` is its JSON.
+* ``/review``: with a review store (``--review DIR``), the page to label its flagged faces on, and
+  its endpoints (:mod:`fer_stream.serve.review`); the dashboard links to it.
 
 The server is the standard library's threading HTTP server, bounded (:mod:`fer_stream.serve.server`):
 at most ``max_clients`` connections at once (``max_viewers`` of them MJPEG streams) and
@@ -42,6 +44,7 @@ from typing import Any
 
 from fer_stream.errors import ConfigError
 from fer_stream.health import SourceHealth
+from fer_stream.io.review import ReviewStore
 from fer_stream.io.sinks import Sink
 from fer_stream.serve import routes
 from fer_stream.serve.access import (
@@ -60,6 +63,7 @@ from fer_stream.serve.access import (
 from fer_stream.serve.dashboard import SourceView
 from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.preview import Both, PreviewSink
+from fer_stream.serve.review import LABELS_PATH, ReviewSite
 from fer_stream.serve.routes import BOUNDARY
 from fer_stream.serve.server import PROBE_SLOTS, BoundedServer, log
 
@@ -70,7 +74,8 @@ class Monitor:
     """The HTTP server of ``--serve``, running on a background thread while the context is open.
 
     With ``starting=True`` it answers from the moment it is entered: ``/healthz`` 503 "starting"
-    (and ``/api/state`` likewise) until :meth:`ready`, once every source is registered.
+    (and ``/api/state`` likewise) until :meth:`ready`, once every source is registered. With
+    ``review`` (the run's review store) it serves the review page under ``/review`` too.
     """
 
     def __init__(
@@ -86,8 +91,10 @@ class Monitor:
         head_timeout: float = 10.0,
         allowed_hosts: str | Iterable[str] = (),
         starting: bool = False,
+        review: ReviewStore | None = None,
     ) -> None:
         check_token(token)
+        self.review = None if review is None else ReviewSite(review)
         self.metrics = metrics
         self.health: dict[str, Callable[[], SourceHealth]] = {}
         self.previews: dict[str, PreviewSink] = {}
@@ -101,7 +108,12 @@ class Monitor:
         self.access = Access(host, token, allowed_hosts)
         try:
             self.server = BoundedServer(
-                (host, port), functools.partial(routes.answer, self), max_clients=max_clients, timeout=timeout, head_timeout=head_timeout
+                (host, port),
+                functools.partial(routes.answer, self),
+                max_clients=max_clients,
+                timeout=timeout,
+                head_timeout=head_timeout,
+                post_paths=None if review is None else LABELS_PATH,
             )
         except (OSError, OverflowError) as e:
             reason = getattr(e, "strerror", None) or str(e)
@@ -154,14 +166,17 @@ class Monitor:
         return (200 if ok else 503), {"status": "ok" if ok else "degraded", "state": "running", "sources": sources}
 
     def dashboard_state(self) -> dict[str, Any]:
-        """``/api/state``: each source's health and view (tracks, label mix, flagged faces)."""
+        """``/api/state``: each source's health and view (tracks, label mix, flagged faces), and with a
+        review store its counts (``review``: faces, reviewed, unreviewed, ...)."""
         code, health = self.healthz()
+        review = {"review": self.review.store.counts()} if self.review is not None else {}
         if self.starting:
-            return health
+            return {**health, **review}
         return {
             "status": health["status"],
             "state": health["state"],
             "sources": {sid: {"health": health["sources"][sid], **view.state()} for sid, view in self.views.items()},
+            **review,
         }
 
     def __enter__(self) -> Monitor:

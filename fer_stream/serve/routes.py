@@ -3,7 +3,9 @@
 Every GET goes through the same steps, once: the ``Host`` and token checks (421, 401); on a probe
 slot only ``/healthz`` and ``/metrics`` (503 "server busy"); the first route whose pattern matches
 the whole path (query and trailing ``/`` dropped), else 404; under ``/sources/`` a 503 "starting"
-until the sources are registered. Other methods than GET get the standard library's 501.
+until the sources are registered. Under ``/review`` the review page's endpoints
+(:mod:`fer_stream.serve.review`) when the run keeps a review store, else 404. Other methods than
+GET get the standard library's 501, but for POST to ``/review/api/labels`` when there is a store.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fer_stream.serve import review
 from fer_stream.serve.dashboard import PAGE
 from fer_stream.serve.preview import PreviewSink
-from fer_stream.serve.server import GONE, Handler, log
+from fer_stream.serve.server import GONE, Handler, Refusal, log
 
 if TYPE_CHECKING:
     from fer_stream.serve.monitor import Monitor
@@ -90,6 +93,12 @@ def not_found(mon: Monitor, req: Handler, match: re.Match[str]) -> None:
     req.send(404, TEXT, NOT_FOUND)
 
 
+def review_pages(mon: Monitor, req: Handler, match: re.Match[str]) -> None:
+    """``/review...``: the review page and its endpoints, where the run keeps a review store."""
+    if mon.review is None or not review.answer(mon.review, req, match.string):
+        req.send(404, TEXT, NOT_FOUND)
+
+
 ROUTES = (
     Route.at("/healthz", healthz, probe=True),
     Route.at("/metrics", metrics, probe=True),
@@ -97,6 +106,7 @@ ROUTES = (
     Route.at("/sources/.+", not_found, needs_sources=True),  # deeper paths: "starting" too, then 404
     Route.at("/", page),
     Route.at("/api/state", state),
+    Route.at("/review(?:/.*)?", review_pages),
 )
 
 
@@ -110,7 +120,7 @@ def find(path: str) -> tuple[Route, re.Match[str]] | None:
 
 
 def answer(mon: Monitor, req: Handler) -> None:
-    """Answer one GET (see the module's text)."""
+    """Answer one GET (or POST of an answer; see the module's text)."""
     refusal = mon.access.refusal(req.headers.get("Host") or "", req.headers.get("Authorization") or "", req.path)
     if refusal is not None:
         req.send(refusal[0], TEXT, refusal[1])
@@ -124,7 +134,10 @@ def answer(mon: Monitor, req: Handler) -> None:
         req.send(503, TEXT, STARTING)
     else:
         route, match = found
-        route.answer(mon, req, match)
+        try:
+            route.answer(mon, req, match)
+        except Refusal as r:
+            req.refuse(r)
 
 
 def mjpeg(mon: Monitor, req: Handler, preview: PreviewSink) -> None:

@@ -5,18 +5,25 @@ marked ``probe_only`` (the routes answer only ``/healthz`` and ``/metrics`` ther
 connection is closed at once. A request's head must arrive within ``head_timeout`` seconds of the
 connection (one deadline, not per read) and a socket silent for ``timeout`` seconds is dropped. A
 client that hangs up is logged at debug level only. What a request gets is up to ``answer``.
+
+GET goes to ``answer``; POST only to the paths ``post_paths`` matches (the review page's labels),
+every other POST and every other method gets the standard library's 501 before any check. A POST's
+body is read by :meth:`Handler.json_body`: JSON only, ``Content-Length`` required, bounded in size
+and due by the same kind of deadline as the head.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -26,6 +33,15 @@ GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutEr
 log = logging.getLogger("fer_stream.serve.monitor")
 
 Address = tuple[str, int]
+JSON_TYPE = "application/json"
+
+
+class Refusal(Exception):
+    """A request answered with ``code`` and a one-line ``reason`` (text/plain) instead of its route's answer."""
+
+    def __init__(self, code: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.headers = code, reason, headers or {}
 
 
 class _HeadReader(io.RawIOBase):
@@ -52,12 +68,14 @@ class _HeadReader(io.RawIOBase):
         self.head_done = True
         self.sock.settimeout(self.idle)
 
+    def due(self, deadline: float) -> None:
+        """Reads are due by ``deadline`` again (a request body), until :meth:`done`."""
+        self.deadline, self.head_done = deadline, False
+
 
 class Handler(BaseHTTPRequestHandler):
-    """One connection: the head read through its deadline, each GET handed to the server's ``answer``.
-
-    Only GET is defined: any other method gets the standard library's 501 before ``answer`` is asked.
-    """
+    """One connection: the head read through its deadline, each GET (and POST to ``post_paths``)
+    handed to the server's ``answer``; any other request gets the standard library's 501 first."""
 
     server: BoundedServer
     probe_only = False  # on a slot kept for /healthz and /metrics
@@ -86,15 +104,52 @@ class Handler(BaseHTTPRequestHandler):
         except GONE:
             log.debug("client %s went away", self.client_address[0])
 
-    def send(self, code: int, ctype: str, body: bytes) -> None:
-        """A whole answer: status, the usual headers (never cached, never sniffed) and ``body``."""
+    def do_POST(self) -> None:
+        posts = self.server.post_paths
+        if posts is None or posts.fullmatch(self.path.split("?")[0].rstrip("/")) is None:
+            self.send_error(501, f"Unsupported method ({self.command!r})")  # as if POST were not defined
+            return
+        self.do_GET()
+
+    def json_body(self, limit: int) -> Any:
+        """The request's JSON body, at most ``limit`` bytes, due by the head deadline's length; a
+        :class:`Refusal` for anything else: 415 not JSON, 411 no ``Content-Length``, 413 too big, 400 bad."""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != JSON_TYPE:
+            raise Refusal(415, f"send the body as {JSON_TYPE}")
+        length = self.headers.get("Content-Length")
+        if length is None or self.headers.get("Transfer-Encoding") is not None:
+            raise Refusal(411, "Content-Length required")
+        if not (length.isascii() and length.isdigit()):
+            raise Refusal(400, "bad Content-Length")
+        if int(length) > limit:
+            raise Refusal(413, f"body too large: at most {limit} bytes")
+        self._head.due(time.monotonic() + self.server.head_timeout)
+        try:
+            data = self.rfile.read(int(length))
+        finally:
+            self._head.done()
+        if len(data) < int(length):
+            raise Refusal(400, "body shorter than its Content-Length")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise Refusal(400, "body is not JSON") from None
+
+    def send(self, code: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """A whole answer: status, the usual headers (never cached, never sniffed), ``headers`` and ``body``."""
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.send(refusal.code, "text/plain", refusal.reason.encode() + b"\n", refusal.headers)
 
 
 class ProbeHandler(Handler):
@@ -108,10 +163,18 @@ class BoundedServer(ThreadingHTTPServer):
     request_queue_size = 64  # waiting connections the kernel holds; beyond them, refused
 
     def __init__(
-        self, address: Address, answer: Callable[[Handler], None], *, max_clients: int, timeout: float, head_timeout: float
+        self,
+        address: Address,
+        answer: Callable[[Handler], None],
+        *,
+        max_clients: int,
+        timeout: float,
+        head_timeout: float,
+        post_paths: re.Pattern[str] | None = None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.answer = answer
+        self.post_paths = post_paths
         self.client_timeout = timeout
         self.head_timeout = head_timeout
         self._slots = threading.BoundedSemaphore(max_clients)
