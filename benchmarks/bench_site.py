@@ -2,9 +2,9 @@
 
 A *site* is one camera's consistent way of seeing faces that no training augmentation covers.
 This one is a ceiling camera at night (:func:`site_look`): the face seen from above (a keystone:
-forehead wide, chin narrow, foreshortened) and rolled 20 degrees, lit by the camera's infrared
-illuminator (a bright centre falling off to the edges, washed-out low contrast, grey), soft focus,
-32 px of real resolution and sensor noise. ``fer-stream train``'s ``--augment video`` has rotations
+forehead wide, chin narrow, foreshortened) and rolled 30 degrees, lit by the camera's infrared
+illuminator (a bright centre falling off to the edges, washed-out low contrast, grey),
+slightly soft, with sensor noise. ``fer-stream train``'s ``--augment video`` has rotations
 up to 15 degrees, linear side light and no perspective or radial light.
 
 The faces are FER2013 crops the base model never saw: the shipped model's ``test.txt``
@@ -52,7 +52,7 @@ def site_look(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
     src = np.float32([[0, 0], [n, 0], [n, n], [0, n]])
     dst = np.float32([[0, 0], [n, 0], [0.8 * n, 0.86 * n], [0.2 * n, 0.86 * n]])
     warp = cv2.getPerspectiveTransform(src, dst)
-    roll = np.vstack([cv2.getRotationMatrix2D((n / 2, n / 2), 20.0, 1.08), [0, 0, 1]])
+    roll = np.vstack([cv2.getRotationMatrix2D((n / 2, n / 2), 30.0, 1.1), [0, 0, 1]])
     img = cv2.warpPerspective(img, (roll @ warp).astype(np.float32), (n, n), borderMode=cv2.BORDER_REPLICATE)
     grey = img.mean(axis=2, keepdims=True)
     # The infrared illuminator: a bright centre falling off to the edges, washed out, flat.
@@ -60,8 +60,8 @@ def site_look(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
     r2 = ((xx - n * 0.55) ** 2 + (yy - n * 0.4) ** 2) / (0.5 * n) ** 2
     gain = 0.75 + 0.5 * np.exp(-r2)[..., None]
     img = np.clip(0.5 + 0.55 * (grey * gain - 0.5), 0, 1) ** 0.75
-    img = cv2.GaussianBlur(img, (0, 0), 0.9)
-    img = cv2.resize(cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    img = cv2.GaussianBlur(img, (0, 0), 0.6)
+    img = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(seed)
     img = img + rng.normal(0, 0.02, img.shape).astype(np.float32)
     out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)

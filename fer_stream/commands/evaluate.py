@@ -23,7 +23,7 @@ import numpy as np
 from fer_stream.build import make_classifier
 from fer_stream.commands.options import model_flags
 from fer_stream.config import Config
-from fer_stream.errors import SourceError, counted, printable
+from fer_stream.errors import ConfigError, SourceError, counted, printable
 from fer_stream.io.images import find_images, read_image
 from fer_stream.io.report import _pyplot
 from fer_stream.io.sinks import writable_path, write_atomic, write_json
@@ -123,6 +123,11 @@ def _listed(root: Path, listing: Path) -> tuple[list[Path], list[str]]:
 def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict[str, Any]:
     """Classify every image under ``root`` (or those listed in ``only``) and compare with its folder's class."""
     files, folders = load_dataset(root, only)
+    return evaluate_files(clf, files, folders, str(root))
+
+
+def evaluate_files(clf: Any, files: list[Path], folders: list[str], data: str) -> dict[str, Any]:
+    """Classify ``files`` and compare with their classes ``folders`` (names mapped to the model's labels)."""
     mapping = map_classes(sorted(set(folders)), clf.labels)
     labels = list(clf.labels)
     index = {label: i for i, label in enumerate(labels)}
@@ -153,7 +158,7 @@ def evaluate(clf: Any, root: str | Path, only: str | Path | None = None) -> dict
     }
     present = [i for i in range(n) if support[i] > 0]
     return {
-        "data": str(root),
+        "data": data,
         "model": getattr(clf, "model_name", ""),
         "images": len(files),
         "accuracy": round(float(tp.sum() / len(files)), 4),
@@ -277,6 +282,9 @@ def format_report(r: dict[str, Any]) -> str:
             f"threshold for unflagged answers {cal['target_accuracy']:.0%} right on these images: "
             + (f"{target:.2f}" if target is not None else "none reaches it"),
         ]
+    rv = r.get("review")
+    if rv:
+        lines += ["", f"left out: {rv['not_a_face']} marked not a face (detector errors), {rv['skip']} skipped"]
     return "\n".join(printable(line) for line in lines)  # labels are folder names someone else chose
 
 
@@ -286,7 +294,13 @@ def parser() -> argparse.ArgumentParser:
         description="Accuracy, per-class precision/recall/F1 and the confusion matrix of the classifier on a "
         "folder-per-class data set of face crops (folder names map to the model's labels, synonyms allowed).",
     )
-    p.add_argument("data", metavar="DIR", help="one subfolder of images per class, e.g. DIR/happy/*.jpg")
+    p.add_argument("data", metavar="DIR", nargs="?", help="one subfolder of images per class, e.g. DIR/happy/*.jpg")
+    p.add_argument(
+        "--from-review",
+        nargs="+",
+        metavar="STORE",
+        help="score on the faces people labelled in these review stores (not-a-face and skipped left out) instead of DIR",
+    )
     p.add_argument("--out", metavar="FOLDER", help="also write FOLDER/eval.json and FOLDER/confusion.png")
     p.add_argument(
         "--only", metavar="LIST.txt", help="just the images listed (CLASS/FILE paths relative to DIR), e.g. a trained model's heldout.txt"
@@ -297,12 +311,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def handle(cfg: Config, args: argparse.Namespace) -> int:
-    return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only)
+    if (args.data is None) == (args.from_review is None):
+        raise ConfigError("fer-stream eval needs DIR (one subfolder of images per class) or --from-review STORE, one of them")
+    if args.from_review and args.only:
+        raise ConfigError("--only lists images of DIR; it does not apply to --from-review")
+    return run_eval(cfg, args.data, out=args.out, as_json=args.json, only=args.only, stores=args.from_review)
 
 
-def run_eval(cfg: Config, root: str, *, out: str | None, as_json: bool, only: str | None = None) -> int:
+def run_eval(
+    cfg: Config, root: str | None, *, out: str | None, as_json: bool, only: str | None = None, stores: list[str] | None = None
+) -> int:
     """The ``eval`` command."""
-    load_dataset(root, only)  # a bad folder or list fails before the model loads
+    if stores:
+        from fer_stream.io.review import reviewed
+
+        rev = reviewed(stores)  # a bad store fails before the model loads
+        if not len(rev):
+            raise SourceError(f"no labelled faces in {', '.join(stores)}; label some with fer-stream review {stores[0]}")
+    else:
+        assert root is not None
+        load_dataset(root, only)  # a bad folder or list fails before the model loads
     if out:
         try:
             Path(out).mkdir(parents=True, exist_ok=True)  # the report folder the user named
@@ -310,7 +338,12 @@ def run_eval(cfg: Config, root: str, *, out: str | None, as_json: bool, only: st
             raise SourceError(f"cannot create the report folder '{out}': {e.strerror}") from None
         writable_path(Path(out) / "eval.json")
     clf = make_classifier(cfg)
-    report = evaluate(clf, root, only)
+    if stores:
+        report = evaluate_files(clf, list(rev.files), list(rev.labels), " ".join(stores))
+        report["review"] = {"stores": list(rev.stores), "labelled": len(rev), **rev.marks}
+    else:
+        assert root is not None
+        report = evaluate(clf, root, only)
     if out:
         write_json(Path(out) / "eval.json", report)
         confusion_png(report, Path(out) / "confusion.png")

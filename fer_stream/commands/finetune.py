@@ -63,6 +63,20 @@ def held_out(fid: str, share: float) -> bool:
     return int(hashlib.sha256(fid.encode()).hexdigest()[:8], 16) % 1000 < share * 1000
 
 
+def split_reviewed(ids: tuple[str, ...], share: float) -> tuple[list[int], list[int]]:
+    """Indices of the held-out and the training faces; a few faces whose hashes fall all on one side
+    still give one face to each (the lowest hash held out, the highest trained on)."""
+    held = [i for i, fid in enumerate(ids) if held_out(fid, share)]
+    train = [i for i, fid in enumerate(ids) if not held_out(fid, share)]
+    if len(ids) >= 2 and (not held or not train):
+        rank = sorted(range(len(ids)), key=lambda i: hashlib.sha256(ids[i].encode()).hexdigest())
+        if not held:
+            held, train = [rank[0]], sorted(rank[1:])
+        else:
+            held, train = sorted(rank[:-1]), [rank[-1]]
+    return held, train
+
+
 def fine_tune(
     stores: list[str],
     base: str,
@@ -94,8 +108,7 @@ def fine_tune(
     if pre is None:
         raise ModelError(f"'{base}' uses an image processor that crops; fine-tuning supports resize-and-normalize processors")
 
-    held = [i for i, fid in enumerate(rev.ids) if held_out(fid, recipe.review_holdout)]
-    train_rev = [i for i, fid in enumerate(rev.ids) if not held_out(fid, recipe.review_holdout)]
+    held, train_rev = split_reviewed(rev.ids, recipe.review_holdout)
     if not train_rev or not held:
         raise SourceError(f"{counted(len(rev), 'labelled face')} leave nothing to train on or to hold out; label more faces")
     files = list(rev.files) + replay_files
@@ -120,7 +133,9 @@ def fine_tune(
         logits = logits_of(net, loader, idx, norm, dev)
         return round(float((logits.argmax(1) == targets[idx]).float().mean()), 4)
 
+    phases = {"prepare": time.monotonic() - started}
     before = {"review_heldout": accuracy(held), **{k: accuracy(v) for k, v in checks.items()}}
+    phases["score_before"] = time.monotonic() - started - sum(phases.values())
     tie_colour_channels(net)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     per_epoch = len(train_rev) + round(recipe.replay_ratio * len(train_rev))
@@ -148,7 +163,9 @@ def fine_tune(
             opt.zero_grad(set_to_none=True)
             total += float(loss.detach()) * len(t)
         history.append({"epoch": epoch + 1, "train_loss": round(total / len(picked), 5)})
+    phases["train"] = time.monotonic() - started - sum(phases.values())
     after = {"review_heldout": accuracy(held), **{k: accuracy(v) for k, v in checks.items()}}
+    phases["score_after"] = time.monotonic() - started - sum(phases.values())
 
     out = Path(out)
     save_model(net, processor, out)
@@ -160,6 +177,7 @@ def fine_tune(
         from fer_stream.model.export import export_onnx
 
         onnx = export_onnx(str(out), out / "model.onnx")["path"]
+    phases["save"] = time.monotonic() - started - sum(phases.values())
     summary = {
         "base": base,
         "out": str(out),
@@ -180,6 +198,7 @@ def fine_tune(
         "recipe": asdict(recipe),
         "device": str(dev),
         "seconds": round(time.monotonic() - started, 1),
+        "phases_s": {k: round(v, 1) for k, v in phases.items()},
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "review-heldout.txt").write_text("".join(rev.ids[i] + "\n" for i in held), encoding="utf-8")

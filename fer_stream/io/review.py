@@ -85,7 +85,7 @@ class ReviewStore:
                 raise ConfigError(f"cannot make review store '{root}': {e.strerror}") from None
             if not os.access(root, os.W_OK | os.X_OK):
                 raise ConfigError(f"review store '{root}' is not writable; give a folder you can write to")
-        elif not (root / FACES_LOG).exists():
+        elif not (root / FACES_LOG).exists() and not (root / PICTURES).is_dir():
             raise ConfigError(f"'{root}' is not a review store (no {FACES_LOG}); make one with fer-stream --review {root} ...")
         return cls(root)
 
