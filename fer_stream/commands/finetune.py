@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from fer_stream.commands.augment import augment
 from fer_stream.commands.evaluate import load_dataset, map_classes
-from fer_stream.commands.train import Loader, amp_dtype, calibrate, logits_of, save_model, tie_colour_channels
+from fer_stream.commands.training_parts import Loader, amp_dtype, calibrate, logits_of, save_model, tie_colour_channels
 from fer_stream.errors import ConfigError, ModelError, SourceError, counted
 from fer_stream.io.review import Reviewed, reviewed
 from fer_stream.model.devices import resolve_device
