@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from fer_stream.commands.augment import augment
 from fer_stream.commands.evaluate import load_dataset, map_classes
-from fer_stream.commands.training_parts import Loader, amp_dtype, calibrate, logits_of, save_model, tie_colour_channels
+from fer_stream.commands.training_parts import Cached, Loader, amp_dtype, calibrate, logits_of, save_model, tie_colour_channels
 from fer_stream.errors import ConfigError, ModelError, SourceError, counted
 from fer_stream.io.review import Reviewed, reviewed
 from fer_stream.model.devices import resolve_device
@@ -127,10 +127,15 @@ def fine_tune(
         net = net.to(memory_format=torch.channels_last)
     targets = torch.tensor(y)
 
+    # The held-out faces and BASE's splits are scored before, after and in calibration: decode them once.
+    scored = sorted(set(held).union(*checks.values()))
+    at = {i: k for k, i in enumerate(scored)}
+    scorer = Cached.decode(Loader([files[i] for i in scored], [y[i] for i in scored], raw, workers), len(scored))
+
     def accuracy(idx: list[int]) -> float | None:
         if not idx:
             return None
-        logits = logits_of(net, loader, idx, norm, dev)
+        logits = logits_of(net, scorer, [at[i] for i in idx], norm, dev)
         return round(float((logits.argmax(1) == targets[idx]).float().mean()), 4)
 
     phases = {"prepare": time.monotonic() - started}
@@ -169,7 +174,8 @@ def fine_tune(
 
     out = Path(out)
     save_model(net, processor, out)
-    calibration = calibrate(out, loader, checks["validation"], norm, dev, _target(base_dir)) if checks.get("validation") else None
+    validation = [at[i] for i in checks.get("validation", [])]
+    calibration = calibrate(out, scorer, validation, norm, dev, _target(base_dir)) if validation else None
     if calibration is None:
         _keep_calibration(base_dir, out)
     onnx = None

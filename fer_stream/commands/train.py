@@ -27,7 +27,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -35,13 +35,15 @@ from tqdm import tqdm
 from fer_stream.commands.augment import LEVELS, augment, mix
 from fer_stream.commands.evaluate import load_dataset
 from fer_stream.commands.options import model_flags
-from fer_stream.commands.training_parts import Loader, amp_dtype, calibrate, logits_of, save_model, tie_colour_channels
+from fer_stream.commands.training_parts import Cached, Loader, amp_dtype, calibrate, logits_of, save_model, tie_colour_channels
 from fer_stream.config import Config
 from fer_stream.errors import ConfigError, ModelError, SourceError, counted, first_line, printable
 from fer_stream.io.sinks import writable_path
 from fer_stream.model.devices import resolve_device
 from fer_stream.model.hub import _quiet_transformers, load_model, model_folder
 from fer_stream.model.preprocess import TensorPreprocessor
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -183,13 +185,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def from_flags(kind: type[R], args: argparse.Namespace) -> R:
+    """A recipe of ``kind`` with its defaults, overridden by the flags the user gave (those not None)."""
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    return kind(**{k: v for k, v in given.items() if v is not None})
+
+
 def handle(cfg: Config, args: argparse.Namespace) -> int:
     if args.from_review:
         return run_fine_tune(cfg, args)
     if args.data is None:
         raise ConfigError("fer-stream train needs DIR (one subfolder of face crops per class) or --from-review DIR")
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)}
-    recipe = Recipe(**{k: v for k, v in given.items() if v is not None})
+    recipe = from_flags(Recipe, args)
     return run_train(
         cfg,
         args.data,
@@ -295,7 +302,7 @@ def train(
     raw = TensorPreprocessor(*pre.size, pre.mode, 1.0, torch.zeros(3), torch.ones(3))
     disk = Loader(files, y, raw, workers)
     fits = len(files) * 3 * pre.size[0] * pre.size[1] <= cache_mb * 2**20
-    loader: Loader | _Cached = _Cached.decode(disk, len(files), progress) if fits else disk
+    loader: Loader | Cached = Cached.decode(disk, len(files), progress) if fits else disk
     train_idx, val_idx = split(y, recipe.val_fraction, recipe.seed)
     targets = torch.tensor(y)
     counts = torch.bincount(targets[train_idx], minlength=len(labels)).float()
@@ -475,30 +482,8 @@ def _load_state(path: Path) -> dict[str, Any]:
         ) from None
 
 
-class _Cached:
-    """Every image decoded once (by the workers of a :class:`Loader`) into one uint8 tensor at the
-    model's input size: batches then cost a copy instead of a decode (FER2013 at 64 px: 350 MB)."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        self.images, self.targets = images, targets
-
-    @classmethod
-    def decode(cls, loader: Loader, n: int, progress: bool) -> _Cached:
-        chunks = [list(range(i, min(n, i + 256))) for i in range(0, n, 256)]
-        images, targets = [], []
-        for x, t in tqdm(loader(chunks), total=len(chunks), desc="decode", unit="batch", leave=False, disable=not progress):
-            images.append(x.round().clamp(0, 255).to(torch.uint8))
-            targets.append(t)
-        return cls(torch.cat(images), torch.cat(targets))
-
-    def __call__(self, batches: list[list[int]]) -> Any:
-        for idx in batches:
-            i = torch.tensor(idx)
-            yield self.images[i].float(), self.targets[i]
-
-
 def evaluate_split(
-    net: torch.nn.Module, loader: Loader | _Cached, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device, amp: Any = None
+    net: torch.nn.Module, loader: Loader | Cached, idx: list[int], norm: Any, loss_fn: Any, dev: torch.device, amp: Any = None
 ) -> dict[str, float]:
     logits = logits_of(net, loader, idx, norm, dev, amp)
     t = torch.cat([t for _, t in loader([idx])])
@@ -631,8 +616,7 @@ def run_fine_tune(cfg: Config, args: argparse.Namespace) -> int:
         raise ConfigError("give either DIR or --from-review, not both (the base's training data is --replay DIR)")
     if args.resume or args.teacher or args.exclude:
         raise ConfigError("--resume, --teacher and --exclude do not apply to --from-review")
-    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SiteRecipe)}
-    recipe = SiteRecipe(**{k: v for k, v in given.items() if v is not None})
+    recipe = from_flags(SiteRecipe, args)
     if min(recipe.epochs, recipe.batch_size) < 1 or not 0 < recipe.review_holdout < 1 or recipe.replay_ratio < 0:
         raise ConfigError("--epochs and --batch-size must be at least 1, --review-holdout in (0, 1), --replay-ratio 0 or more")
     check_out(args.out, cfg.classifier.model)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from fer_stream.io.images import read_image
 from fer_stream.model.calibration import KEY as CALIBRATION_KEY
@@ -74,6 +75,28 @@ class Loader:
             num_workers=self.workers,
             prefetch_factor=4 if self.workers else None,
         )
+
+
+class Cached:
+    """Every image decoded once (by the workers of a :class:`Loader`) into one uint8 tensor at the
+    model's input size: batches then cost a copy instead of a decode (FER2013 at 64 px: 350 MB)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.images, self.targets = images, targets
+
+    @classmethod
+    def decode(cls, loader: Loader, n: int, progress: bool = False) -> Cached:
+        chunks = [list(range(i, min(n, i + 256))) for i in range(0, n, 256)]
+        images, targets = [], []
+        for x, t in tqdm(loader(chunks), total=len(chunks), desc="decode", unit="batch", leave=False, disable=not progress):
+            images.append(x.round().clamp(0, 255).to(torch.uint8))
+            targets.append(t)
+        return cls(torch.cat(images), torch.cat(targets))
+
+    def __call__(self, batches: list[list[int]]) -> Any:
+        for idx in batches:
+            i = torch.tensor(idx)
+            yield self.images[i].float(), self.targets[i]
 
 
 @torch.inference_mode()

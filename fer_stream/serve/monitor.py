@@ -42,7 +42,6 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fer_stream.errors import ConfigError
 from fer_stream.health import SourceHealth
 from fer_stream.io.review import ReviewStore
 from fer_stream.io.sinks import Sink
@@ -65,7 +64,7 @@ from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.preview import Both, PreviewSink
 from fer_stream.serve.review import LABELS_PATH, ReviewSite
 from fer_stream.serve.routes import BOUNDARY
-from fer_stream.serve.server import PROBE_SLOTS, BoundedServer, log
+from fer_stream.serve.server import PROBE_SLOTS, bind
 
 PROBES = ("/healthz", "/metrics")  # what the probe slots answer: the routes marked probe
 
@@ -106,32 +105,23 @@ class Monitor:
             self._ready.set()
         metrics.ready.set(0 if starting else 1)
         self.access = Access(host, token, allowed_hosts)
-        try:
-            self.server = BoundedServer(
-                (host, port),
-                functools.partial(routes.answer, self),
-                max_clients=max_clients,
-                timeout=timeout,
-                head_timeout=head_timeout,
-                post_paths=None if review is None else LABELS_PATH,
-            )
-        except (OSError, OverflowError) as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            raise ConfigError(f"cannot serve on {host}:{port}: {reason}; pick another address with --serve HOST:PORT") from None
-        if not is_loopback(host) and not token:
-            log.warning(
-                "serving on %s without a token: anyone who can reach this port sees the cameras; "
-                "set --serve-token (or serve.token, $FER_STREAM_SERVE_TOKEN)",
-                host,
-            )
-        self._thread: threading.Thread | None = None
+        self.server = bind(
+            host,
+            port,
+            functools.partial(routes.answer, self),
+            token=token,
+            exposes="sees the cameras",
+            token_hint="--serve-token (or serve.token, $FER_STREAM_SERVE_TOKEN)",
+            max_clients=max_clients,
+            timeout=timeout,
+            head_timeout=head_timeout,
+            post_paths=None if review is None else LABELS_PATH,
+        )
         self.closing = threading.Event()  # set on exit: MJPEG streams end
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+        return self.server.url
 
     @property
     def starting(self) -> bool:
@@ -180,17 +170,12 @@ class Monitor:
         }
 
     def __enter__(self) -> Monitor:
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="fer-serve", daemon=True)
-        self._thread.start()
+        self.server.start("fer-serve")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.closing.set()
-        if self._thread is not None:
-            self.server.shutdown()
-            self._thread.join()
-        self.server.server_close()
-        self.server.drop_clients()
+        self.server.stop()
 
 
 # Moved to serve/access.py, serve/preview.py and serve/server.py; still importable from here.

@@ -11,14 +11,12 @@ least 16 characters) required when given. It answers the review endpoints
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
-from fer_stream.errors import ConfigError
 from fer_stream.io.review import ReviewStore
 from fer_stream.serve import review
-from fer_stream.serve.access import Access, check_token, is_loopback
-from fer_stream.serve.server import BoundedServer, Handler, Refusal, log
+from fer_stream.serve.access import Access, check_token
+from fer_stream.serve.server import Handler, Refusal, bind
 
 NOT_FOUND = b"not found; the review page is at /review\n"
 BUSY = b"server busy: every connection is in use; try again shortly\n"
@@ -43,31 +41,22 @@ class ReviewServer:
         check_token(token)
         self.site = review.ReviewSite(store, by)
         self.access = Access(host, token, allowed_hosts)
-        try:
-            self.server = BoundedServer(
-                (host, port),
-                self.answer,
-                max_clients=max_clients,
-                timeout=timeout,
-                head_timeout=head_timeout,
-                post_paths=review.LABELS_PATH,
-            )
-        except (OSError, OverflowError) as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            raise ConfigError(f"cannot serve on {host}:{port}: {reason}; pick another address with --serve HOST:PORT") from None
-        if not is_loopback(host) and not token:
-            log.warning(
-                "serving the review page on %s without a token: anyone who can reach this port sees the faces and can label them; "
-                "set --token (or $FER_STREAM_SERVE_TOKEN)",
-                host,
-            )
-        self._thread: threading.Thread | None = None
+        self.server = bind(
+            host,
+            port,
+            self.answer,
+            token=token,
+            exposes="sees the faces and can label them",
+            token_hint="--token (or $FER_STREAM_SERVE_TOKEN)",
+            max_clients=max_clients,
+            timeout=timeout,
+            head_timeout=head_timeout,
+            post_paths=review.LABELS_PATH,
+        )
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+        return self.server.url
 
     def answer(self, req: Handler) -> None:
         """One request: Host and token (421, 401), a free slot (503), then the review endpoints or 404."""
@@ -88,13 +77,8 @@ class ReviewServer:
             req.refuse(r)
 
     def __enter__(self) -> ReviewServer:
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="fer-review", daemon=True)
-        self._thread.start()
+        self.server.start("fer-review")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            self.server.shutdown()
-            self._thread.join()
-        self.server.server_close()
-        self.server.drop_clients()
+        self.server.stop()

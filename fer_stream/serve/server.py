@@ -25,6 +25,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from fer_stream.errors import ConfigError
+from fer_stream.serve.access import is_loopback
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -230,3 +233,54 @@ class BoundedServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the bound socket (IPv6 in brackets)."""
+        host, port = self.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+
+    def start(self, name: str) -> None:
+        """Serve on a daemon thread called ``name`` until :meth:`stop`."""
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and end every open connection."""
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            self.shutdown()
+            thread.join()
+        self.server_close()
+        self.drop_clients()
+
+
+def bind(
+    host: str,
+    port: int,
+    answer: Callable[[Handler], None],
+    *,
+    token: str,
+    exposes: str,
+    token_hint: str,
+    max_clients: int,
+    timeout: float,
+    head_timeout: float,
+    post_paths: re.Pattern[str] | None = None,
+) -> BoundedServer:
+    """A :class:`BoundedServer` bound to ``host:port``, or one :class:`ConfigError` line naming the fix.
+
+    Listening beyond loopback with no token logs a warning that anyone who can reach the port
+    ``exposes`` (e.g. "sees the cameras") and how to set one (``token_hint``).
+    """
+    try:
+        server = BoundedServer(
+            (host, port), answer, max_clients=max_clients, timeout=timeout, head_timeout=head_timeout, post_paths=post_paths
+        )
+    except (OSError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"cannot serve on {host}:{port}: {reason}; pick another address with --serve HOST:PORT") from None
+    if not is_loopback(host) and not token:
+        log.warning("serving on %s without a token: anyone who can reach this port %s; set %s", host, exposes, token_hint)
+    return server
