@@ -269,6 +269,9 @@ class DisplayConfig:
 class OutputConfig:
     video: str = _setting("", 'annotated MP4 to write ("" = none)', _suffix(".mp4", ".m4v", ".mov", ".mkv"))
     events: str = _setting("", 'per-face event log, .jsonl or .csv ("" = none)', _suffix(".jsonl", ".csv"))
+    episodes: str = _setting(
+        "", 'expression episodes and alerts, one JSON line each: start, update, end, alert ("" = none)', _suffix(".jsonl")
+    )
     summary: str = _setting("", 'summary JSON written at the end ("" = none)', _suffix(".json"))
     report: str = _setting(
         "", 'self-contained HTML report: timelines per track, flagged moments, settings ("" = none)', _suffix(".html", ".htm")
@@ -325,6 +328,15 @@ class ReviewConfig:
     )
 
 
+@dataclass(frozen=True)
+class EpisodesConfig:
+    min_faces: int = _setting(3, "classifications of a track before its label can be agreed", _int_range(1, 1000))
+    agreement: float = _setting(0.6, "least share of a track's weighted vote (face size and sharpness) for a label", _float_range(0.0, 1.0))
+    min_s: float = _setting(1.5, "a new label must hold this many seconds of the stream to change an episode", _float_range(0.0, 3600.0))
+    gone_s: float = _setting(1.0, "a track not seen for this many seconds has ended (its episode's end)", _float_range(0.0, 3600.0))
+    window: int = _setting(15, "the vote: each track's last this many classifications", _int_range(1, 10_000))
+
+
 # The command-line flag of each setting that has one, "FLAG METAVAR"; the help text, the default
 # and the choices come from the setting above (fer_stream.cli builds the flags from both). A
 # true/false setting's plain flag sets it true, a "--no-..." flag false, "--x/--no-x" either; a
@@ -367,6 +379,7 @@ FLAGS: dict[str, str] = {
     "output.video": "--output OUT.mp4",
     "output.events": "--events OUT.jsonl",
     "output.summary": "--summary OUT.json",
+    "output.episodes": "--episodes OUT.jsonl",
     "output.report": "--report OUT.html",
     "output.timeline": "--timeline OUT.csv",
     "output.timeline_seconds": "--timeline-seconds S",
@@ -404,11 +417,13 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
+    episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     sources: tuple[tuple[str, str], ...] = ()  # [[sources]] tables: (id, input) for each camera
+    alerts: tuple[AlertRule, ...] = ()  # [[alerts]] tables
 
 
 def _sections() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "sources"}  # type: ignore[misc]
+    return {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name not in ("sources", "alerts")}  # type: ignore[misc]
 
 
 def settings() -> list[tuple[str, Any, str]]:
@@ -448,6 +463,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` ("table.key" -> value)."""
     values: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
     streams: list[tuple[str, str]] = []
+    alerts: tuple[AlertRule, ...] = ()
     if path is not None:
         p = Path(path)
         try:
@@ -459,6 +475,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file '{p}' is not valid TOML: {e}") from None
         streams = _streams(data.pop("sources", None), str(p))
+        alerts = _alerts(data.pop("alerts", None), str(p))
         _merge(values, data, str(p))
     for dotted, value in (overrides or {}).items():
         if dotted == "sources":  # several --source flags replace the file's [[sources]]
@@ -467,7 +484,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         table, _, key = dotted.partition(".")
         _merge(values, {table: {key: value}}, "command line", flag=flag_name(dotted))
     sections = _sections()
-    return Config(**{name: sections[name](**kv) for name, kv in values.items()}, sources=tuple(streams))
+    return Config(**{name: sections[name](**kv) for name, kv in values.items()}, sources=tuple(streams), alerts=alerts)
 
 
 def _streams(tables: Any, origin: str) -> list[tuple[str, str]]:
@@ -489,6 +506,57 @@ def _streams(tables: Any, origin: str) -> list[tuple[str, str]]:
         out.append((sid, spec))
     check_unique_ids([sid for sid, _ in out], f"{origin}: [[sources]]")
     return out
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One ``[[alerts]]`` table (see :mod:`fer_stream.stream.alerts`)."""
+
+    label: str
+    min_seconds: float = 0.0
+    min_confidence: float = 0.0
+    min_faces: int = 1
+    sources: tuple[str, ...] = ()
+    cooldown_s: float = 60.0
+    name: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.name or f"{self.label} for {self.min_seconds:g} s"
+
+
+ALERT_KEYS: dict[str, tuple[Any, str]] = {
+    "label": (str, 'a label of the model, or "*" for any'),
+    "name": (str, "a name for the alert"),
+    "min_seconds": ((int, float), "seconds the label has held"),
+    "min_confidence": ((int, float), "a confidence from 0 to 1"),
+    "min_faces": (int, "a count of classifications"),
+    "sources": (list, "a list of source ids"),
+    "cooldown_s": ((int, float), "seconds before the rule fires again on a source"),
+}
+
+
+def _alerts(tables: Any, origin: str) -> tuple[AlertRule, ...]:
+    """``[[alerts]]`` tables -> rules, every key checked."""
+    if tables is None:
+        return ()
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigError(f"{origin}: 'alerts' must be an array of tables: [[alerts]] with label = \"angry\", min_seconds = 5, ...")
+    rules = []
+    for n, t in enumerate(tables, 1):
+        for key, value in t.items():
+            kind, what = ALERT_KEYS.get(key, (None, ""))
+            if kind is None:
+                raise ConfigError(f"{origin}: [[alerts]] number {n} has unknown key '{key}'; it knows {', '.join(ALERT_KEYS)}")
+            bad = not isinstance(value, kind) or isinstance(value, bool)
+            bad = bad or (key == "sources" and not all(isinstance(v, str) for v in value))
+            bad = bad or (key == "min_confidence" and not 0 <= value <= 1) or (not bad and isinstance(value, (int, float)) and value < 0)
+            if bad:
+                raise ConfigError(f"{origin}: [[alerts]] number {n}: '{key}' must be {what}, not {value!r}")
+        if not t.get("label"):
+            raise ConfigError(f'{origin}: [[alerts]] number {n} needs label = "..." (a label of the model, or "*" for any)')
+        rules.append(AlertRule(**{**t, "sources": tuple(t.get("sources", ()))}))
+    return tuple(rules)
 
 
 def default_id(n: int) -> str:

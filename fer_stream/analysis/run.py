@@ -33,6 +33,8 @@ from fer_stream.io.sources import WebcamSource
 from fer_stream.model.contract import Classifier
 from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.monitor import Monitor, parse_address
+from fer_stream.stream.episode_sink import EpisodeLog, EpisodeSink, Outlet
+from fer_stream.stream.episodes import EpisodeSettings
 from fer_stream.stream.live import LiveClassifier
 
 if TYPE_CHECKING:
@@ -102,6 +104,7 @@ class _Run:
         self.shared: LiveClassifier | None = None  # several sources: one live classifier for all
         self.summaries: list[SourceSummary] = []
         self.review: ReviewStore | None = None
+        self.outlets: list[Outlet] = []  # where episodes and alerts go (one for every source)
 
     def check_outputs(self) -> None:
         out = self.cfg.output
@@ -112,7 +115,7 @@ class _Run:
             video, events = self.paths[sid]
             report, timeline = self.people[sid]
             named += [(f"--output{of}", video), (f"--events{of}", events), (f"--report{of}", report), (f"--timeline{of}", timeline)]
-        named.append(("--summary", out.summary))
+        named += [("--summary", out.summary), ("--episodes", out.episodes)]
         segmented = out.segment_seconds > 0
         _check_distinct([(w, p) for w, p in named if p and not (segmented and w.startswith("--output"))])
         for what, path in named:
@@ -170,6 +173,7 @@ class _Run:
 
     def open_sinks(self, stack: ExitStack, clf: Classifier, bar: FrameBar | None) -> None:
         """Each source's sinks and pipeline; the server reports the sources once every one is registered."""
+        self._open_outlets(stack)
         for st, detector in zip(self.streams, self.detectors):
             self._open_sinks(stack, st, clf)
             st.pipeline = make_pipeline(
@@ -188,6 +192,14 @@ class _Run:
         if self.monitor is not None:
             self.monitor.ready()
         self.layout.open_bar(self.cfg, self.streams, bar, stack)
+
+    def _open_outlets(self, stack: ExitStack) -> None:
+        """The episode log and publishers, closed after every source's sinks (the stack unwinds in reverse)."""
+        out = self.cfg.output
+        if out.episodes:
+            log_ = EpisodeLog(out.episodes, overwrite=out.overwrite)
+            self.outlets.append(log_)
+            stack.callback(log_.close)
 
     def _open_sinks(self, stack: ExitStack, st: Stream, clf: Classifier) -> None:
         cfg, out, src = self.cfg, self.cfg.output, st.source
@@ -232,6 +244,10 @@ class _Run:
                 model=cfg.classifier.model,
                 threshold=threshold_of(cfg),
             )
+        if self.outlets:
+            e = cfg.episodes
+            settings = EpisodeSettings(min_faces=e.min_faces, agreement=e.agreement, min_s=e.min_s, gone_s=e.gone_s, window=e.window)
+            st.episodes = _entered(stack, EpisodeSink(st.sid, self.outlets, settings, cfg.alerts))
         if self.layout.displays(cfg, src):
             st.window = _entered(stack, DisplaySink(cfg.display.title))
 
@@ -259,6 +275,9 @@ class _Run:
             stats = st.pipeline.stats
             if isinstance(st.video, VideoSink) and stats.source_ended and st.tally.frames_out == stats.frames_in:
                 st.video.end_of_input()
+        for st in streams:
+            if st.episodes is not None:
+                st.episodes.close()  # the open episodes end with their source: in the summary's counts
         self.summaries = [_source_summary(self.cfg, st, clf, signals.signum) for st in streams]
         return signals.signum
 
@@ -327,11 +346,13 @@ def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None
             "video": str(st.video.path) if isinstance(st.video, VideoSink) else "",
             "events": str(st.events.path) if st.events is not None else "",
             "summary": cfg.output.summary,
+            "episodes": cfg.output.episodes,
         },
         network=NetworkSummary(h.reconnects, h.outages, h.down_s) if h is not None and h.network else None,
         error=st.error,
         signum=signum,
         review=st.review.summary() if st.review is not None else None,
+        episodes=st.episodes.summary() if st.episodes is not None else None,
     )
 
 

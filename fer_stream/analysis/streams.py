@@ -17,6 +17,7 @@ from fer_stream.io.sources import Source
 if TYPE_CHECKING:  # both import heavy modules (torch, cv2) at their top; only their types are needed here
     from fer_stream.io.collect import ReviewCollector
     from fer_stream.io.report import TimelineSink
+    from fer_stream.stream.episode_sink import EpisodeSink
     from fer_stream.stream.pipeline import Pipeline
 
 log = logging.getLogger("fer_stream")
@@ -44,6 +45,7 @@ class Stream:
     timeline: TimelineSink | None = None
     window: DisplaySink | None = None
     review: ReviewCollector | None = None  # keeps flagged faces for people to check (--review)
+    episodes: EpisodeSink | None = None  # expression episodes and alerts (--episodes, publishers)
     preview: Sink | None = None  # the server's preview and dashboard card of this source
     pipeline: Pipeline | None = None
     error: BaseException | None = None
@@ -51,7 +53,8 @@ class Stream:
     @property
     def sinks(self) -> list[Sink]:
         """Every sink, in the order each result is written to them."""
-        return [s for s in (self.tally, self.video, self.events, self.timeline, self.review, self.window, self.preview) if s is not None]
+        every = (self.tally, self.video, self.events, self.timeline, self.review, self.episodes, self.window, self.preview)
+        return [s for s in every if s is not None]
 
     def health(self) -> SourceHealth:
         h = self.source.health() or SourceHealth(

@@ -67,6 +67,7 @@ class SourceSummary:
     segments: tuple[str, ...] | None = None  # the MP4 segments closed (segmented output only)
     late_error: str | None = None  # a report or timeline that could not be written
     review: Mapping[str, Any] | None = None  # the review store's dir and the faces kept, dropped, rate-limited
+    episodes: Mapping[str, Any] | None = None  # episode records by type (start, update, end, alert) and what publishers dropped
 
     def with_output(self, kind: str, path: str) -> SourceSummary:
         return dataclasses.replace(self, outputs={**self.outputs, kind: path})
@@ -110,6 +111,8 @@ class SourceSummary:
             out["segments"] = list(self.segments)
         if self.review is not None:
             out["review"] = dict(self.review)
+        if self.episodes is not None:
+            out["episodes"] = dict(self.episodes)
         if self.late_error is not None and self.error is None:  # the first error is the one said
             out["error"] = self.late_error
         return out
@@ -179,6 +182,7 @@ def summarize_source(
     error: BaseException | None,
     signum: int | None,
     review: Mapping[str, Any] | None = None,
+    episodes: Mapping[str, Any] | None = None,
 ) -> SourceSummary:
     """A source's summary from its pipeline's stats and its sinks' counts."""
     elapsed = max(stats.elapsed_s, 1e-9)
@@ -213,6 +217,7 @@ def summarize_source(
         network=network,
         error=None if error is None else str(error),
         review=review,
+        episodes=episodes,
     )
 
 

@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
             "output.video",
             "output.events",
             "output.summary",
+            "output.episodes",
             "output.report",
             "output.timeline",
             "output.timeline_seconds",

@@ -20,7 +20,15 @@ from __future__ import annotations
 import argparse
 
 import torch
-from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
+from transformers import (
+    PvtV2Config,
+    PvtV2ForImageClassification,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
+)
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -29,6 +37,8 @@ def build(out: str, size: int = 80, seed: int = 0, width: int = 32, arch: str = 
     torch.manual_seed(seed)
     if arch == "vit":
         return build_vit(out, size, width)
+    if arch == "pvt":
+        return build_pvt(out, size, width)
     cfg = ResNetConfig(num_channels=3, embedding_size=width, hidden_sizes=[width, 2 * width, 4 * width, 8 * width], depths=[2, 2, 2, 2],
                        layer_type="basic", num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                        label2id={l: i for i, l in enumerate(LABELS)})
@@ -43,6 +53,17 @@ def build_vit(out: str, size: int, width: int) -> None:
                     id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
     net = ViTForImageClassification(cfg)
     save(net, net.vit.embeddings.patch_embeddings.projection, out, size)
+
+
+def build_pvt(out: str, size: int, width: int) -> None:
+    """A hybrid vision transformer (PVTv2, b0's layout): overlapping convolutional patch embeddings and
+    a depth-wise convolution in each feed-forward block give attention the locality a plain ViT must
+    learn from data; channels ``width``, 2x, 5x, 8x over four stages (b0: ``width`` 32, 3.4 M parameters)."""
+    cfg = PvtV2Config(num_channels=3, hidden_sizes=[width, 2 * width, 5 * width, 8 * width], depths=[2, 2, 2, 2],
+                      num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
+                      num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    net = PvtV2ForImageClassification(cfg)
+    save(net, net.pvt_v2.encoder.layers[0].patch_embedding.proj, out, size)
 
 
 def save(net: torch.nn.Module, conv: torch.nn.Conv2d, out: str, size: int) -> None:
@@ -60,7 +81,8 @@ if __name__ == "__main__":
     ap.add_argument("--size", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=32,
-                    help="ResNet: channels of the first stage (doubled at each of the next three); ViT: channels per token")
-    ap.add_argument("--arch", choices=("resnet", "vit"), default="resnet")
+                    help="ResNet: channels of the first stage (doubled at each of the next three); ViT: channels per token; "
+                         "PVT: channels of the first stage")
+    ap.add_argument("--arch", choices=("resnet", "vit", "pvt"), default="resnet")
     a = ap.parse_args()
     build(a.out, a.size, a.seed, a.width, a.arch)

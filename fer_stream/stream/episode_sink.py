@@ -1,0 +1,106 @@
+"""The sink that turns one source's faces into episodes and alerts and hands them to outlets.
+
+Outlets are where the records go: the ``--episodes`` file (:class:`EpisodeLog`), an MQTT broker,
+a webhook (:mod:`fer_stream.serve.publish`). One outlet may serve every source of a run; each
+``send`` must return at once (publishers queue, never stall the pipeline).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Protocol
+
+from fer_stream.config import AlertRule
+from fer_stream.errors import SinkError
+from fer_stream.frames import FrameResult
+from fer_stream.io.jsonlines import JsonLines
+from fer_stream.io.sinks import Sink, writable_path
+from fer_stream.stream.alerts import Alerts
+from fer_stream.stream.episodes import EpisodeBook, EpisodeSettings, classifications
+
+
+class Outlet(Protocol):
+    """Takes episode and alert records; ``close`` once at the end of the run."""
+
+    def send(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def record_key(record: dict[str, Any]) -> str:
+    """A key no two records share: ``ID:SEQ`` for episode records, the alert's id for alerts."""
+    return str(record["alert"]) if record["type"] == "alert" else f"{record['id']}:{record['seq']}"
+
+
+class EpisodeLog:
+    """``--episodes OUT.jsonl``: one JSON line per record, on disk (synced) as it happens."""
+
+    def __init__(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
+        p = writable_path(path)
+        try:
+            p.open("w" if overwrite else "x", encoding="utf-8").close()  # an existing file only when the user said --overwrite
+        except OSError as e:
+            raise SinkError(f"cannot write episode log '{p}': {e.strerror}") from None
+        self.path = p
+        self._log = JsonLines(p)
+        self.records = 0
+
+    def send(self, record: dict[str, Any]) -> None:
+        try:
+            self._log.append(record)
+        except OSError as e:
+            raise SinkError(f"writing episode log '{self.path}' failed: {e.strerror or e}") from None
+        self.records += 1
+
+    def close(self) -> None:
+        return None
+
+
+class EpisodeSink(Sink):
+    """Episodes and alerts of one source (see :mod:`fer_stream.stream.episodes` and ``alerts``)."""
+
+    def __init__(
+        self, source: str, outlets: list[Outlet], settings: EpisodeSettings | None = None, rules: tuple[AlertRule, ...] = ()
+    ) -> None:
+        self.book = EpisodeBook(source, settings or EpisodeSettings())
+        self.alerts = Alerts(rules, source)
+        self.outlets = outlets
+        self._lock = threading.Lock()
+        self.counts = {"start": 0, "update": 0, "end": 0, "alert": 0}
+        self.open: dict[int, dict[str, Any]] = {}  # track -> its latest record, while its episode is open
+
+    def write(self, result: FrameResult) -> None:
+        t = result.frame.time
+        records: list[dict[str, Any]] = []
+        for track, label, confidence, flagged, w in classifications(result):
+            records += self.book.add(t, track, label, confidence, flagged, w)
+            records += self.alerts.check(self.book, track, t)
+        records += self.book.tick(t)
+        self._send(records)
+
+    def close(self) -> None:
+        """End every open episode (once: later calls send nothing)."""
+        self._send(self.book.close())
+
+    def summary(self) -> dict[str, Any]:
+        """The summary's ``episodes``: records sent, by type."""
+        with self._lock:
+            return dict(self.counts)
+
+    def state(self) -> dict[str, Any]:
+        """What is going on now: the open episodes (track, label, since) and the counts so far."""
+        with self._lock:
+            episodes = [{k: r[k] for k in ("id", "track", "label", "since", "consensus")} for r in self.open.values()]
+            return {"episodes": episodes, "counts": dict(self.counts)}
+
+    def _send(self, records: list[dict[str, Any]]) -> None:
+        for r in records:
+            with self._lock:
+                self.counts[r["type"]] += 1
+                if r["type"] == "end":
+                    self.open.pop(r["track"], None)
+                elif r["type"] != "alert":
+                    self.open[r["track"]] = r
+            for outlet in self.outlets:
+                outlet.send(r)
