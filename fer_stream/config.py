@@ -337,6 +337,29 @@ class EpisodesConfig:
     window: int = _setting(15, "the vote: each track's last this many classifications", _int_range(1, 10_000))
 
 
+def _mqtt_url(v: Any) -> str | None:
+    ok = isinstance(v, str) and (not v or re.match(r"mqtts?://[^/\s]+", v) is not None)
+    return None if ok else "an mqtt://[user:pass@]host[:port][/prefix] URL (mqtts:// for TLS)"
+
+
+def _http_url(v: Any) -> str | None:
+    ok = isinstance(v, str) and (not v or re.match(r"https?://[^/\s]+", v) is not None)
+    return None if ok else "an http:// or https:// URL"
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    mqtt: str = _setting("", 'publish episodes, alerts and state to this MQTT broker ("" = off; $FER_STREAM_MQTT_URL)', _mqtt_url)
+    mqtt_discovery: bool = _setting(False, "announce each camera's expression and face count to Home Assistant (MQTT discovery)", _bool)
+    webhook: str = _setting("", 'POST episodes and alerts as JSON to this URL ("" = off)', _http_url)
+    webhook_secret: str = _setting(
+        "", 'sign each POST: X-Fer-Stream-Signature: sha256=HMAC of the body ("" = $FER_STREAM_WEBHOOK_SECRET or unsigned)', _str
+    )
+    queue: int = _setting(
+        1000, "records each publisher holds while its receiver is away; beyond, new ones are dropped", _int_range(1, 1_000_000)
+    )
+
+
 # The command-line flag of each setting that has one, "FLAG METAVAR"; the help text, the default
 # and the choices come from the setting above (fer_stream.cli builds the flags from both). A
 # true/false setting's plain flag sets it true, a "--no-..." flag false, "--x/--no-x" either; a
@@ -394,6 +417,10 @@ FLAGS: dict[str, str] = {
     "serve.address": "--serve [HOST:]PORT",
     "serve.token": "--serve-token TOKEN",
     "review.dir": "--review DIR",
+    "publish.mqtt": "--mqtt URL",
+    "publish.mqtt_discovery": "--mqtt-discovery",
+    "publish.webhook": "--webhook URL",
+    "publish.webhook_secret": "--webhook-secret SECRET",
 }
 
 
@@ -418,6 +445,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sources: tuple[tuple[str, str], ...] = ()  # [[sources]] tables: (id, input) for each camera
     alerts: tuple[AlertRule, ...] = ()  # [[alerts]] tables
 

@@ -20,10 +20,11 @@ class Kept:
     """An outlet that keeps what it is sent."""
 
     def __init__(self) -> None:
-        self.records: list[dict] = []
+        self.records: list[dict] = []  # episodes and alerts
+        self.states: list[dict] = []
 
     def send(self, record: dict) -> None:
-        self.records.append(record)
+        (self.states if record["type"] == "state" else self.records).append(record)
 
     def close(self) -> None:
         pass
@@ -77,6 +78,8 @@ def test_a_stream_that_ends_ends_its_open_episodes():
     assert sink.state()["episodes"][0]["label"] == "happy"
     sink.close()
     assert [r["type"] for r in out.records] == ["start", "end"] and sink.state()["episodes"] == []
+    # What the camera sees: one face, then its label once the episode started (not once per frame).
+    assert [(s["label"], s["faces"]) for s in out.states] == [("none", 1), ("happy", 1)]
 
 
 def test_alert_rules_need_time_faces_and_confidence_and_keep_their_cooldown():

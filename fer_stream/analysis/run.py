@@ -33,7 +33,7 @@ from fer_stream.io.sources import WebcamSource
 from fer_stream.model.contract import Classifier
 from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.monitor import Monitor, parse_address
-from fer_stream.stream.episode_sink import EpisodeLog, EpisodeSink, Outlet
+from fer_stream.stream.episode_sink import EpisodeLog, EpisodeSink, Outlet, Publisher
 from fer_stream.stream.episodes import EpisodeSettings
 from fer_stream.stream.live import LiveClassifier
 
@@ -105,6 +105,7 @@ class _Run:
         self.summaries: list[SourceSummary] = []
         self.review: ReviewStore | None = None
         self.outlets: list[Outlet] = []  # where episodes and alerts go (one for every source)
+        self.publishers: dict[str, Publisher] = {}  # the outlets that send over the network, by name
 
     def check_outputs(self) -> None:
         out = self.cfg.output
@@ -195,11 +196,25 @@ class _Run:
 
     def _open_outlets(self, stack: ExitStack) -> None:
         """The episode log and publishers, closed after every source's sinks (the stack unwinds in reverse)."""
-        out = self.cfg.output
+        out, pub = self.cfg.output, self.cfg.publish
         if out.episodes:
-            log_ = EpisodeLog(out.episodes, overwrite=out.overwrite)
-            self.outlets.append(log_)
-            stack.callback(log_.close)
+            self.outlets.append(EpisodeLog(out.episodes, overwrite=out.overwrite))
+        mqtt_url = pub.mqtt or os.environ.get("FER_STREAM_MQTT_URL", "")
+        if mqtt_url:
+            from fer_stream.serve.mqtt import MqttPublisher  # paho: only for runs that publish
+
+            self.publishers["mqtt"] = MqttPublisher(mqtt_url, discovery=pub.mqtt_discovery, queue=pub.queue)
+        if pub.webhook:
+            from fer_stream.serve.webhook import WebhookPublisher
+
+            secret = pub.webhook_secret or os.environ.get("FER_STREAM_WEBHOOK_SECRET", "")
+            self.publishers["webhook"] = WebhookPublisher(pub.webhook, secret=secret, queue=pub.queue)
+        for name, publisher in self.publishers.items():
+            self.outlets.append(publisher)
+            if self.metrics is not None:
+                self.metrics.watch_publisher(name, publisher.counts)
+        for outlet in self.outlets:
+            stack.callback(outlet.close)
 
     def _open_sinks(self, stack: ExitStack, st: Stream, clf: Classifier) -> None:
         cfg, out, src = self.cfg, self.cfg.output, st.source
@@ -278,7 +293,9 @@ class _Run:
         for st in streams:
             if st.episodes is not None:
                 st.episodes.close()  # the open episodes end with their source: in the summary's counts
-        self.summaries = [_source_summary(self.cfg, st, clf, signals.signum) for st in streams]
+        for outlet in self.outlets:
+            outlet.close()  # publishers deliver what waits (bounded): their counts are final for the summary
+        self.summaries = [_source_summary(self.cfg, st, clf, signals.signum, self.publishers) for st in streams]
         return signals.signum
 
     def summarize(self, signum: int | None) -> Outcome:
@@ -329,7 +346,7 @@ class _Run:
         return summary, errors
 
 
-def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None) -> SourceSummary:
+def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None, publishers: dict[str, Publisher]) -> SourceSummary:
     assert st.pipeline is not None
     h = st.source.health()
     return summarize_source(
@@ -352,7 +369,7 @@ def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None
         error=st.error,
         signum=signum,
         review=st.review.summary() if st.review is not None else None,
-        episodes=st.episodes.summary() if st.episodes is not None else None,
+        episodes=None if st.episodes is None else {**st.episodes.summary(), **{k: p.counts() for k, p in publishers.items()}},
     )
 
 

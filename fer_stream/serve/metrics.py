@@ -48,6 +48,26 @@ class _SourceState(Collector):
         yield from (dropped, reconnects, failures, up, depth)
 
 
+class _Publishers(Collector):
+    """Reads each publisher's counts (sent, dropped, retries, queued) and its queue at scrape time."""
+
+    def __init__(self) -> None:
+        self.publishers: dict[str, Callable[[], dict[str, int]]] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        sent = CounterMetricFamily("fer_stream_published", "Episode and alert records delivered", labels=["publisher"])
+        dropped = CounterMetricFamily("fer_stream_publish_dropped", "Records dropped: the queue was full", labels=["publisher"])
+        retries = CounterMetricFamily("fer_stream_publish_retries", "Deliveries tried again: receiver away", labels=["publisher"])
+        waiting = GaugeMetricFamily("fer_stream_publish_queue", "Records waiting for delivery", labels=["publisher"])
+        for name, read in list(self.publishers.items()):
+            c = read()
+            sent.add_metric([name], c.get("sent", 0))
+            dropped.add_metric([name], c.get("dropped", 0))
+            retries.add_metric([name], c.get("retries", 0))
+            waiting.add_metric([name], c.get("waiting", 0))
+        yield from (sent, dropped, retries, waiting)
+
+
 class Metrics:
     """Every fer-stream metric in one registry; :meth:`exposition` is the ``/metrics`` body."""
 
@@ -71,6 +91,12 @@ class Metrics:
         self.ready.set(1)
         self._state = _SourceState()
         r.register(self._state)
+        self._publishers = _Publishers()
+        r.register(self._publishers)
+
+    def watch_publisher(self, name: str, counts: Callable[[], dict[str, int]]) -> None:
+        """Report publisher ``name``'s ``counts()`` at each scrape."""
+        self._publishers.publishers[name] = counts
 
     def watch(self, source_id: str, read: Callable[[], SourceState]) -> None:
         """Report ``read()`` for ``source_id`` at each scrape."""

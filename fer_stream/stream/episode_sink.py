@@ -28,6 +28,12 @@ class Outlet(Protocol):
     def close(self) -> None: ...
 
 
+class Publisher(Outlet, Protocol):
+    """An outlet that sends over the network and counts what it sent, retried and dropped."""
+
+    def counts(self) -> dict[str, int]: ...
+
+
 def record_key(record: dict[str, Any]) -> str:
     """A key no two records share: ``ID:SEQ`` for episode records, the alert's id for alerts."""
     return str(record["alert"]) if record["type"] == "alert" else f"{record['id']}:{record['seq']}"
@@ -47,6 +53,8 @@ class EpisodeLog:
         self.records = 0
 
     def send(self, record: dict[str, Any]) -> None:
+        if record["type"] == "state":
+            return  # what a camera sees now: for publishers, not the log
         try:
             self._log.append(record)
         except OSError as e:
@@ -69,6 +77,8 @@ class EpisodeSink(Sink):
         self._lock = threading.Lock()
         self.counts = {"start": 0, "update": 0, "end": 0, "alert": 0}
         self.open: dict[int, dict[str, Any]] = {}  # track -> its latest record, while its episode is open
+        self._state: dict[str, Any] = {}  # the last state sent
+        self._state_t = float("-inf")
 
     def write(self, result: FrameResult) -> None:
         t = result.frame.time
@@ -78,6 +88,19 @@ class EpisodeSink(Sink):
             records += self.alerts.check(self.book, track, t)
         records += self.book.tick(t)
         self._send(records)
+        self._send_state(len(result.faces), t)
+
+    def _send_state(self, faces: int, t: float) -> None:
+        """A ``state`` record when what the camera sees changed (at most one a second, unless the label changed)."""
+        with self._lock:
+            labels = [r["label"] for r in self.open.values()]
+        label = max(set(labels), key=labels.count) if labels else "none"
+        state = {"label": label, "faces": faces, "episodes": len(labels)}
+        if state == self._state or (state["label"] == self._state.get("label") and t - self._state_t < 1.0):
+            return
+        self._state, self._state_t = state, t
+        for outlet in self.outlets:
+            outlet.send({"type": "state", "source": self.book.source, "time": round(t, 3), **state})
 
     def close(self) -> None:
         """End every open episode (once: later calls send nothing)."""
