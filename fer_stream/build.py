@@ -102,6 +102,7 @@ def make_pipeline(
     override the settings.
     """
     # Imported here: the pipeline's modules import torch and OpenCV.
+    from fer_stream.io.privacy import Privacy
     from fer_stream.stream.modes import pick_mode
     from fer_stream.stream.overlay import Overlay
     from fer_stream.stream.pipeline import Pipeline, QueueSizes
@@ -127,6 +128,7 @@ def make_pipeline(
         max_frames=max_frames if max_frames is not None else cfg.source.max_frames or None,
         source_id=source_id,
         warmup=c.warmup if warmup is None else warmup,
+        privacy=Privacy(cfg.output.privacy, cfg.output.face_images),
     )
 
 

@@ -292,6 +292,17 @@ class OutputConfig:
     )
     landmarks: bool = _setting(False, "put each face's 468 landmarks in the event log (large)", _bool)
     draw_rejected: bool = _setting(False, "draw the boxes the face landmark model rejected (dashed red)", _bool)
+    privacy: str = _setting(
+        "off",
+        "hide faces in every picture made (MP4, preview, dashboard, report, review): off | blur | pixelate",
+        _choice("off", "blur", "pixelate"),
+    )
+    face_images: bool = _setting(
+        True,
+        "keep face pictures; false: faces painted grey everywhere and no face crop kept",
+        _bool,
+        off="keep no face picture anywhere: faces painted grey in every picture, no thumbnails, no review store",
+    )
 
 
 def _address(v: Any) -> str | None:
@@ -414,6 +425,8 @@ FLAGS: dict[str, str] = {
     "output.segment_seconds": "--segment-seconds S",
     "output.landmarks": "--landmarks",
     "output.draw_rejected": "--draw-rejected",
+    "output.privacy": "--privacy",
+    "output.face_images": "--no-face-images",
     "serve.address": "--serve [HOST:]PORT",
     "serve.token": "--serve-token TOKEN",
     "review.dir": "--review DIR",

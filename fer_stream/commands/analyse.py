@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
             "output.events",
             "output.summary",
             "output.episodes",
+            "output.privacy",
+            "output.face_images",
             "publish.mqtt",
             "publish.mqtt_discovery",
             "publish.webhook",

@@ -119,7 +119,7 @@ class TimelineSink(Sink):
             if p.flagged:
                 self.flagged_per[b] += 1
                 key = (b, track)
-                if key not in self._flag_seen and len(self.flagged) < self.max_flagged and face.crop is not None:
+                if key not in self._flag_seen and len(self.flagged) < self.max_flagged:
                     self._flag_seen.add(key)
                     self.flagged.append(
                         {
@@ -127,7 +127,7 @@ class TimelineSink(Sink):
                             "track": track,
                             "label": p.label,
                             "confidence": round(p.confidence, 3),
-                            "thumb": _thumb(face.crop, 96),
+                            "thumb": _thumb(face.crop, 96) if face.crop is not None else "",
                         }
                     )
         while len(self.cells) > MAX_CELLS or len(self.faces) > MAX_BINS:
@@ -333,8 +333,9 @@ def write_report(
         top = sorted(zip(timeline.labels, share), key=lambda kv: -kv[1])[:3]
         shares = ", ".join(f"{esc(label)} {v:.0%}" for label, v in top)
         thumb = timeline.thumbs.get(t, "")
+        img = f'<img alt="track {t}" src="{thumb}">' if thumb else ""  # none with --no-face-images
         track_html.append(
-            f'<section class="track"><div class="who"><img alt="track {t}" src="{thumb}"><b>#{t}</b><br>'
+            f'<section class="track"><div class="who">{img}<b>#{t}</b><br>'
             f"<small>{timeline.track_frames[t]} face{'s' if timeline.track_frames[t] != 1 else ''}<br>{shares}</small></div>"
             f'<div class="plot">{_track_plot(timeline, t)}</div></section>'
         )
@@ -348,7 +349,7 @@ def write_report(
     )  # what was merged or pooled to keep a long run's memory bounded
     flagged_rows = "".join(
         f"<tr><td>{f['time']:.2f} s</td><td>#{f['track']}</td><td>{esc(f['label'])}</td><td>{f['confidence']:.0%}</td>"
-        f'<td><img alt="face" src="{f["thumb"]}"></td></tr>'
+        + (f'<td><img alt="face" src="{f["thumb"]}"></td></tr>' if f["thumb"] else "<td>(no face pictures)</td></tr>")
         for f in timeline.flagged
     )
     settings_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in (settings or {}).items())

@@ -31,6 +31,7 @@ With the mode spelled out (here: exact, every 5th frame of each track classified
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -40,6 +41,7 @@ from typing import TypeVar
 
 from fer_stream.errors import FerStreamError, PipelineError
 from fer_stream.frames import Box, FrameResult
+from fer_stream.io.privacy import OFF, Privacy
 from fer_stream.io.sources import Source, open_source
 from fer_stream.model.contract import Classifier
 from fer_stream.model.detector import Detector
@@ -124,6 +126,7 @@ class Pipeline:
         max_frames: int | None = None,
         source_id: str = "cam",
         warmup: bool = True,
+        privacy: Privacy = OFF,
     ) -> None:
         self._owns_source = not isinstance(source, Source)
         self.source = open_source(source) if not isinstance(source, Source) else source
@@ -131,6 +134,7 @@ class Pipeline:
         self.mode = mode
         self.max_frames = max_frames or None
         self.overlay = overlay
+        self.privacy = privacy
         self.warmup = warmup
         self.tracker = tracker or IoUTracker()
         self.source_id = source_id
@@ -387,10 +391,12 @@ class Pipeline:
 
     def _annotate(self) -> None:
         while (result := self._next(self._classified)) is not END:
+            rejected = self._rejected_boxes.pop(result.frame.index, ()) if self.overlay is not None else ()
+            # Faces hidden before anything draws or writes a picture (the classifier has seen them).
+            result = self.privacy.apply(dataclasses.replace(result, rejected=rejected) if rejected else result)
             if self.overlay is not None:
-                rejected = self._rejected_boxes.pop(result.frame.index, ())
-                picture = self.overlay.draw(result.frame.image, result.faces, rejected)
-                result = FrameResult(result.frame, result.faces, picture, rejected)
+                picture = self.overlay.draw(result.frame.image, result.faces, result.rejected)
+                result = FrameResult(result.frame, result.faces, picture, result.rejected)
             if not self._put(self._out, result):
                 return
         self._put(self._out, END)

@@ -1,0 +1,93 @@
+"""Privacy: faces hidden in every picture (checked on pixels), boxes and labels kept, no face picture kept on request."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import FACES, MEDIA, run_cli
+
+from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
+from fer_stream.io.privacy import FILL, Privacy
+
+
+def sharpness(image: np.ndarray) -> float:
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def _face_image() -> np.ndarray:
+    return cv2.imread(str(FACES / "one_face.jpg"))[..., ::-1].copy()
+
+
+@pytest.mark.parametrize("mode", ["blur", "pixelate"])
+def test_a_hidden_face_keeps_no_detail_and_the_rest_of_the_frame_is_untouched(mode):
+    image = _face_image()
+    h, w = image.shape[:2]
+    box = Box(w // 4, h // 4, w // 2, h // 2)
+    out = Privacy(mode).hide(image, [box])
+    inner = (slice(box.y, box.y + box.h), slice(box.x, box.x + box.w))
+    assert sharpness(out[inner]) < 0.1 * sharpness(image[inner])
+    grown = box.expand(0.15).clip(w, h)
+    outside = np.ones((h, w), bool)
+    outside[grown.y : grown.y + grown.h, grown.x : grown.x + grown.w] = False
+    assert np.array_equal(out[outside], image[outside])
+    assert np.array_equal(image, _face_image())  # the input is never changed
+
+
+def test_a_result_is_hidden_whole_and_keeps_its_boxes_and_labels():
+    image = _face_image()
+    h, w = image.shape[:2]
+    crop = image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].copy()
+    face = Face(Box(w // 4, h // 4, w // 2, h // 2), 0.9, crop, track=3).with_prediction(Prediction((("happy", 0.9),), False))
+    result = FrameResult(Frame(0, 0.0, image), (face,))
+    hidden = Privacy("blur").apply(result)
+    f = hidden.faces[0]
+    assert f.box == face.box and f.prediction == face.prediction and f.track == 3
+    assert sharpness(f.crop) < 0.1 * sharpness(crop) and sharpness(hidden.frame.image) < sharpness(image)
+    none = Privacy("off", face_images=False).apply(result)
+    assert none.faces[0].crop is None
+    b = face.box
+    assert (none.frame.image[b.y : b.y + b.h, b.x : b.x + b.w] == FILL).all()
+    assert Privacy().apply(result) is result  # off: nothing copied
+
+
+def _frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_the_annotated_mp4_is_blurred_where_the_faces_are(tiny_model, cli_env, tmp_path):
+    video = next(p for p in MEDIA if "portrait" in p.name)
+    out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"
+    args = ["--source", str(video), "--model", str(tiny_model), "--max-frames", "30", "-q", "--privacy", "blur"]
+    r = run_cli(args + ["--output", str(out), "--events", str(events)], cli_env)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert records and all("label" in rec for rec in records)  # boxes and labels stay in the log
+    written, original = _frames(out), _frames(video)[:30]
+    checked = 0
+    for rec in records[::5]:
+        x, y, w, h = rec["box"]
+        y0, x0 = y + h // 4, x + w // 4  # the middle of the face: away from the drawn box and label
+        mid = (slice(y0, y0 + h // 2), slice(x0, x0 + w // 2))
+        before, after = sharpness(original[rec["frame"]][mid]), sharpness(written[rec["frame"]][mid])
+        assert after < 0.1 * before, (rec["frame"], before, after)
+        checked += 1
+    assert checked >= 3
+
+
+def test_no_face_images_paints_faces_keeps_no_thumbnail_and_refuses_a_review_store(tiny_model, cli_env, tmp_path):
+    video = next(p for p in MEDIA if "portrait" in p.name)
+    report = tmp_path / "r.html"
+    args = ["--source", str(video), "--model", str(tiny_model), "--max-frames", "30", "-q", "--no-face-images", "--threshold", "1.0"]
+    r = run_cli(args + ["--report", str(report)], cli_env)
+    assert r.returncode == 0, r.stderr
+    html = report.read_text()
+    assert "#1" in html and "data:image/jpeg" not in html and "(no face pictures)" in html
+    r = run_cli(args + ["--review", str(tmp_path / "rv")], cli_env)
+    assert r.returncode != 0 and "--no-face-images" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "rv").exists()
