@@ -675,6 +675,17 @@ def render(cfg: Config | None = None) -> str:
             lines += ["", f"[{table}]"]
             current = table
         lines.append(f"{key} = {_toml_value(getattr(getattr(cfg, table), key))}  # {help}")
+    lines += [
+        "",
+        "# Alerts: one table per rule; an alert record when an episode's label has held long enough",
+        "# (keys: label, name, min_seconds, min_confidence, min_faces, sources, cooldown_s), e.g.",
+        "#   [[alerts]]",
+        '#   label = "angry"',
+        "#   min_seconds = 5",
+        "#   min_confidence = 0.6",
+        '#   sources = ["door"]',
+        "#   cooldown_s = 300",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -68,7 +68,9 @@ def test_a_new_label_must_hold_min_s_before_the_episode_changes_and_the_end_come
     assert len({record_key(r) for r in out.records}) == len(out.records) == 3
     sink.close()
     assert len(out.records) == 3  # nothing open is left to end
-    assert sink.summary() == {"start": 1, "update": 1, "end": 1, "alert": 0}
+    summary = sink.summary()
+    assert {k: summary[k] for k in ("start", "update", "end", "alert")} == {"start": 1, "update": 1, "end": 1, "alert": 0}
+    assert [e["id"] for e in summary["episodes"]] == [end["id"]] and summary["episodes"][0]["labels"] == end["labels"]
 
 
 def test_a_stream_that_ends_ends_its_open_episodes():
@@ -133,13 +135,20 @@ def test_a_real_video_gives_episodes_and_alerts_in_the_log_and_the_summary(tiny_
     cfg.write_text('[[alerts]]\nlabel = "*"\nmin_seconds = 1\nmin_faces = 3\nname = "any label for 1 s"\n')
     episodes, summary = tmp_path / "ep.jsonl", tmp_path / "s.json"
     args = ["--source", str(video), "--model", str(tiny_model), "--max-frames", "90", "-q", "--config", str(cfg)]
-    r = run_cli(args + ["--episodes", str(episodes), "--summary", str(summary)], cli_env)
+    report = tmp_path / "r.html"
+    r = run_cli(args + ["--episodes", str(episodes), "--summary", str(summary), "--report", str(report)], cli_env)
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in episodes.read_text().splitlines()]
+    html = report.read_text()
+    assert "<h2>Episodes" in html and "<h2>Alerts</h2>" in html and all(x["id"] in html for x in records)
     types = [r["type"] for r in records]
     assert types[0] == "start" and types[-1] == "end" and "alert" in types, types
     s = json.loads(summary.read_text())
-    assert s["episodes"] == {k: types.count(k) for k in ("start", "update", "end", "alert")}
+    assert {k: s["episodes"][k] for k in ("start", "update", "end", "alert")} == {
+        k: types.count(k) for k in ("start", "update", "end", "alert")
+    }
+    assert {e["id"] for e in s["episodes"]["episodes"]} == {x["id"] for x in records if x["type"] == "end"}
+    assert [a["alert"] for a in s["episodes"]["alerts"]] == [x["alert"] for x in records if x["type"] == "alert"]
     assert s["outputs"]["episodes"] == str(episodes)
     by_id: dict[str, list[dict]] = {}
     for rec in records:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import urllib.request
 
 import av
 import cv2
 import numpy as np
 import pytest
 from conftest import FACES, MEDIA, run_cli
+from test_rtsp import long_videos  # noqa: F401  (the looped RTSP media fixture)
 
 from fer_stream.frames import Box, Face, Frame, FrameResult, Prediction
 from fer_stream.io.privacy import FILL, Privacy
+from fer_stream.serve.dashboard import SourceView
 
 
 def sharpness(image: np.ndarray) -> float:
@@ -94,3 +98,60 @@ def test_no_face_images_paints_faces_keeps_no_thumbnail_and_refuses_a_review_sto
     r = run_cli(args + ["--review", str(tmp_path / "rv")], cli_env)
     assert r.returncode != 0 and "--no-face-images" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "rv").exists()
+
+
+def _one_mjpeg_frame(url: str) -> np.ndarray:
+    """The next JPEG of an MJPEG stream, decoded (RGB)."""
+    with urllib.request.urlopen(url, timeout=60) as r:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += r.read(1)
+        length = int([l for l in head.decode().split("\r\n") if l.lower().startswith("content-length")][0].split(":")[1])
+        jpeg = r.read(length)
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_the_dashboard_shows_blurred_faces_and_the_open_episodes_in_a_real_browser(tiny_model, cli_env, tmp_path, long_videos, procs):  # noqa: F811
+    from test_dashboard import HEADLESS, _browser
+    from test_rtsp import WAIT, RtspServer, Run
+
+    browser = _browser()
+    events = tmp_path / "ev.jsonl"
+    with RtspServer({"b": long_videos["b"]}, procs=procs) as server:  # one person, sitting still
+        args = ["--source", f"door={server.url('b')}", "--model", str(tiny_model), "--detector", "short", "--threshold", "0.99"]
+        args += ["--privacy", "blur", "--events", str(events), "--episodes", str(tmp_path / "ep.jsonl")]
+        run = Run(args, cli_env, tmp_path, procs)
+        try:
+
+            def state() -> dict:
+                with urllib.request.urlopen(run.base + "/api/state", timeout=30) as r:
+                    return json.loads(r.read())["sources"]["door"]
+
+            run.wait_for(
+                lambda: state()["flagged"] and state()["episodes"]["episodes"], timeout=WAIT, what="flagged faces and an open episode"
+            )
+            picture = _one_mjpeg_frame(run.base + "/sources/door/mjpeg")
+            shot = tmp_path / "dashboard-private.png"
+            cmd = [browser, *HEADLESS, "--window-size=1280,1200", "--virtual-time-budget=5000"]
+            r = procs.run(cmd + [f"--screenshot={shot}", run.base + "/"], capture_output=True, text=True, timeout=WAIT)
+            assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
+            dom = procs.run(cmd + ["--dump-dom", run.base + "/"], capture_output=True, text=True, timeout=WAIT).stdout
+            s = state()
+        finally:
+            run.terminate()
+    assert "Episodes now" in dom and s["episodes"]["episodes"][0]["id"] in dom
+    # The live picture: where the run's log says the faces are, no detail is left (against the camera's own frames).
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    original = _frames(long_videos["b"])[: max(rec["frame"] for rec in records) + 1]
+    x, y, w, h = np.median([rec["box"] for rec in records[-25:]], axis=0).astype(int).tolist()
+    mid = (slice(y + h // 4, y + 3 * h // 4), slice(x + w // 4, x + 3 * w // 4))
+    before = np.median([sharpness(f[mid]) for f in original[-50:]])
+    assert sharpness(picture[mid]) < 0.1 * before
+    # The flagged faces' thumbnails on the page are the blurred crops: against thumbnails made the same way of the camera's faces.
+    view = SourceView()
+    decode = lambda b64: cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+    plain = np.median([sharpness(decode(view._thumb(np.ascontiguousarray(f[y : y + h, x : x + w])))) for f in original[-50:]])
+    thumbs = [decode(t["jpeg"]) for t in s["flagged"]]
+    assert thumbs and all(sharpness(t) < 0.2 * plain for t in thumbs), (plain, [sharpness(t) for t in thumbs])
+    image = cv2.imread(str(shot))
+    assert image.shape[:2] == (1200, 1280) and len(np.unique(image[110:600, 30:600].reshape(-1, 3) // 32, axis=0)) >= 10

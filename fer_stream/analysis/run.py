@@ -191,6 +191,8 @@ class _Run:
             )
             if self.monitor is not None and self.metrics is not None:
                 st.preview = self.monitor.add_source(st.sid, st.health)
+                if st.episodes is not None:
+                    self.monitor.watch_episodes(st.sid, st.episodes.state)
                 self.metrics.watch(st.sid, st.state)
         if self.monitor is not None:
             self.monitor.ready()
@@ -348,7 +350,9 @@ class _Run:
         return summary, errors
 
 
-def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None, publishers: dict[str, Publisher]) -> SourceSummary:
+def _source_summary(
+    cfg: Config, st: Stream, clf: Classifier, signum: int | None, publishers: dict[str, Publisher] | None = None
+) -> SourceSummary:
     assert st.pipeline is not None
     h = st.source.health()
     return summarize_source(
@@ -371,7 +375,7 @@ def _source_summary(cfg: Config, st: Stream, clf: Classifier, signum: int | None
         error=st.error,
         signum=signum,
         review=st.review.summary() if st.review is not None else None,
-        episodes=None if st.episodes is None else {**st.episodes.summary(), **{k: p.counts() for k, p in publishers.items()}},
+        episodes=None if st.episodes is None else {**st.episodes.summary(), **{k: p.counts() for k, p in (publishers or {}).items()}},
     )
 
 

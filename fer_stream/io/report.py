@@ -353,6 +353,7 @@ def write_report(
         for f in timeline.flagged
     )
     settings_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in (settings or {}).items())
+    episodes = _episodes_html(summary.get("episodes"))
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fer-stream report: {esc(str(summary.get("source", "")))}</title>
 <style>
@@ -372,7 +373,31 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #eee; 
 {"".join(track_html) or "<p>No classified faces.</p>"}
 <h2>Flagged moments ({len(timeline.flagged)}{shown}): for a person to review</h2>
 <table><tr><th>time</th><th>track</th><th>label</th><th>confidence</th><th>face</th></tr>{flagged_rows}</table>
-<h2>Settings</h2><table>{settings_rows}</table>
+{episodes}<h2>Settings</h2><table>{settings_rows}</table>
 </body></html>
 """
     return write_atomic(p, lambda f: f.write(doc), "report")
+
+
+def _episodes_html(ep: dict[str, Any] | None) -> str:
+    """The report's episodes and alerts (with --episodes or a publisher), from the summary."""
+    if not ep:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>#{e['track']}</td><td>{esc(' > '.join(s['label'] for s in e.get('labels', [])) or e['label'])}</td>"
+        f"<td>{e['start']:.1f}-{e['end']:.1f} s</td><td>{e['duration']:.1f} s</td><td>{e['mean_confidence']:.0%}</td>"
+        f"<td>{e['flagged_share']:.0%}</td><td><code>{esc(e['id'])}</code></td></tr>"
+        for e in ep.get("episodes", [])
+    )
+    alerts = "".join(
+        f"<tr><td>{a['time']:.1f} s</td><td>{esc(a['rule'])}</td><td>#{a['track']}</td><td>{esc(a['label'])}</td>"
+        f"<td>{a['held_s']:.1f} s</td><td><code>{esc(a['id'])}</code></td></tr>"
+        for a in ep.get("alerts", [])
+    )
+    head = "<tr><th>track</th><th>labels</th><th>time</th><th>duration</th><th>mean confidence</th><th>flagged</th><th>id</th></tr>"
+    out = f"<h2>Episodes ({ep.get('end', 0)})</h2><table>{head}{rows}</table>"
+    if alerts:
+        out += "<h2>Alerts</h2><table><tr><th>time</th><th>rule</th><th>track</th><th>label</th><th>held</th><th>episode</th></tr>"
+        out += alerts + "</table>"
+    return out + "\n"

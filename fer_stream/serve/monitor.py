@@ -98,6 +98,7 @@ class Monitor:
         self.health: dict[str, Callable[[], SourceHealth]] = {}
         self.previews: dict[str, PreviewSink] = {}
         self.views: dict[str, SourceView] = {}
+        self.episodes: dict[str, Callable[[], dict[str, Any]]] = {}  # source -> its open episodes and counts
         self.token = token
         self.viewers = threading.BoundedSemaphore(max_viewers)  # MJPEG streams at once
         self._ready = threading.Event()
@@ -147,6 +148,10 @@ class Monitor:
         self.views[source_id] = view = SourceView()
         return Both(preview, view)
 
+    def watch_episodes(self, source_id: str, state: Callable[[], dict[str, Any]]) -> None:
+        """Show ``state()`` (open episodes, counts) on the source's dashboard card."""
+        self.episodes[source_id] = state
+
     def healthz(self) -> tuple[int, dict[str, Any]]:
         """``/healthz``: status code and body; 200 while every source streams."""
         if self.starting:
@@ -165,9 +170,19 @@ class Monitor:
         return {
             "status": health["status"],
             "state": health["state"],
-            "sources": {sid: {"health": health["sources"][sid], **view.state()} for sid, view in self.views.items()},
+            "sources": {
+                sid: {
+                    "health": health["sources"][sid],
+                    **view.state(),
+                    **({"episodes": self.episodes[sid]()} if sid in self.episodes else {}),
+                }
+                for sid, view in self.views.items()
+            },
             **review,
         }
+
+    def _episodes(self, sid: str) -> dict[str, Any]:
+        return {"episodes": self.episodes[sid]()} if sid in self.episodes else {}
 
     def __enter__(self) -> Monitor:
         self.server.start("fer-serve")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from typing import Any, Protocol
 
 from fer_stream.config import AlertRule
@@ -18,6 +19,9 @@ from fer_stream.io.jsonlines import JsonLines
 from fer_stream.io.sinks import Sink, writable_path
 from fer_stream.stream.alerts import Alerts
 from fer_stream.stream.episodes import EpisodeBook, EpisodeSettings, classifications
+
+MAX_LISTED = 1000  # ended episodes and alerts the summary lists (the latest); the counts count them all
+SHORT = ("id", "track", "label", "start", "end", "duration", "mean_confidence", "flagged_share", "labels")
 
 
 class Outlet(Protocol):
@@ -77,6 +81,8 @@ class EpisodeSink(Sink):
         self._lock = threading.Lock()
         self.counts = {"start": 0, "update": 0, "end": 0, "alert": 0}
         self.open: dict[int, dict[str, Any]] = {}  # track -> its latest record, while its episode is open
+        self.ended: deque[dict[str, Any]] = deque(maxlen=MAX_LISTED)  # the latest ended episodes, for the summary
+        self.fired: deque[dict[str, Any]] = deque(maxlen=MAX_LISTED)  # the latest alerts
         self._state: dict[str, Any] = {}  # the last state sent
         self._state_t = float("-inf")
 
@@ -107,9 +113,9 @@ class EpisodeSink(Sink):
         self._send(self.book.close())
 
     def summary(self) -> dict[str, Any]:
-        """The summary's ``episodes``: records sent, by type."""
+        """The summary's ``episodes``: records by type, and the latest :data:`MAX_LISTED` ended episodes and alerts."""
         with self._lock:
-            return dict(self.counts)
+            return {**self.counts, "episodes": list(self.ended), "alerts": list(self.fired)}
 
     def state(self) -> dict[str, Any]:
         """What is going on now: the open episodes (track, label, since) and the counts so far."""
@@ -123,6 +129,9 @@ class EpisodeSink(Sink):
                 self.counts[r["type"]] += 1
                 if r["type"] == "end":
                     self.open.pop(r["track"], None)
+                    self.ended.append({k: r[k] for k in SHORT if k in r})
+                elif r["type"] == "alert":
+                    self.fired.append({k: r[k] for k in ("id", "alert", "rule", "track", "label", "time", "held_s") if k in r})
                 elif r["type"] != "alert":
                     self.open[r["track"]] = r
             for outlet in self.outlets:
