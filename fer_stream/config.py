@@ -301,7 +301,7 @@ class OutputConfig:
         True,
         "keep face pictures; false: faces painted grey everywhere and no face crop kept",
         _bool,
-        off="keep no face picture anywhere: faces painted grey in every picture, no thumbnails, no review store",
+        off="no face picture anywhere: faces painted grey in every picture, no thumbnails, no review store",
     )
 
 
