@@ -85,8 +85,9 @@ def test_batch_writes_each_video_like_a_single_run(archive, single_runs, tiny_mo
     for rec in records:
         assert rec["status"] == "done" and rec["error"] is None and rec["frames"] == FRAMES
         folder = out / rec["name"]
-        assert sorted(p.name for p in folder.iterdir()) == ["annotated.mp4", "events.jsonl", "report.html", "summary.json", "timeline.csv"]
-        assert set(rec["outputs"]) == {"video", "events", "summary", "report", "timeline"}
+        names = ["annotated.mp4", "episodes.jsonl", "events.jsonl", "report.html", "summary.json", "timeline.csv"]
+        assert sorted(p.name for p in folder.iterdir()) == names
+        assert set(rec["outputs"]) == {"video", "events", "episodes", "summary", "report", "timeline"}
         ref = single_runs[rec["name"]]
         assert_same_events(_events(folder / "events.jsonl"), _events(ref / "e.jsonl"))
         got, want = decode_video(folder / "annotated.mp4"), decode_video(ref / "a.mp4")

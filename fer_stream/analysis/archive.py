@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # cv2 at its top
 OUTPUTS = {
     "video": "annotated.mp4",
     "events": "events.jsonl",
+    "episodes": "episodes.jsonl",
     "summary": "summary.json",
     "report": "report.html",
     "timeline": "timeline.csv",
@@ -125,6 +126,7 @@ def video_config(cfg: Config, job: Job, folder: Path, *, video: bool) -> Config:
             "source.max_outage_s": s.batch_max_outage_s,
             "output.video": str(folder / OUTPUTS["video"]) if video else "",
             "output.events": str(folder / OUTPUTS["events"]),
+            "output.episodes": str(folder / OUTPUTS["episodes"]),
             "output.summary": str(folder / OUTPUTS["summary"]),
             "output.report": str(folder / OUTPUTS["report"]),
             "output.timeline": str(folder / OUTPUTS["timeline"]),

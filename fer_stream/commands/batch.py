@@ -2,7 +2,7 @@
 
 Inputs are video files, folders (searched recursively for videos), glob patterns and text files
 listing paths or URLs (one per line, ``#`` comments). Each video gets ``DIR/<name>/`` with
-``annotated.mp4``, ``events.jsonl``, ``summary.json``, ``report.html`` and ``timeline.csv``;
+``annotated.mp4``, ``events.jsonl``, ``episodes.jsonl``, ``summary.json``, ``report.html`` and ``timeline.csv``;
 ``DIR/manifest.jsonl`` records every attempt (see :mod:`fer_stream.io.manifest`). A re-run skips
 finished, unchanged videos and runs the rest (new, changed, failed or interrupted ones);
 ``--retry-failed`` runs only those that failed, ``--force`` runs them all again. An entry of a list
@@ -52,7 +52,7 @@ _GLOB = re.compile(r"[*?\[]")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-stream batch",
-        description="Analyse many videos: each gets OUT/<name>/ with annotated.mp4, events.jsonl, summary.json, "
+        description="Analyse many videos: each gets OUT/<name>/ with annotated.mp4, events.jsonl, episodes.jsonl, summary.json, "
         "report.html and timeline.csv; OUT/manifest.jsonl records every attempt. A re-run skips finished, "
         "unchanged videos and runs new, changed, failed and interrupted ones.",
     )
