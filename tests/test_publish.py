@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,8 @@ from fer_stream.serve.webhook import SIGNATURE, WebhookPublisher
 from fer_stream.stream.episode_sink import record_key
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+if not Path(MOSQUITTO).exists() and os.environ.get("FER_STREAM_REQUIRE_BROKER") == "1":
+    raise RuntimeError("FER_STREAM_REQUIRE_BROKER=1 but mosquitto is not installed; see .ci/run")
 needs_broker = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="Debian's mosquitto is not installed (.ci/run installs it)")
 
 
