@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -64,9 +65,8 @@ def site_look(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
     img = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(seed)
     img = img + rng.normal(0, 0.02, img.shape).astype(np.float32)
-    out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-    grey_out = out if out.ndim == 2 else out[..., 0]
-    return np.repeat(grey_out[..., None], 3, axis=2)
+    out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)  # (64, 64, 1): grey
+    return np.repeat(out.reshape(SIZE, SIZE, 1), 3, axis=2)
 
 
 def _read(path: Path) -> np.ndarray:
@@ -173,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             _store(store, data, pool[:n], base_clf)
         out = work / f"model-{n}"
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         t0 = time.monotonic()
         s = fine_tune([str(store)], a.model, out, SiteRecipe(seed=a.seed), replay=str(data), progress=False)

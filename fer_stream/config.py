@@ -486,8 +486,19 @@ def _validate(section: type, key: str, value: Any, origin: str, named: str = "")
     expected = f.metadata["check"](value) if f.metadata["check"] else None
     if expected:
         where = named or f"{origin}: '{key}'"
-        raise ConfigError(f"{where} must be {expected}, not {value!r}")
+        shown = _masked(value) if isinstance(value, str) else value
+        raise ConfigError(f"{where} must be {expected}, not {shown!r}")
     return value
+
+
+def _masked(text: str) -> str:
+    """``text`` with a URL's password and query values as ``***`` (a rejected value is shown to the user).
+
+    >>> _masked("tcp://u:hunter2@broker/x?token=abc&a=1")
+    'tcp://u:***@broker/x?token=***&a=***'
+    """
+    text = re.sub(r"(//[^/:@\s]*:)[^@/\s]*@", r"\1***@", text)
+    return re.sub(r"([?&][^=&#\s]+=)[^&#\s]*", r"\1***", text)
 
 
 def flag_name(dotted: str) -> str:

@@ -36,17 +36,21 @@ def _play(sink: EpisodeSink, script: list[tuple[float, dict | None]], track: int
         sink.write(timed_result(i, t, [] if probs is None else [scored_face(track, probs)]))
 
 
-def test_a_label_starts_only_after_agreeing_faces_and_a_flicker_changes_nothing():
+def test_a_label_starts_only_after_agreeing_faces_and_a_short_change_changes_nothing():
     out = Kept()
-    sink = EpisodeSink("door", [out], EpisodeSettings(min_faces=3, agreement=0.6, min_s=1.0, gone_s=0.5))
-    # 2 happy faces: not yet agreed; then a one-frame sad flicker among happy faces.
-    _play(sink, [(0.0, HAPPY), (0.1, HAPPY)])
+    sink = EpisodeSink("door", [out], EpisodeSettings(min_faces=3, agreement=0.6, min_s=1.0, gone_s=0.5, window=6))
+    _play(sink, [(0.0, HAPPY), (0.1, HAPPY)])  # 2 happy faces: not yet agreed
     assert out.records == []
     _play(sink, [(0.2, HAPPY), (0.3, SAD), (0.4, HAPPY), (0.5, HAPPY)])
     assert [r["type"] for r in out.records] == ["start"]
     start = out.records[0]
     assert start["label"] == "happy" and start["start"] == 0.0 and start["source"] == "door" and start["track"] == 7
     assert start["faces"] == 3 and start["consensus"] == 1.0 and start["mean_confidence"] == 0.8
+    # Sad for 0.7 s: agreed from 0.9 s (4 of the last 6 faces) to 1.2 s, under min_s: no update.
+    _play(sink, [(0.6 + i * 0.1, SAD) for i in range(7)] + [(1.3 + i * 0.1, HAPPY) for i in range(10)])
+    assert [r["type"] for r in out.records] == ["start"]
+    sink.close()
+    assert [s["label"] for s in out.records[-1]["labels"]] == ["happy"]
 
 
 def test_a_new_label_must_hold_min_s_before_the_episode_changes_and_the_end_comes_when_the_track_is_gone():
@@ -59,7 +63,8 @@ def test_a_new_label_must_hold_min_s_before_the_episode_changes_and_the_end_come
     assert types == ["start", "update"]
     update = out.records[1]
     # The vote turns sad once 4 of the last 6 faces are sad (t = 1.3); it has held 1 s at t = 2.3.
-    assert update["label"] == "sad" and update["previous"] == "happy" and update["since"] == pytest.approx(1.0)
+    assert update["label"] == "sad" and update["previous"] == "happy"
+    assert update["since"] == pytest.approx(1.3) and update["end"] == pytest.approx(2.3)
     assert update["id"] == out.records[0]["id"] and update["seq"] == 1
     _play(sink, [(3.0, None), (3.2, None), (3.6, None)])  # no face: gone after 0.5 s
     end = out.records[-1]
@@ -71,6 +76,18 @@ def test_a_new_label_must_hold_min_s_before_the_episode_changes_and_the_end_come
     summary = sink.summary()
     assert {k: summary[k] for k in ("start", "update", "end", "alert")} == {"start": 1, "update": 1, "end": 1, "alert": 0}
     assert [e["id"] for e in summary["episodes"]] == [end["id"]] and summary["episodes"][0]["labels"] == end["labels"]
+
+
+def test_a_face_in_view_between_classifications_keeps_its_episode_open():
+    out = Kept()
+    sink = EpisodeSink("door", [out], EpisodeSettings(min_faces=3, gone_s=0.5))
+    _play(sink, [(i * 0.1, HAPPY) for i in range(5)])
+    for i in range(5, 40):  # 3.5 s of the same face, tracked but not classified (e.g. --classify-every)
+        face = scored_face(7, HAPPY)
+        sink.write(timed_result(i, i * 0.1, [face.with_prediction(face.prediction, fresh=False)]))
+    assert [r["type"] for r in out.records] == ["start"]
+    _play(sink, [(4.0, None), (4.6, None)])
+    assert [r["type"] for r in out.records] == ["start", "end"] and out.records[-1]["end"] == pytest.approx(3.9)
 
 
 def test_a_stream_that_ends_ends_its_open_episodes():

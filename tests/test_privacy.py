@@ -97,6 +97,9 @@ def test_no_face_images_paints_faces_keeps_no_thumbnail_and_refuses_a_review_sto
     assert "#1" in html and "data:image/jpeg" not in html and "(no face pictures)" in html
     r = run_cli(args + ["--review", str(tmp_path / "rv")], cli_env)
     assert r.returncode != 0 and "--no-face-images" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    blurred = [a for a in args if a != "--no-face-images"] + ["--privacy", "blur", "--review", str(tmp_path / "rv")]
+    r = run_cli(blurred, cli_env)  # blurred faces in a review store: nobody could label them
+    assert r.returncode != 0 and "--privacy blur" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "rv").exists()
 
 

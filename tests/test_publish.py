@@ -113,6 +113,13 @@ def broker(procs, tmp_path):
     return Broker(procs, tmp_path)
 
 
+def test_a_rejected_url_setting_never_shows_its_password(cli_env, tmp_path):
+    r = run_cli(["--source", "x.mp4", "--mqtt", "tcp://u:hunter2@broker"], cli_env)
+    assert r.returncode != 0 and "hunter2" not in r.stderr and "u:***@broker" in r.stderr
+    r = run_cli(["--source", "x.mp4", "--webhook", "hooks.example/x?token=hunter2"], cli_env)
+    assert r.returncode != 0 and "hunter2" not in r.stderr
+
+
 def test_mqtt_urls_are_checked_and_their_passwords_never_shown():
     assert parse_mqtt_url("mqtt://u:p%40ss@broker.lan:1884/site/a") == ("broker.lan", 1884, "site/a", "u", "p@ss", False)
     assert parse_mqtt_url("mqtts://broker") == ("broker", 8883, "fer-stream", None, None, True)
@@ -173,6 +180,7 @@ def test_a_broker_down_for_10_s_loses_nothing_and_sends_nothing_twice(broker, tm
         time.sleep(max(0.0, 10.0 - (time.monotonic() - down)))
         broker.start()
         produce(90, 30)
+        _wait(pub._connected.is_set, deadline=120, what="the publisher back on the broker")  # paho retries every 1-10 s
         pub.close()
         keys = lambda: [record_key(json.loads(p)) for p, _, dup in sub.on("cams/door/episodes")]
         _wait(lambda: set(keys()) == set(sent), deadline=90, what="every record after the outage")

@@ -127,8 +127,9 @@ class _Run:
             else:
                 check_output(path, inputs=inputs, overwrite=out.overwrite)
         self.layout.check_display(self.cfg)
-        if self.cfg.review.dir and not out.face_images:
-            raise ConfigError("--review keeps face pictures for people to label, --no-face-images keeps none: drop one of them")
+        if self.cfg.review.dir and (not out.face_images or out.privacy != "off"):
+            flag = "--no-face-images" if not out.face_images else f"--privacy {out.privacy}"
+            raise ConfigError(f"--review keeps faces for people to label, {flag} hides them: drop one of the two")
         if self.cfg.review.dir:  # made now: a folder that cannot be one fails before anything loads
             self.review = ReviewStore.open(self.cfg.review.dir, create=True)
 

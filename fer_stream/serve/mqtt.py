@@ -71,7 +71,7 @@ class MqttPublisher:
         if tls:
             self.client.tls_set()
         self.client.max_inflight_messages_set(INFLIGHT)
-        self.client.max_queued_messages_set(INFLIGHT)  # beyond these, records wait in the outbox (bounded too)
+        self.client.max_queued_messages_set(queue + 64)  # bounded like the outbox (+ status and discovery messages)
         self.client.reconnect_delay_set(1, 10)
         self.client.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
@@ -142,6 +142,9 @@ class MqttPublisher:
         self._closed = True
         self.outbox.close()
         if self._connected.is_set():
-            self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True).wait_for_publish(5.0)
+            try:
+                self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True).wait_for_publish(5.0)
+            except (ValueError, RuntimeError):  # refused or the link fell: the broker's last will says offline
+                pass
         self.client.disconnect()
         self.client.loop_stop()

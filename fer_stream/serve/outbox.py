@@ -71,19 +71,21 @@ class Outbox:
                 record = self._queue[0]
             try:
                 ok = self._deliver(record)
-            except Exception:  # a publisher's bug or a receiver's odd answer: logged, retried
-                log.debug("%s: delivery failed", self.name, exc_info=True)
+            except Exception as e:  # a publisher's bug or a receiver's odd answer: logged (no URL: it may hold a password), retried
+                log.debug("%s: delivery failed: %s", self.name, type(e).__name__)
                 ok = False
             with self._cond:
                 if ok:
-                    self._queue.popleft()
-                    self.counts["sent"] += 1
+                    if self._queue and self._queue[0] is record:  # close() may have given up on it meanwhile
+                        self._queue.popleft()
+                        self.counts["sent"] += 1
                     delay = self.backoff[0]
                     continue
                 self.counts["retries"] += 1
                 if self._closing and time.monotonic() >= self._deadline:
                     return
-                self._cond.wait(min(delay, max(0.0, self._deadline - time.monotonic())) if self._closing else delay)
+                if not self._woken:  # a wake() while delivering counts too
+                    self._cond.wait(min(delay, max(0.0, self._deadline - time.monotonic())) if self._closing else delay)
                 delay = self.backoff[0] if self._woken else min(delay * 2, self.backoff[1])
                 self._woken = False
 

@@ -13,8 +13,10 @@ it: 400, 401, 404 ...) is given up and counted as ``rejected``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import urllib.error
@@ -48,8 +50,13 @@ class WebhookPublisher:
         p = urllib.parse.urlsplit(url)
         if p.scheme not in ("http", "https") or not p.hostname:
             raise ConfigError(f"--webhook '{redact(url)}' must be an http:// or https:// URL")
-        self.target = url
         self.url = redact(url)
+        self._auth = ""
+        if p.username is not None:  # urllib would send user:pass@ to the server as the host: a Basic header instead
+            pair = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}".encode()
+            self._auth = "Basic " + base64.b64encode(pair).decode()
+            p = p._replace(netloc=p.hostname + (f":{p.port}" if p.port else ""))
+        self.target = urllib.parse.urlunsplit(p)
         self.secret = secret
         self.timeout = timeout
         self.rejected = 0
@@ -64,6 +71,8 @@ class WebhookPublisher:
         headers = {"Content-Type": "application/json", "User-Agent": "fer-stream", "X-Fer-Stream-Id": record_key(record)}
         if self.secret:
             headers[SIGNATURE] = signature(self.secret, body)
+        if self._auth:
+            headers["Authorization"] = self._auth
         req = urllib.request.Request(self.target, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as answer:  # noqa: S310 (the user's own URL)
@@ -76,8 +85,8 @@ class WebhookPublisher:
             self.rejected += 1
             log.warning("webhook %s refused a record (HTTP %d); it is dropped", self.url, e.code)
             return True
-        except (OSError, ValueError):  # refused, unreachable, timed out, TLS
-            log.debug("webhook %s unreachable; retrying", self.url, exc_info=True)
+        except (OSError, ValueError, http.client.HTTPException) as e:  # refused, unreachable, timed out, TLS, a bad answer
+            log.debug("webhook %s unreachable (%s); retrying", self.url, type(e).__name__)
             return False
 
     def counts(self) -> dict[str, int]:

@@ -38,9 +38,14 @@ class Alerts:
 
     rules: tuple[AlertRule, ...]
     source: str
-    _fired: set[tuple[int, str, float]] = field(default_factory=set)  # (rule, episode id, stretch start)
+    _fired: dict[tuple[int, str], float] = field(default_factory=dict)  # (rule, open episode's id) -> the stretch it fired on
     _last: dict[int, float] = field(default_factory=dict)  # rule -> stream time it last fired here
     count: int = 0
+
+    def forget(self, episode: str) -> None:
+        """Episode ``episode`` ended: what fired on it is no longer needed (memory stays bounded)."""
+        for key in [k for k in self._fired if k[1] == episode]:
+            del self._fired[key]
 
     def check(self, book: EpisodeBook, track: int, t: float) -> list[dict[str, Any]]:
         ep = book.current(track)
@@ -48,12 +53,12 @@ class Alerts:
             return []
         out = []
         for i, rule in enumerate(self.rules):
-            key = (i, ep["id"], ep["since"])
-            if key in self._fired or not matches(rule, ep, self.source):
+            key = (i, ep["id"])
+            if self._fired.get(key) == ep["since"] or not matches(rule, ep, self.source):
                 continue
             if i in self._last and t - self._last[i] < rule.cooldown_s:
                 continue
-            self._fired.add(key)
+            self._fired[key] = ep["since"]
             self._last[i] = t
             self.count += 1
             out.append(

@@ -89,6 +89,9 @@ class EpisodeSink(Sink):
     def write(self, result: FrameResult) -> None:
         t = result.frame.time
         records: list[dict[str, Any]] = []
+        for face in result.faces:
+            if face.track is not None:
+                self.book.touch(face.track, t)
         for track, label, confidence, flagged, w in classifications(result):
             records += self.book.add(t, track, label, confidence, flagged, w)
             records += self.alerts.check(self.book, track, t)
@@ -129,6 +132,7 @@ class EpisodeSink(Sink):
                 self.counts[r["type"]] += 1
                 if r["type"] == "end":
                     self.open.pop(r["track"], None)
+                    self.alerts.forget(r["id"])
                     self.ended.append({k: r[k] for k in SHORT if k in r})
                 elif r["type"] == "alert":
                     self.fired.append({k: r[k] for k in ("id", "alert", "rule", "track", "label", "time", "held_s") if k in r})

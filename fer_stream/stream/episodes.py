@@ -6,9 +6,9 @@ classification weights its attempts) and by the model's confidence. A label is *
 classifications are in and it holds ``agreement`` (default 60 %) of the weight. Then:
 
 * ``start``: the track's first agreed label;
-* ``update``: an agreed label other than the current one that has held for ``min_s`` seconds of the
-  stream (hysteresis: a flicker of another expression changes nothing);
-* ``end``: the track is gone (not seen for ``gone_s`` seconds) or the stream ended.
+* ``update``: an agreed label other than the current one that has stayed agreed for ``min_s``
+  seconds of the stream (hysteresis: a flicker of another expression changes nothing);
+* ``end``: the track is gone (not in view, classified or not, for ``gone_s`` seconds) or the stream ended.
 
 Each record (a plain dict, the ``--episodes`` JSON line) has ``type``, the episode's stable ``id``
 (the same in its start, updates, end and alerts), ``seq`` (its records numbered from 0: with
@@ -133,10 +133,10 @@ class EpisodeBook:
             tr.pending = None
             return []
         if tr.pending is None or tr.pending[0] != agreed:
-            tr.pending = (agreed, min(v[0] for v in tr.votes if v[1] == agreed))
-        if t - tr.pending[1] < self.s.min_s:
-            return []
+            tr.pending = (agreed, t)  # the challenger is agreed from now: it must stay so for min_s
         since = tr.pending[1]
+        if t - since < self.s.min_s - 1e-9:  # frame times are sums of floats
+            return []
         tr.pending = None
         cur.end = since
         stretch = _Stretch(agreed, since, t)
@@ -146,6 +146,12 @@ class EpisodeBook:
         tr.stretches.append(stretch)
         self.counts["updates"] += 1
         return [self._record(tr, track, "update", share, previous=cur.label)]
+
+    def touch(self, track: int, t: float) -> None:
+        """``track`` is in view at ``t`` (classified or not: a face between classifications has not gone)."""
+        tr = self.tracks.get(track)
+        if tr is not None:
+            tr.seen = max(tr.seen, t)
 
     def tick(self, t: float) -> list[dict[str, Any]]:
         """Stream time ``t`` reached: the ``end`` of every track not seen for ``gone_s``."""

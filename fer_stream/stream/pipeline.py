@@ -367,7 +367,8 @@ class Pipeline:
 
     def _detect(self) -> None:
         mode = self.mode
-        draw_rejected = self.overlay is not None and self.overlay.draw_rejected
+        # Rejected boxes reach the overlay stage when drawn, or when privacy hides them (a profile face is still a face).
+        draw_rejected = (self.overlay is not None and self.overlay.draw_rejected) or self.privacy.active
         try:
             while (frame := self._next(self._frames)) is not END:
                 found = self.detector.detect(frame.image)
@@ -391,7 +392,7 @@ class Pipeline:
 
     def _annotate(self) -> None:
         while (result := self._next(self._classified)) is not END:
-            rejected = self._rejected_boxes.pop(result.frame.index, ()) if self.overlay is not None else ()
+            rejected = self._rejected_boxes.pop(result.frame.index, ())
             # Faces hidden before anything draws or writes a picture (the classifier has seen them).
             result = self.privacy.apply(dataclasses.replace(result, rejected=rejected) if rejected else result)
             if self.overlay is not None:
