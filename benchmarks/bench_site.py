@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", help="keep the stores, folders and models here (default a temporary folder)")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--note", default="", help="a note for the table, e.g. how busy the machine was")
+    ap.add_argument("--recipe", default="", help="fine-tune settings other than the defaults, e.g. lr=0.001,augment=basic,erase=0")
     a = ap.parse_args(argv)
     shared = Path(os.environ.get("FER_STREAM_SHARED", ROOT.parent / "shared"))
     data = shared / "datasets" / "fer2013-train"
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         s, o = evaluate(clf, site_dir), evaluate(clf, plain_dir)
         return {"site": s["accuracy"], "site_macro_f1": s["macro_f1"], "original": o["accuracy"], "original_macro_f1": o["macro_f1"]}
 
+    given = dict(kv.split("=", 1) for kv in a.recipe.split(",") if kv)
+    recipe = SiteRecipe(seed=a.seed, **{k: type(getattr(SiteRecipe(), k))(v) for k, v in given.items()})
     base_clf = make_classifier(load_config(None, {"classifier.model": a.model}))
     rows: list[dict[str, Any]] = [{"reviewed": 0, "model": a.model, **score(a.model)}]
     for n in sizes:
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             shutil.rmtree(out)
         t0 = time.monotonic()
-        s = fine_tune([str(store)], a.model, out, SiteRecipe(seed=a.seed), replay=str(data), progress=False)
+        s = fine_tune([str(store)], a.model, out, recipe, replay=str(data), progress=False)
         seconds = time.monotonic() - t0
         rows.append(
             {"reviewed": n, "model": str(out), "seconds": round(seconds, 1), "held_out": s["held_out"], "card": s, **score(str(out))}
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['reviewed'] or 'base'} | {r['site']:.1%} | {ds:+.1%} | {r['original']:.1%} | {do:+.1%} | {t} |")
     print(f"(site and original evaluation: {len(rest)} FER2013 test crops; review pool {len(pool)}; work folder {work})")
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "eval_images": len(rest), "pool": len(pool), "note": a.note}, indent=2) + "\n")
+        figures = {"rows": rows, "eval_images": len(rest), "pool": len(pool), "note": a.note, "recipe": a.recipe}
+        Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 
