@@ -122,13 +122,12 @@ def make_pipeline(
         detector,
         mode,
         tracker=make_tracker(cfg),
-        overlay=Overlay(draw_rejected=cfg.output.draw_rejected),
+        overlay=Overlay(draw_rejected=cfg.output.draw_rejected, privacy=Privacy(cfg.output.privacy, cfg.output.face_images)),
         queues=QueueSizes(q.frames, q.faces, q.results, q.max_mb),  # lengths fitted to each frame's size as it comes
         watch=watch if watch is not None else NULL_WATCH,
         max_frames=max_frames if max_frames is not None else cfg.source.max_frames or None,
         source_id=source_id,
         warmup=c.warmup if warmup is None else warmup,
-        privacy=Privacy(cfg.output.privacy, cfg.output.face_images),
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from fer_stream import palette
 from fer_stream.frames import Box, Face
+from fer_stream.io.privacy import OFF, Privacy
 
 RGB = tuple[int, int, int]
 # The state colours of fer_stream.palette (shared with the report and the dashboard), as RGB.
@@ -31,12 +32,14 @@ TEXT: RGB = (0, 0, 0)
 
 
 class Overlay:
-    """Draws faces onto a copy of an RGB frame (``draw_rejected``: rejected boxes too)."""
+    """Draws faces onto a copy of an RGB frame (``draw_rejected``: rejected boxes too). ``privacy``
+    says what the pictures may show: the pipeline hides the faces with it before drawing."""
 
-    def __init__(self, confident: RGB = CONFIDENT, flagged: RGB = FLAGGED, *, draw_rejected: bool = False) -> None:
+    def __init__(self, confident: RGB = CONFIDENT, flagged: RGB = FLAGGED, *, draw_rejected: bool = False, privacy: Privacy = OFF) -> None:
         self.confident = confident
         self.flagged = flagged
         self.draw_rejected = draw_rejected
+        self.privacy = privacy
 
     def draw(self, image: np.ndarray, faces: Sequence[Face], rejected: Sequence[Box] = ()) -> np.ndarray:
         """A copy of ``image`` with every face (and, with ``draw_rejected``, every ``rejected`` box) drawn on it."""

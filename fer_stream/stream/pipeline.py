@@ -41,7 +41,7 @@ from typing import TypeVar
 
 from fer_stream.errors import FerStreamError, PipelineError
 from fer_stream.frames import Box, FrameResult
-from fer_stream.io.privacy import OFF, Privacy
+from fer_stream.io.privacy import OFF
 from fer_stream.io.sources import Source, open_source
 from fer_stream.model.contract import Classifier
 from fer_stream.model.detector import Detector
@@ -126,7 +126,6 @@ class Pipeline:
         max_frames: int | None = None,
         source_id: str = "cam",
         warmup: bool = True,
-        privacy: Privacy = OFF,
     ) -> None:
         self._owns_source = not isinstance(source, Source)
         self.source = open_source(source) if not isinstance(source, Source) else source
@@ -134,7 +133,7 @@ class Pipeline:
         self.mode = mode
         self.max_frames = max_frames or None
         self.overlay = overlay
-        self.privacy = privacy
+        self.privacy = overlay.privacy if overlay is not None else OFF  # what the pictures may show
         self.warmup = warmup
         self.tracker = tracker or IoUTracker()
         self.source_id = source_id
