@@ -7,8 +7,10 @@ import hmac
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -268,3 +270,58 @@ def test_a_webhook_receiver_that_is_down_is_retried_until_it_answers():
     finally:
         rx.shutdown()
         rx.server_close()
+
+
+def _comings_and_goings(src: Path, dst: Path, cycles: int = 24) -> Path:
+    """``src``'s first 2 s, then 1 s of an empty grey frame, ``cycles`` times (a face that comes and goes)."""
+    import av
+    import numpy as np
+
+    with av.open(str(src)) as inp:
+        stream = inp.streams.video[0]
+        fps = round(float(stream.average_rate or 25))
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(2 * fps), inp.decode(video=0))]
+    blank = np.full_like(frames[0], 128)
+    with av.open(str(dst), "w") as out:
+        s = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for _ in range(cycles):
+            for image in frames + [blank] * fps:
+                out.mux(s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(s.encode(None))
+    return dst
+
+
+@needs_broker
+def test_a_run_whose_broker_is_down_for_10_s_publishes_every_episode_once_it_returns(broker, tiny_model, cli_env, tmp_path, procs):
+    """A live run (a file played at its frame rate) keeps making episodes while the broker is away."""
+    video = _comings_and_goings(next(p for p in MEDIA if "portrait" in p.name), tmp_path / "long.mp4")
+    cfg = tmp_path / "quick.toml"  # a face for 2 s, then none for 1 s: an episode starts and ends every 3 s
+    cfg.write_text("[episodes]\nmin_faces = 2\ngone_s = 0.4\n")
+    episodes, summary = tmp_path / "ep.jsonl", tmp_path / "s.json"
+    sub = Subscriber(broker.port, "run")
+    args = [sys.executable, "-m", "fer_stream", "--source", f"door={video}", "--live", "--model", str(tiny_model), "-q"]
+    args += ["--config", str(cfg), "--mqtt", f"mqtt://127.0.0.1:{broker.port}/run", "--episodes", str(episodes), "--summary", str(summary)]
+    try:
+        err = tmp_path / "stderr.txt"
+        with open(err, "w") as stderr:  # the child keeps its own copy
+            run = procs.start(args, env=cli_env, stdout=subprocess.DEVNULL, stderr=stderr)
+        logged = lambda: [json.loads(line) for line in episodes.read_text().splitlines()] if episodes.exists() else []
+        _wait(lambda: len(sub.on("run/door/episodes")) >= 3, deadline=180, what="episodes on the broker")
+        broker.stop()
+        before = len(logged())
+        time.sleep(10)
+        assert len(logged()) > before, "no episode records while the broker was away: nothing was tested"
+        broker.start()
+        n = len(logged())
+        _wait(lambda: len(logged()) > n + 3, deadline=120, what="more episodes after the broker returned")
+        assert procs.stop(run, signal.SIGTERM) == 128 + signal.SIGTERM, err.read_text()[-2000:]
+        want = {record_key(x) for x in logged() if x["type"] != "alert"}
+        got = lambda: [record_key(json.loads(p)) for p, _, dup in sub.on("run/door/episodes")]
+        _wait(lambda: set(got()) >= want, deadline=60, what="every logged record on the broker")
+        fresh = [record_key(json.loads(p)) for p, _, dup in sub.on("run/door/episodes") if not dup]
+        assert len(fresh) == len(set(fresh)) and set(fresh) <= want
+        s = json.loads(summary.read_text())["episodes"]["mqtt"]
+        assert s["dropped"] == 0 and s["retries"] > 0
+    finally:
+        sub.close()
