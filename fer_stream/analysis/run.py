@@ -127,6 +127,11 @@ class _Run:
             else:
                 check_output(path, inputs=inputs, overwrite=out.overwrite)
         self.layout.check_display(self.cfg)
+        mqtt_url = self.cfg.publish.mqtt or os.environ.get("FER_STREAM_MQTT_URL", "")
+        if mqtt_url:  # a bad URL fails before anything loads
+            from fer_stream.serve.mqtt import parse_mqtt_url
+
+            parse_mqtt_url(mqtt_url)
         if self.cfg.review.dir and (not out.face_images or out.privacy != "off"):
             flag = "--no-face-images" if not out.face_images else f"--privacy {out.privacy}"
             raise ConfigError(f"--review keeps faces for people to label, {flag} hides them: drop one of the two")

@@ -136,7 +136,7 @@ class EpisodeSink(Sink):
                     self.ended.append({k: r[k] for k in SHORT if k in r})
                 elif r["type"] == "alert":
                     self.fired.append({k: r[k] for k in ("id", "alert", "rule", "track", "label", "time", "held_s") if k in r})
-                elif r["type"] != "alert":
+                else:  # start, update: the track's open episode
                     self.open[r["track"]] = r
             for outlet in self.outlets:
                 outlet.send(r)
