@@ -34,7 +34,6 @@ from fer_stream.model.contract import Classifier
 from fer_stream.serve.metrics import Metrics
 from fer_stream.serve.monitor import Monitor, parse_address
 from fer_stream.stream.episode_sink import EpisodeLog, EpisodeSink, Outlet, Publisher
-from fer_stream.stream.episodes import EpisodeSettings
 from fer_stream.stream.live import LiveClassifier
 
 if TYPE_CHECKING:
@@ -106,6 +105,7 @@ class _Run:
         self.review: ReviewStore | None = None
         self.outlets: list[Outlet] = []  # where episodes and alerts go (one for every source)
         self.publishers: dict[str, Publisher] = {}  # the outlets that send over the network, by name
+        self.mqtt_url = cfg.publish.mqtt or os.environ.get("FER_STREAM_MQTT_URL", "")
 
     def check_outputs(self) -> None:
         out = self.cfg.output
@@ -127,11 +127,10 @@ class _Run:
             else:
                 check_output(path, inputs=inputs, overwrite=out.overwrite)
         self.layout.check_display(self.cfg)
-        mqtt_url = self.cfg.publish.mqtt or os.environ.get("FER_STREAM_MQTT_URL", "")
-        if mqtt_url:  # a bad URL fails before anything loads
+        if self.mqtt_url:  # a bad URL fails before anything loads
             from fer_stream.serve.mqtt import parse_mqtt_url
 
-            parse_mqtt_url(mqtt_url)
+            parse_mqtt_url(self.mqtt_url)
         if self.cfg.review.dir and (not out.face_images or out.privacy != "off"):
             flag = "--no-face-images" if not out.face_images else f"--privacy {out.privacy}"
             raise ConfigError(f"--review keeps faces for people to label, {flag} hides them: drop one of the two")
@@ -209,11 +208,10 @@ class _Run:
         out, pub = self.cfg.output, self.cfg.publish
         if out.episodes:
             self.outlets.append(EpisodeLog(out.episodes, overwrite=out.overwrite))
-        mqtt_url = pub.mqtt or os.environ.get("FER_STREAM_MQTT_URL", "")
-        if mqtt_url:
+        if self.mqtt_url:
             from fer_stream.serve.mqtt import MqttPublisher  # paho: only for runs that publish
 
-            self.publishers["mqtt"] = MqttPublisher(mqtt_url, discovery=pub.mqtt_discovery, queue=pub.queue)
+            self.publishers["mqtt"] = MqttPublisher(self.mqtt_url, discovery=pub.mqtt_discovery, queue=pub.queue)
         if pub.webhook:
             from fer_stream.serve.webhook import WebhookPublisher
 
@@ -270,9 +268,7 @@ class _Run:
                 threshold=threshold_of(cfg),
             )
         if self.outlets:
-            e = cfg.episodes
-            settings = EpisodeSettings(min_faces=e.min_faces, agreement=e.agreement, min_s=e.min_s, gone_s=e.gone_s, window=e.window)
-            st.episodes = _entered(stack, EpisodeSink(st.sid, self.outlets, settings, cfg.alerts))
+            st.episodes = _entered(stack, EpisodeSink(st.sid, self.outlets, cfg.episodes, cfg.alerts))
         if self.layout.displays(cfg, src):
             st.window = _entered(stack, DisplaySink(cfg.display.title))
 

@@ -29,18 +29,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from fer_stream.config import EpisodesConfig
 from fer_stream.frames import Face, FrameResult
 
-
-@dataclass(frozen=True)
-class EpisodeSettings:
-    """How labels are agreed and changed (config ``[episodes]``)."""
-
-    min_faces: int = 3  # classifications before a label can be agreed
-    agreement: float = 0.6  # the label's least share of the weighted vote
-    min_s: float = 1.5  # a new label must hold this long (stream seconds) to change the episode
-    gone_s: float = 1.0  # a track not seen this long has ended
-    window: int = 15  # the vote: the track's last this many classifications
+# How labels are agreed and changed: config ``[episodes]`` (min_faces, agreement, min_s, gone_s, window).
+EpisodeSettings = EpisodesConfig
 
 
 def weight(face: Face) -> float:
@@ -99,9 +92,9 @@ class _Track:
 class EpisodeBook:
     """The episodes of one source: :meth:`add` each classification, :meth:`tick` each frame's time."""
 
-    def __init__(self, source: str, settings: EpisodeSettings = EpisodeSettings()) -> None:
+    def __init__(self, source: str, settings: EpisodeSettings | None = None) -> None:
         self.source = source
-        self.s = settings
+        self.s = settings or EpisodeSettings()
         self.tracks: dict[int, _Track] = {}
         self.counts = {"episodes": 0, "updates": 0}
 
