@@ -456,7 +456,8 @@ def test_the_page_in_a_real_browser_labels_with_clicks_and_keys(tmp_path, procs)
         driver.get(f"{url}?token={TOKEN}")
         rendered = lambda: int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-ok") or 0) > 0
         wait_until(rendered, WAIT, "the page to render the faces")
-        card_ids = lambda: [c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, "article.card")]
+        # Read in one script: the page re-renders every poll, so an element found in one call may be gone in the next.
+        card_ids = lambda: driver.execute_script("return [...document.querySelectorAll('article.card')].map(c => c.dataset.id)")
         assert card_ids() == newest
         keys = driver.find_element(By.ID, "labelkeys").text
         assert keys.startswith("1 angry, 2 disgust, 3 fear") and keys.endswith("7 surprise")
@@ -474,7 +475,7 @@ def test_the_page_in_a_real_browser_labels_with_clicks_and_keys(tmp_path, procs)
         ActionChains(driver).send_keys("s").perform()  # card 3: skip
         ActionChains(driver).send_keys("u").perform()  # ... undone
         wait_until(lambda: len(store.labels_log.records()) == 5, WAIT, "five answers in labels.jsonl")
-        sel = lambda: driver.find_element(By.CSS_SELECTOR, "article.card.sel").get_attribute("data-id")
+        sel = lambda: driver.execute_script("const c = document.querySelector('article.card.sel'); return c && c.dataset.id")
         wait_until(lambda: sel() == newest[3], WAIT, "the undone card to be selected")
         ActionChains(driver).send_keys("j").perform()
         wait_until(lambda: sel() == newest[4], WAIT, "j to select the next card")
@@ -503,7 +504,7 @@ def test_the_page_in_a_real_browser_labels_with_clicks_and_keys(tmp_path, procs)
         # Another reviewer answers meanwhile: the page shows it within a poll or two.
         Select(driver.find_element(By.ID, "filter")).select_by_value("all")
         assert _post(port, {"id": newest[5], "label": "sad", "by": "bo"}, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
-        answer_of = lambda fid: driver.find_element(By.CSS_SELECTOR, f"#face-{fid} .ans").text
+        answer_of = lambda fid: driver.execute_script(f"const a = document.querySelector('#face-{fid} .ans'); return a && a.innerText")
         wait_until(lambda: answer_of(newest[5]) == "answer: sad by bo", WAIT, "bo's answer on the page")
         assert answer_of(newest[0]) == "answer: happy by ana" and answer_of(newest[2]) == "answer: not a face by ana"
         assert driver.find_element(By.CSS_SELECTOR, f'#face-{newest[1]} button[data-label="fear"]').get_attribute("aria-pressed") == "true"
